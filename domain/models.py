@@ -1,0 +1,224 @@
+"""Models that cross the workflow boundary: the deploy request, the plan, approvals and the run's status.
+
+Everything here is a pydantic model serialised by Temporal's pydantic data converter, so it is
+recorded verbatim in workflow history: that is what the audit reads. Nothing here may hold a
+database URL or a password.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+# Temporal refuses payloads over 2 MB by default; keep a margin for the envelope.
+MAX_BUNDLE_BYTES = 1_500_000
+
+
+class Operation(StrEnum):
+    full = "full"  # resolve, then deploy, then verify
+    resolve = "resolve"
+    migrate = "migrate"  # deploy, then verify
+    verify = "verify"
+
+
+class Stage(StrEnum):
+    preflight = "preflight"
+    resolve = "resolve"
+    deploy = "deploy"
+    verify = "verify"
+    compensate = "compensate"
+    done = "done"
+
+
+class Outcome(StrEnum):
+    succeeded = "succeeded"
+    rejected = "rejected"
+    expired = "expired"
+    failed_rolled_back = "failed_rolled_back"
+    failed_needs_attention = "failed_needs_attention"
+
+
+# -- input -----------------------------------------------------------------------------------
+
+
+class BundledMigration(BaseModel):
+    """One migration folder as reviewed: its SQL travels in the request so history shows what ran."""
+
+    name: str
+    sql: str
+    checksum: str  # Prisma's: lowercase hex SHA-256 of migration.sql's bytes
+    down_sql: str | None = None
+    verify_sql: str | None = None
+
+
+class MigrationBundle(BaseModel):
+    migrations: list[BundledMigration]
+    revision: str | None = None  # e.g. the git commit the folder was read from
+    source: str | None = None  # a label for where it came from (folder path, CI run)
+
+
+class DeployRequest(BaseModel):
+    environment: str
+    operation: Operation = Operation.full
+    dry_run: bool = False
+    requested_by: str
+    bundle: MigrationBundle
+
+
+def workflow_id_for(environment: str) -> str:
+    """One open run per target database: a second start with the same id is refused by Temporal."""
+    return f"prisma-deploy-{environment}"
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+
+class Action(StrEnum):
+    apply = "apply"  # pending: run migration.sql, write a ledger row
+    reapply = "reapply"  # failed: resolve --rolled-back, then run it again in deploy
+    resolve_applied = "resolve_applied"  # failed: resolve --applied (its effects are already there)
+    leave_phantom = "leave_phantom"  # in the ledger, not in the bundle: left alone, reported
+    already_applied = "already_applied"
+    needs_human = "needs_human"  # failed and not provably safe to re-run: the run stops before changes
+
+
+class Finding(BaseModel):
+    """One statement-level observation from SQL analysis (see domain.sql_analysis)."""
+
+    code: str
+    severity: str  # info | warning | error
+    message: str
+    line: int | None = None
+    statement: str | None = None
+
+
+class PlannedMigration(BaseModel):
+    name: str
+    action: Action
+    reason: str
+    checksum: str | None = None
+    in_transaction: bool = True
+    rollback: str | None = None  # "down.sql" | "derived" | None
+    rollback_sql: str | None = None
+    risk: str = "low"  # low | medium | high
+    findings: list[Finding] = Field(default_factory=list)
+    creates: list[str] = Field(default_factory=list)  # objects the migration creates (for verify)
+    evidence: list[str] = Field(default_factory=list)  # failed migrations: what was found in the database
+
+
+class DeployPlan(BaseModel):
+    environment: str
+    operation: Operation
+    server_version: str = ""
+    ledger_exists: bool = True
+    migrations: list[PlannedMigration] = Field(default_factory=list)
+    blockers: list[str] = Field(default_factory=list)  # non-empty: the run stops before any change
+    notes: list[str] = Field(default_factory=list)
+    risk: str = "low"
+    required_approvals: int = 1
+    drift: dict[str, Any] | None = None
+    fingerprint: str = ""
+
+    def by_action(self, *actions: Action) -> list[PlannedMigration]:
+        return [m for m in self.migrations if m.action in actions]
+
+
+# -- approvals -------------------------------------------------------------------------------
+
+
+class ApprovalPayload(BaseModel):
+    """What a person types into the Temporal UI's "Send a Signal" dialog, or the CLI sends.
+
+    Loose on purpose: a malformed signal must not be dropped by the converter but recorded as a
+    refused attempt, so every field is optional and any type is accepted here, then validated.
+    """
+
+    model_config = {"extra": "allow"}
+
+    stage: Any = None
+    approver: Any = None
+    comment: Any = None
+    fingerprint: Any = None
+
+
+class ApprovalRecord(BaseModel):
+    decision: str  # approve | reject
+    stage: str | None
+    approver: str | None
+    comment: str | None = None
+    fingerprint: str | None = None
+    at: datetime
+    via: str  # signal | update
+    accepted: bool
+    refusal: str | None = None  # why it was refused
+
+
+class ApprovalAnswer(BaseModel):
+    accepted: bool
+    message: str
+
+
+# -- stage results ---------------------------------------------------------------------------
+
+
+class AppliedMigration(BaseModel):
+    name: str
+    checksum: str
+    ledger_id: str
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+
+
+class ResolveDecision(BaseModel):
+    name: str
+    resolution: str  # rolled_back | applied
+    reason: str
+    ledger_ids: list[str] = Field(default_factory=list)  # rows touched (rolled_back_at set) or inserted
+
+
+class VerifyCheck(BaseModel):
+    check: str
+    migration: str | None = None
+    passed: bool
+    detail: str = ""
+
+
+class CompensationStep(BaseModel):
+    name: str
+    action: str  # ran down.sql | ran derived rollback | restored resolve | skipped | blocked
+    ok: bool
+    detail: str = ""
+
+
+class Progress(BaseModel):
+    done: int = 0
+    total: int = 0
+    current: str | None = None
+
+
+class RunStatus(BaseModel):
+    """Answer of the `status` query, and the workflow's result."""
+
+    environment: str
+    operation: Operation
+    dry_run: bool
+    requested_by: str
+    revision: str | None = None
+    stage: Stage = Stage.preflight
+    awaiting: str | None = None  # stage whose gate waits for a human
+    approvals_needed: int = 0
+    plan: DeployPlan | None = None
+    progress: Progress = Field(default_factory=Progress)
+    stage_times: dict[str, dict[str, datetime | None]] = Field(default_factory=dict)
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    resolved: list[ResolveDecision] = Field(default_factory=list)
+    applied: list[AppliedMigration] = Field(default_factory=list)
+    verification: list[VerifyCheck] = Field(default_factory=list)
+    compensation: list[CompensationStep] = Field(default_factory=list)
+    outcome: Outcome | None = None
+    error: str | None = None
+    human_action: str | None = None  # what a person must do, when the run could not clean up

@@ -1,0 +1,98 @@
+"""Settings shared by the worker and the starter CLI (pydantic-settings: env vars, optional `.env`).
+
+Every variable is prefixed `MIGRATOR_`. Environments (the databases the worker may touch) are a
+JSON map or nested variables, e.g.
+
+    MIGRATOR_ENVIRONMENTS='{"prod": {"database_url": "postgresql://...", "gates": ["resolve", "deploy"],
+                            "approvers": ["alice", "bob"], "allow_self_approval": false}}'
+    MIGRATOR_ENVIRONMENTS__STAGING__DATABASE_URL=postgresql://...
+
+Database URLs are secrets: they live only here, on the worker, and never travel in workflow
+inputs, results, errors or search attributes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GateStage = Literal["resolve", "deploy", "verify"]
+
+
+class EnvironmentSettings(BaseModel):
+    """One target database and the approval rules that guard it."""
+
+    database_url: SecretStr
+    # Stages that wait for a human before they run. prod: all; dev: none.
+    gates: list[GateStage] = Field(default_factory=lambda: ["resolve", "deploy"])
+    # Who may approve or reject. Empty means anyone may.
+    approvers: list[str] = Field(default_factory=list)
+    # When false, the person who requested the run may not approve it.
+    allow_self_approval: bool = True
+    approval_timeout: timedelta = timedelta(hours=24)
+    # Distinct approvals a gate needs, by the plan's risk level (see domain.sql_analysis.Risk).
+    required_approvals: dict[str, int] = Field(default_factory=lambda: {"low": 1, "medium": 1, "high": 1})
+    lock_timeout: str = "10s"
+    statement_timeout: str = "0"
+
+    @field_validator("database_url")
+    @classmethod
+    def _has_database_name(cls, value: SecretStr) -> SecretStr:
+        from domain.dsn import check_dsn
+
+        check_dsn(value.get_secret_value())
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MIGRATOR_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "prisma-migrations"
+    temporal_ui_url: str = "http://localhost:8233"
+    # Temporal Cloud / self-hosted TLS: mTLS client cert and key, optional CA, or an API key.
+    temporal_tls: bool = False
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_api_key: SecretStr | None = None
+
+    environments: dict[str, EnvironmentSettings] = Field(default_factory=dict)
+
+    # Session settings applied to every connection the worker opens on a target database.
+    lock_timeout: str = "10s"
+    statement_timeout: str = "0"
+    # How long deploy waits for Prisma's advisory lock before giving up.
+    advisory_lock_timeout: timedelta = timedelta(seconds=60)
+
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    # Worker health: readiness file and Prometheus metrics (0 disables).
+    health_file: Path | None = None
+    metrics_port: int = 0
+
+    def environment(self, name: str) -> EnvironmentSettings:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none configured"
+            raise UnknownEnvironment(f"unknown environment '{name}' (this worker knows: {known})") from None
+
+
+class UnknownEnvironment(ValueError):
+    pass
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,167 @@
+"""Reads and writes `_prisma_migrations` on a live connection, exactly as Prisma does.
+
+Row shapes per operation (REPORT.md §4.2):
+- deploy success: new UUIDv4, checksum, started_at, finished_at, logs NULL, applied_steps_count 1
+- deploy failure: new UUIDv4, checksum, started_at, finished_at NULL, logs = error text, count 0
+- resolve --applied: a new row, logs '', count 0, started_at = finished_at; failed rows of that
+  migration get rolled_back_at
+- resolve --rolled-back: rolled_back_at on every failed row of that migration; nothing inserted
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import asyncpg
+
+from domain.ledger import CREATE_TABLE_DDL, EXPECTED_COLUMNS, TABLE, LedgerRow, LedgerSnapshot
+
+
+class LedgerShapeError(RuntimeError):
+    """The table exists but is not Prisma's."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class MigrationLedger:
+    """The revision store of one target database (the connection's current schema)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def current_schema(self) -> str:
+        return await self.conn.fetchval("SELECT current_schema()") or "public"
+
+    async def table_exists(self) -> bool:
+        return bool(await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", TABLE))
+
+    async def read(self) -> LedgerSnapshot:
+        schema = await self.current_schema()
+        others = await self.conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> $2 ORDER BY 1", schema, TABLE
+        )
+        other_tables = [r["tablename"] for r in others]
+        if not await self.table_exists():
+            return LedgerSnapshot(table_exists=False, rows=[], other_tables=other_tables, schema=schema)
+        columns = await self.conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+            schema,
+            TABLE,
+        )
+        found = {r["column_name"] for r in columns}
+        if found != set(EXPECTED_COLUMNS):
+            extra = sorted(found - set(EXPECTED_COLUMNS))
+            missing = sorted(set(EXPECTED_COLUMNS) - found)
+            raise LedgerShapeError(
+                f"table {TABLE} does not have Prisma's columns"
+                + (f"; missing: {', '.join(missing)}" if missing else "")
+                + (f"; unexpected: {', '.join(extra)}" if extra else "")
+            )
+        rows = await self.conn.fetch(
+            f"SELECT {', '.join(EXPECTED_COLUMNS)} FROM {TABLE} ORDER BY started_at, id"
+        )
+        return LedgerSnapshot(
+            table_exists=True, rows=[LedgerRow(**dict(r)) for r in rows], other_tables=other_tables, schema=schema
+        )
+
+    async def ensure_table(self) -> bool:
+        """Create the table with Prisma's DDL if missing. Returns True when it was created."""
+        if await self.table_exists():
+            return False
+        await self.conn.execute(CREATE_TABLE_DDL)
+        return True
+
+    # -- deploy -------------------------------------------------------------------------------
+    async def insert_applied(self, name: str, checksum: str, started_at: datetime, finished_at: datetime) -> str:
+        """The row a successful `migrate deploy` leaves. Call inside the migration's transaction
+        so the migration and its ledger row commit together (exactly once across crashes)."""
+        row_id = str(uuid.uuid4())
+        await self.conn.execute(
+            f"INSERT INTO {TABLE} (id, checksum, started_at, finished_at, migration_name, logs, applied_steps_count)"
+            " VALUES ($1, $2, $3, $4, $5, NULL, 1)",
+            row_id,
+            checksum,
+            started_at,
+            finished_at,
+            name,
+        )
+        return row_id
+
+    async def insert_started(self, name: str, checksum: str, started_at: datetime) -> str:
+        """Prisma's first step for a migration: the 'started' row (finished_at NULL)."""
+        row_id = str(uuid.uuid4())
+        await self.conn.execute(
+            f"INSERT INTO {TABLE} (id, checksum, started_at, migration_name, applied_steps_count)"
+            " VALUES ($1, $2, $3, $4, 0)",
+            row_id,
+            checksum,
+            started_at,
+            name,
+        )
+        return row_id
+
+    async def mark_finished(self, row_id: str, finished_at: datetime) -> None:
+        await self.conn.execute(
+            f"UPDATE {TABLE} SET applied_steps_count = applied_steps_count + 1, finished_at = $2 WHERE id = $1",
+            row_id,
+            finished_at,
+        )
+
+    async def record_failure(self, row_id: str, logs: str) -> None:
+        await self.conn.execute(f"UPDATE {TABLE} SET logs = $2 WHERE id = $1", row_id, logs)
+
+    async def insert_failed(self, name: str, checksum: str, started_at: datetime, logs: str) -> str:
+        """The row a failed `migrate deploy` leaves, written after the migration's transaction
+        rolled back."""
+        row_id = await self.insert_started(name, checksum, started_at)
+        await self.record_failure(row_id, logs)
+        return row_id
+
+    # -- resolve ------------------------------------------------------------------------------
+    async def mark_rolled_back(self, name: str, at: datetime | None = None) -> list[str]:
+        """`migrate resolve --rolled-back NAME`: rolled_back_at on every failed row of NAME."""
+        rows = await self.conn.fetch(
+            f"UPDATE {TABLE} SET rolled_back_at = $2"
+            " WHERE migration_name = $1 AND finished_at IS NULL AND rolled_back_at IS NULL RETURNING id",
+            name,
+            at or utcnow(),
+        )
+        return [r["id"] for r in rows]
+
+    async def resolve_applied(self, name: str, checksum: str, at: datetime | None = None) -> tuple[str, list[str]]:
+        """`migrate resolve --applied NAME`: failed rows rolled back, a new row recorded as applied.
+        Returns (new row id, ids of the failed rows marked rolled back)."""
+        when = at or utcnow()
+        rolled = await self.mark_rolled_back(name, when)
+        row_id = str(uuid.uuid4())
+        await self.conn.execute(
+            f"INSERT INTO {TABLE} (id, checksum, started_at, finished_at, migration_name, logs, applied_steps_count)"
+            " VALUES ($1, $2, $3, $3, $4, '', 0)",
+            row_id,
+            checksum,
+            when,
+            name,
+        )
+        return row_id, rolled
+
+    # -- compensation -------------------------------------------------------------------------
+    async def mark_row_rolled_back(self, row_id: str, at: datetime | None = None) -> bool:
+        """Mark one row this run wrote as rolled back (after its down migration ran)."""
+        status = await self.conn.execute(
+            f"UPDATE {TABLE} SET rolled_back_at = $2 WHERE id = $1 AND rolled_back_at IS NULL", row_id, at or utcnow()
+        )
+        return status.endswith(" 1")
+
+    async def restore_rows(self, row_ids: list[str]) -> None:
+        """Undo a resolve: clear rolled_back_at on rows a resolve marked."""
+        await self.conn.execute(f"UPDATE {TABLE} SET rolled_back_at = NULL WHERE id = ANY($1::varchar[])", row_ids)
+
+    async def delete_rows(self, row_ids: list[str]) -> None:
+        await self.conn.execute(f"DELETE FROM {TABLE} WHERE id = ANY($1::varchar[])", row_ids)
+
+    async def row(self, row_id: str) -> LedgerRow | None:
+        r = await self.conn.fetchrow(f"SELECT {', '.join(EXPECTED_COLUMNS)} FROM {TABLE} WHERE id = $1", row_id)
+        return LedgerRow(**dict(r)) if r else None

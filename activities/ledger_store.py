@@ -45,7 +45,7 @@ class MigrationLedger:
         )
         other_tables = [r["tablename"] for r in others]
         if not await self.table_exists():
-            return LedgerSnapshot(table_exists=False, rows=[], other_tables=other_tables, schema=schema)
+            return LedgerSnapshot(table_exists=False, rows=[], other_tables=other_tables, schema_name=schema)
         columns = await self.conn.fetch(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
             schema,
@@ -64,7 +64,7 @@ class MigrationLedger:
             f"SELECT {', '.join(EXPECTED_COLUMNS)} FROM {TABLE} ORDER BY started_at, id"
         )
         return LedgerSnapshot(
-            table_exists=True, rows=[LedgerRow(**dict(r)) for r in rows], other_tables=other_tables, schema=schema
+            table_exists=True, rows=[LedgerRow(**dict(r)) for r in rows], other_tables=other_tables, schema_name=schema
         )
 
     async def ensure_table(self) -> bool:

@@ -71,4 +71,4 @@ class LedgerSnapshot(BaseModel):
     # Tables in the schema other than the ledger: a database with tables but no ledger needs a
     # baseline (Prisma's P3005).
     other_tables: list[str]
-    schema: str = "public"
+    schema_name: str = "public"

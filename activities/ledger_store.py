@@ -75,10 +75,14 @@ class MigrationLedger:
         return True
 
     # -- deploy -------------------------------------------------------------------------------
-    async def insert_applied(self, name: str, checksum: str, started_at: datetime, finished_at: datetime) -> str:
+    async def insert_applied(
+        self, name: str, checksum: str, started_at: datetime, finished_at: datetime, row_id: str | None = None
+    ) -> str:
         """The row a successful `migrate deploy` leaves. Call inside the migration's transaction
-        so the migration and its ledger row commit together (exactly once across crashes)."""
-        row_id = str(uuid.uuid4())
+        so the migration and its ledger row commit together (exactly once across crashes).
+        `row_id` lets the caller choose the UUID (the workflow does, so a retried attempt can tell
+        its own rows apart)."""
+        row_id = row_id or str(uuid.uuid4())
         await self.conn.execute(
             f"INSERT INTO {TABLE} (id, checksum, started_at, finished_at, migration_name, logs, applied_steps_count)"
             " VALUES ($1, $2, $3, $4, $5, NULL, 1)",
@@ -90,9 +94,9 @@ class MigrationLedger:
         )
         return row_id
 
-    async def insert_started(self, name: str, checksum: str, started_at: datetime) -> str:
+    async def insert_started(self, name: str, checksum: str, started_at: datetime, row_id: str | None = None) -> str:
         """Prisma's first step for a migration: the 'started' row (finished_at NULL)."""
-        row_id = str(uuid.uuid4())
+        row_id = row_id or str(uuid.uuid4())
         await self.conn.execute(
             f"INSERT INTO {TABLE} (id, checksum, started_at, migration_name, applied_steps_count)"
             " VALUES ($1, $2, $3, $4, 0)",
@@ -113,10 +117,12 @@ class MigrationLedger:
     async def record_failure(self, row_id: str, logs: str) -> None:
         await self.conn.execute(f"UPDATE {TABLE} SET logs = $2 WHERE id = $1", row_id, logs)
 
-    async def insert_failed(self, name: str, checksum: str, started_at: datetime, logs: str) -> str:
+    async def insert_failed(
+        self, name: str, checksum: str, started_at: datetime, logs: str, row_id: str | None = None
+    ) -> str:
         """The row a failed `migrate deploy` leaves, written after the migration's transaction
         rolled back."""
-        row_id = await self.insert_started(name, checksum, started_at)
+        row_id = await self.insert_started(name, checksum, started_at, row_id)
         await self.record_failure(row_id, logs)
         return row_id
 
@@ -131,12 +137,14 @@ class MigrationLedger:
         )
         return [r["id"] for r in rows]
 
-    async def resolve_applied(self, name: str, checksum: str, at: datetime | None = None) -> tuple[str, list[str]]:
+    async def resolve_applied(
+        self, name: str, checksum: str, at: datetime | None = None, row_id: str | None = None
+    ) -> tuple[str, list[str]]:
         """`migrate resolve --applied NAME`: failed rows rolled back, a new row recorded as applied.
         Returns (new row id, ids of the failed rows marked rolled back)."""
         when = at or utcnow()
         rolled = await self.mark_rolled_back(name, when)
-        row_id = str(uuid.uuid4())
+        row_id = row_id or str(uuid.uuid4())
         await self.conn.execute(
             f"INSERT INTO {TABLE} (id, checksum, started_at, finished_at, migration_name, logs, applied_steps_count)"
             " VALUES ($1, $2, $3, $3, $4, '', 0)",

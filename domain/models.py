@@ -66,6 +66,8 @@ class DeployRequest(BaseModel):
     dry_run: bool = False
     requested_by: str
     bundle: MigrationBundle
+    # Stop after preflight and return the plan (`starter.py plan`): nothing waits, nothing is written.
+    plan_only: bool = False
 
 
 def workflow_id_for(environment: str) -> str:

@@ -1,0 +1,94 @@
+"""Opening a connection to a target database, with one clear sentence when that is impossible.
+
+Shared by `status` and the workflow's activities. Errors never contain the password: they name
+the database by its redacted URL (domain.dsn.redact_dsn) and are scrubbed of the DSN itself.
+Prisma-style URLs work as they are: `?schema=NAME` becomes the session's search_path (as Prisma's
+native engine does) and Prisma-only pool parameters are dropped instead of being sent to the
+server as unknown settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from domain.dsn import InvalidDsn, check_dsn, redact_dsn, scrub
+
+CONNECT_TIMEOUT_S = 10.0
+# Query parameters of Prisma's connection URL that mean nothing to PostgreSQL itself.
+_PRISMA_ONLY = {"schema", "connection_limit", "pool_timeout", "pgbouncer", "statement_cache_size", "socket_timeout"}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """One sentence, safe to show and log: no password, no full URL."""
+
+
+def _split_prisma_params(dsn: str) -> tuple[str, str | None]:
+    """(the URL asyncpg should see, the schema Prisma would use or None)."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    kept = [(k, v) for k, v in query if k not in _PRISMA_ONLY]
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ms(seconds: float | None) -> str | None:
+    return None if seconds is None else f"{int(seconds * 1000)}ms"
+
+
+def _describe(exc: BaseException, dsn: str) -> str:
+    parts = urlsplit(dsn)
+    where = redact_dsn(dsn)
+    host = parts.hostname or "localhost"
+    port = parts.port or 5432
+    user = parts.username or "the default user"
+    database = parts.path.lstrip("/")
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return f"authentication failed for user {user} at {host}:{port}: wrong password or user ({where})"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return f"the server at {host}:{port} refused user {user} for database {database} ({where})"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"database {database} does not exist on {host}:{port} ({where})"
+    if isinstance(exc, asyncpg.TooManyConnectionsError):
+        return f"the server at {host}:{port} has no free connection slots ({where})"
+    if isinstance(exc, asyncpg.CannotConnectNowError):
+        return f"the server at {host}:{port} is not accepting connections yet (starting or shutting down)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve database host {host} ({where})"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"timed out after {CONNECT_TIMEOUT_S:g}s connecting to {host}:{port} ({where})"
+    if isinstance(exc, OSError):
+        return f"cannot reach the database server at {host}:{port} (is it running?) ({where})"
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"cannot connect to {where}: {scrub(str(exc).splitlines()[0], dsn, parts.password)}"
+    return f"cannot connect to {where}: {exc.__class__.__name__}"
+
+
+async def connect(
+    dsn: str, *, lock_timeout: float | None = None, statement_timeout: float | None = None
+) -> asyncpg.Connection:
+    """A connection to `dsn`, or DatabaseUnavailable with one clear, password-free sentence.
+    Timeouts are in seconds and become the session's lock_timeout / statement_timeout."""
+    try:
+        check_dsn(dsn)
+    except InvalidDsn as exc:
+        raise DatabaseUnavailable(str(exc)) from None
+    url, schema = _split_prisma_params(dsn)
+    settings: dict[str, str] = {}
+    if schema:
+        settings["search_path"] = _quote_ident(schema)
+    if lock_timeout is not None:
+        settings["lock_timeout"] = _ms(lock_timeout)
+    if statement_timeout is not None:
+        settings["statement_timeout"] = _ms(statement_timeout)
+    try:
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S, server_settings=settings or None)
+    except Exception as exc:  # every failure becomes one sentence; the cause is not chained (it may hold the URL)
+        raise DatabaseUnavailable(_describe(exc, dsn)) from None

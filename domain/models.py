@@ -7,7 +7,7 @@ database URL or a password.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -123,6 +123,9 @@ class DeployPlan(BaseModel):
     required_approvals: int = 1
     drift: dict[str, Any] | None = None
     fingerprint: str = ""
+    # Digest of the ledger rows the plan was made from (part of the fingerprint): deploy and resolve
+    # re-read the ledger under the advisory lock and stop if anyone else changed it since.
+    ledger_digest: str = ""
 
     def by_action(self, *actions: Action) -> list[PlannedMigration]:
         return [m for m in self.migrations if m.action in actions]
@@ -180,6 +183,8 @@ class ResolveDecision(BaseModel):
     resolution: str  # rolled_back | applied
     reason: str
     ledger_ids: list[str] = Field(default_factory=list)  # rows touched (rolled_back_at set) or inserted
+    marked_ids: list[str] = Field(default_factory=list)  # failed rows this run marked rolled back
+    inserted_id: str | None = None  # the row `resolve --applied` inserted
 
 
 class VerifyCheck(BaseModel):
@@ -200,6 +205,107 @@ class Progress(BaseModel):
     done: int = 0
     total: int = 0
     current: str | None = None
+
+
+class ApprovalPolicy(BaseModel):
+    """The environment's approval rules as preflight read them from the worker's settings.
+
+    Travels in the preflight result so the workflow decides from history, without I/O. Never holds
+    the database URL."""
+
+    gates: list[str] = Field(default_factory=list)  # stages that wait for a human: resolve | deploy | verify
+    approvers: list[str] = Field(default_factory=list)  # empty: anyone may approve
+    allow_self_approval: bool = True
+    approval_timeout: timedelta = timedelta(hours=24)
+    required_approvals: int = 1  # distinct approvers per gate, for this plan's risk
+
+
+class PreflightResult(BaseModel):
+    plan: DeployPlan
+    policy: ApprovalPolicy
+
+
+class RunMarks(BaseModel):
+    """Identifiers this run chose (workflow.uuid4 / workflow.now) for everything it writes, so any
+    activity attempt — first, retried after a crash, or compensating — recognises its own rows."""
+
+    deploy_ids: dict[str, str] = Field(default_factory=dict)  # migration -> row id of its deploy row
+    resolve_ids: dict[str, str] = Field(default_factory=dict)  # migration -> row id `resolve --applied` inserts
+    resolve_at: datetime | None = None  # rolled_back_at this run's resolve writes
+
+    def own_ids(self) -> set[str]:
+        return set(self.deploy_ids.values()) | set(self.resolve_ids.values())
+
+
+class ResolveInput(BaseModel):
+    environment: str
+    plan: DeployPlan
+    marks: RunMarks
+
+
+class ResolveResult(BaseModel):
+    decisions: list[ResolveDecision] = Field(default_factory=list)
+    stopped: str | None = None  # set when nothing was done, and why (e.g. the ledger changed)
+
+
+class DeployInput(BaseModel):
+    environment: str
+    plan: DeployPlan
+    migrations: list[BundledMigration]  # the ones to run, in order (apply and reapply actions)
+    marks: RunMarks
+
+
+class FailedMigration(BaseModel):
+    name: str
+    ledger_id: str | None = None
+    error: str
+    partial: bool = False  # statements outside a transaction ran before the failure: effects remain
+    statements_done: int = 0
+
+
+class DeployResult(BaseModel):
+    applied: list[AppliedMigration] = Field(default_factory=list)  # this run's rows, in order
+    failed: FailedMigration | None = None
+    stopped: str | None = None  # nothing was changed, and why
+    needs_attention: str | None = None  # a crash left a non-transactional migration half-done
+
+
+class VerifyInput(BaseModel):
+    environment: str
+    plan: DeployPlan
+    migrations: list[BundledMigration]
+
+
+class VerifyResult(BaseModel):
+    checks: list[VerifyCheck] = Field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+class UndoStep(BaseModel):
+    """One migration this run may have applied, and how to undo it (newest first in the input)."""
+
+    name: str
+    ledger_id: str
+    rollback: str | None = None  # "down.sql" | "derived" | None
+    rollback_sql: str | None = None
+    in_transaction: bool = True
+
+
+class CompensateInput(BaseModel):
+    environment: str
+    undo: list[UndoStep] = Field(default_factory=list)  # newest first
+    marks: RunMarks
+    # Failed rows of reapplied migrations that this run's resolve marked rolled back (restored last).
+    resolve_candidates: list[str] = Field(default_factory=list)
+
+
+class CompensateResult(BaseModel):
+    steps: list[CompensationStep] = Field(default_factory=list)
+    complete: bool = True
+    human_action: str | None = None
 
 
 class RunStatus(BaseModel):
@@ -224,3 +330,5 @@ class RunStatus(BaseModel):
     outcome: Outcome | None = None
     error: str | None = None
     human_action: str | None = None  # what a person must do, when the run could not clean up
+    policy: ApprovalPolicy | None = None
+    gates_passed: list[str] = Field(default_factory=list)

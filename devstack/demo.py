@@ -143,6 +143,9 @@ def main() -> int:
                 print(f"(with MIGRATOR_TEMPORAL_ADDRESS={temporal.address})")
             asyncio.run(wait_past_gate(temporal.address, stage))
 
+        say("Following the run to its end")
+        starter(starter_env, "watch", "prod")
+
         say("The audit of the run, from its workflow history")
         starter(starter_env, "show", "prod", "--format", "markdown")
 

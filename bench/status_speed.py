@@ -1,0 +1,121 @@
+"""`status` and `plan` speed on large histories (issue 8, item 2).
+
+1,000 and 10,000 generated migrations; the ledger fully applied, and half pending. `status` is
+timed as a user runs it (a `starter.py status --json` process, start-up included) and as the pure
+diagnosis alone; Prisma's `migrate status` is the comparison where the oracle is installed.
+`plan` goes through the workflow's preflight on the dev server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+
+from activities.ledger_store import MigrationLedger
+from bench.generate import write_folder
+from bench.overhead import RESULTS, create_db, machine, prisma_deploy  # noqa: F401
+from devstack.pgcluster import PgCluster
+from domain.folder import read_migrations_dir
+from domain.ledger import CREATE_TABLE_DDL
+from domain.state import diagnose
+
+REPO = Path(__file__).resolve().parent.parent
+SIZES = [int(x) for x in os.environ.get("BENCH_STATUS_SIZES", "1000,10000").split(",")]
+
+
+async def fill_ledger(dsn: str, folder: Path, applied: int) -> None:
+    """Ledger rows as `migrate deploy` writes them, for the first `applied` migrations (SQL not run:
+    status reads only the ledger)."""
+    migrations = read_migrations_dir(folder)[:applied]
+    conn = await asyncpg.connect(dsn)
+    await conn.execute(CREATE_TABLE_DDL)
+    await conn.executemany(
+        "INSERT INTO _prisma_migrations (id, checksum, started_at, finished_at, migration_name, logs, applied_steps_count)"
+        " VALUES (gen_random_uuid()::text, $1, now(), now(), $2, NULL, 1)",
+        [(m.checksum, m.name) for m in migrations],
+    )
+    await conn.close()
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, cwd=REPO)
+    return time.perf_counter() - start, proc.returncode
+
+
+def prisma_status(dsn: str, folder: Path) -> float | None:
+    script = REPO.parent / "shared" / "tools" / "prisma-oracle" / "prisma.sh"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prisma-oracle" / "node_modules" / "prisma"
+    if not script.exists() or not cache.exists():
+        return None
+    elapsed, _ = timed([str(script), "status"], {"DATABASE_URL": dsn, "MIGRATIONS_DIR": str(folder)})
+    return elapsed
+
+
+async def pure_diagnosis_seconds(dsn: str, folder: Path) -> float:
+    conn = await asyncpg.connect(dsn)
+    try:
+        start = time.perf_counter()
+        local = read_migrations_dir(folder)
+        snapshot = await MigrationLedger(conn).read()
+        diagnose(local, snapshot)
+        return time.perf_counter() - start
+    finally:
+        await conn.close()
+
+
+async def main() -> dict:
+    pg = PgCluster().start()
+    rows = []
+    try:
+        for n in SIZES:
+            folder = write_folder(Path(tempfile.mkdtemp(prefix=f"status-{n}-")) / "migrations", n)
+            for label, applied in (("all applied", n), ("half pending", n // 2)):
+                dsn = await create_db(pg, f"status_{n}_{applied}")
+                await fill_ledger(dsn, folder, applied)
+                cli_s, code = timed(
+                    [sys.executable, "starter.py", "status", "--migrations-dir", str(folder), "--json"],
+                    {"DATABASE_URL": dsn},
+                )
+                rows.append(
+                    {
+                        "migrations": n,
+                        "ledger": label,
+                        "status_cli_s": round(cli_s, 3),
+                        "status_exit": code,
+                        "diagnosis_s": round(await pure_diagnosis_seconds(dsn, folder), 3),
+                        "prisma_status_s": (lambda v: round(v, 3) if v else None)(prisma_status(dsn, folder)),
+                    }
+                )
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        pg.destroy()
+    return {"benchmark": "status_speed", "machine": machine(), "rows": rows}
+
+
+def render(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="status speed (target: status CLI <= 1 s at 1,000 migrations)")
+    cols = ["migrations", "ledger", "status_cli_s", "status_exit", "diagnosis_s", "prisma_status_s"]
+    for col in cols:
+        table.add_column(col)
+    for row in result["rows"]:
+        table.add_row(*[str(row.get(c)) for c in cols])
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    res = asyncio.run(main())
+    (RESULTS / "status_speed.json").write_text(json.dumps(res, indent=2))
+    render(res)

@@ -170,7 +170,7 @@ def read_migrations_dir(path: str | Path) -> list[LocalMigration]:
     migrations: list[LocalMigration] = []
     for folder in sorted(entries, key=lambda e: prisma_order_key(e.name)):
         sql_path = folder / MIGRATION_FILE
-        if not sql_path.is_file():
+        if not sql_path.exists():
             raise MigrationFolderError(
                 "P3015",
                 f"P3015: could not find the migration file at {sql_path}; "

@@ -78,8 +78,9 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
-    # Worker health: readiness file and Prometheus metrics (0 disables).
+    # Worker health: readiness file, /healthz + /readyz HTTP port, Prometheus metrics port (0 disables).
     health_file: Path | None = None
+    health_port: int = 0
     metrics_port: int = 0
 
     def environment(self, name: str) -> EnvironmentSettings:

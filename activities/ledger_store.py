@@ -36,10 +36,21 @@ class MigrationLedger:
         return await self.conn.fetchval("SELECT current_schema()") or "public"
 
     async def table_exists(self) -> bool:
-        return bool(await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", TABLE))
+        # In the current schema only, where Prisma looks and creates it; not anywhere on search_path.
+        return bool(
+            await self.conn.fetchval(
+                "SELECT CASE WHEN current_schema() IS NULL THEN false"
+                " ELSE to_regclass(format('%I.%I', current_schema(), $1::text)) IS NOT NULL END",
+                TABLE,
+            )
+        )
 
     async def read(self) -> LedgerSnapshot:
-        schema = await self.current_schema()
+        schema = await self.conn.fetchval("SELECT current_schema()")
+        if schema is None:
+            # search_path names no existing schema (Prisma's `?schema=` before its first deploy): empty.
+            path = await self.conn.fetchval("SELECT current_setting('search_path')")
+            return LedgerSnapshot(table_exists=False, rows=[], other_tables=[], schema_name=path)
         others = await self.conn.fetch(
             "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> $2 ORDER BY 1", schema, TABLE
         )

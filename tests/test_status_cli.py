@@ -303,3 +303,15 @@ async def test_status_agrees_with_prisma_across_scenarios(db, database_url, mdir
     (mdir / TAGS).rmdir()
     doc = check({INIT: "applied", POSTS: "applied", TAGS: "missing_locally", fail: "applied"})
     assert doc["summary"]["missing_locally"] == 1
+
+
+async def test_prisma_schema_parameter_selects_the_schema(db, database_url, mdir) -> None:
+    await db.execute('CREATE TABLE public."unrelated" ("id" INT)')
+    # the schema does not exist yet: Prisma would create it on deploy; nothing is there, all pending
+    code, doc = as_json(mdir, database_url + "?schema=app")
+    assert code == 1 and doc["needs_baseline"] is False and doc["summary"]["pending"] == 3
+    await db.execute("CREATE SCHEMA app; SET search_path = app")
+    await apply(db, mdir, INIT)
+    code, doc = as_json(mdir, database_url + "?schema=app")
+    assert code == 1 and states(doc)[INIT] == "applied"
+    assert await db.fetchval("SELECT to_regclass('public._prisma_migrations')") is None

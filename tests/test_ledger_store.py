@@ -185,3 +185,15 @@ async def test_we_read_what_prisma_writes(db: asyncpg.Connection, database_url: 
     assert init_row.checksum == ours.migrations[0].checksum_local  # CRLF bytes hashed as they are
     assert init_row.logs is None and init_row.applied_steps_count == 1
     assert CREATE_TABLE_DDL  # our DDL and Prisma's table are compared in test_table_has_prismas_exact_shape
+
+
+async def test_connect_applies_session_timeouts_and_prisma_schema(database_url: str) -> None:
+    from activities.db import connect
+
+    conn = await connect(database_url + "?schema=app&connection_limit=5", lock_timeout=2.5, statement_timeout=60)
+    try:
+        assert await conn.fetchval("SHOW lock_timeout") == "2500ms"
+        assert await conn.fetchval("SHOW statement_timeout") == "1min"
+        assert await conn.fetchval("SHOW search_path") == '"app"'
+    finally:
+        await conn.close()

@@ -292,14 +292,15 @@ class UndoStep(BaseModel):
     rollback: str | None = None  # "down.sql" | "derived" | None
     rollback_sql: str | None = None
     in_transaction: bool = True
+    # Set for this run's failed migration when its failure provably changed nothing (rolled-back
+    # transaction, or no statement done outside one): its failed row is simply marked rolled back.
+    failed_without_effects: bool = False
 
 
 class CompensateInput(BaseModel):
     environment: str
     undo: list[UndoStep] = Field(default_factory=list)  # newest first
-    marks: RunMarks
-    # Failed rows of reapplied migrations that this run's resolve marked rolled back (restored last).
-    resolve_candidates: list[str] = Field(default_factory=list)
+    marks: RunMarks  # resolve decisions are restored from these (rows marked at marks.resolve_at)
 
 
 class CompensateResult(BaseModel):
@@ -332,3 +333,4 @@ class RunStatus(BaseModel):
     human_action: str | None = None  # what a person must do, when the run could not clean up
     policy: ApprovalPolicy | None = None
     gates_passed: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # e.g. what a dry run skipped

@@ -1,0 +1,274 @@
+"""The deploy plan: what a run will do to each migration, and the fingerprint approvers sign off on.
+
+Pure. Preflight (activities/deploy.py) gathers the inputs — the ledger snapshot, the state engine's
+diagnosis, SQL analyses, evidence about failed migrations, the environment's policy — and this
+module decides. Decisions per migration (issue 3, REPORT.md §4.6–4.7):
+
+- applied                 -> already_applied
+- pending                 -> apply (out of order: noted; Prisma applies it anyway)
+- failed, effects absent or idempotent -> reapply (resolve --rolled-back, then run it again)
+- failed, all effects present          -> resolve_applied (resolve --applied, never re-run)
+- failed, anything else                -> needs_human (a blocker: the run stops before any change)
+- missing locally (phantom)            -> leave_phantom (reported, untouched), unless it is failed
+- modified / P3005 / duplicate unfinished rows -> blockers
+
+The fingerprint hashes the bundle's checksums, the ledger rows and the actions: an approval given
+for one fingerprint cannot approve a different plan, and deploy refuses to run when the ledger it
+finds under the lock no longer matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from domain.ledger import LedgerRow, LedgerSnapshot
+from domain.models import (
+    Action,
+    DeployPlan,
+    DeployRequest,
+    Finding,
+    Operation,
+    PlannedMigration,
+    RunMarks,
+    Stage,
+)
+
+RISK_ORDER = {"low": 0, "medium": 1, "high": 2}
+
+# Stages each operation runs, in order.
+OPERATION_STAGES: dict[Operation, list[Stage]] = {
+    Operation.full: [Stage.resolve, Stage.deploy, Stage.verify],
+    Operation.resolve: [Stage.resolve],
+    Operation.migrate: [Stage.deploy, Stage.verify],
+    Operation.verify: [Stage.verify],
+}
+
+RUNS_IN_DEPLOY = (Action.apply, Action.reapply)
+RUNS_IN_RESOLVE = (Action.reapply, Action.resolve_applied)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def ledger_digest(rows: Iterable[LedgerRow], marks: RunMarks | None = None) -> str:
+    """A hash of the ledger as others left it: rows this run wrote are left out, and failed rows
+    this run's resolve marked rolled back count as they were before. Equal digests before and after
+    a stage mean nobody else touched `_prisma_migrations` in between."""
+    own = marks.own_ids() if marks else set()
+    resolve_at = marks.resolve_at if marks else None
+    items = []
+    for r in rows:
+        if r.id in own:
+            continue
+        rolled = None if (resolve_at is not None and r.rolled_back_at == resolve_at) else r.rolled_back_at
+        items.append(
+            [r.id, r.migration_name, r.checksum, _iso(r.started_at), _iso(r.finished_at), _iso(rolled),
+             r.applied_steps_count, r.logs]
+        )
+    items.sort(key=lambda item: item[0])
+    return _sha256(items)
+
+
+def plan_fingerprint(plan: DeployPlan, request: DeployRequest) -> str:
+    return _sha256(
+        {
+            "environment": plan.environment,
+            "operation": str(plan.operation),
+            "bundle": [[m.name, m.checksum] for m in request.bundle.migrations],
+            "ledger": plan.ledger_digest,
+            "actions": [[m.name, str(m.action)] for m in plan.migrations],
+        }
+    )
+
+
+def max_risk(risks: Iterable[str]) -> str:
+    return max(risks, key=lambda r: RISK_ORDER.get(r, 2), default="low")
+
+
+def stage_has_work(plan: DeployPlan, stage: Stage | str) -> bool:
+    if stage == Stage.resolve:
+        return bool(plan.by_action(*RUNS_IN_RESOLVE))
+    if stage == Stage.deploy:
+        return bool(plan.by_action(*RUNS_IN_DEPLOY))
+    return stage == Stage.verify
+
+
+def run_stages(plan: DeployPlan) -> list[Stage]:
+    """The stages this run will execute: its operation's, minus those with nothing to do."""
+    return [s for s in OPERATION_STAGES[plan.operation] if stage_has_work(plan, s)]
+
+
+def _text(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value]
+
+
+def _findings(analysis: Any) -> list[Finding]:
+    out = []
+    for f in getattr(analysis, "findings", None) or []:
+        out.append(f if isinstance(f, Finding) else Finding.model_validate(f, from_attributes=True))
+    return out
+
+
+def _failed_decision(name: str, analysis: Any, evidence: Any) -> tuple[Action, str]:
+    absent = bool(getattr(evidence, "all_absent", False))
+    present = bool(getattr(evidence, "all_present", False))
+    idempotent = bool(getattr(analysis, "idempotent", False))
+    if absent:
+        return Action.reapply, (
+            "failed, and none of its effects are in the database (it failed inside its transaction): "
+            "mark it rolled back and run it again"
+        )
+    if idempotent:
+        return Action.reapply, (
+            "failed, and it is idempotent (every statement is safe to repeat): mark it rolled back and run it again"
+        )
+    if present:
+        return Action.resolve_applied, (
+            "failed, but every effect it has is already in the database: record it as applied without running it"
+        )
+    if evidence is None:
+        return Action.needs_human, "failed, and its effects could not be checked: a person must decide"
+    return Action.needs_human, (
+        "failed with part of its effects in the database and it is not idempotent: a person must undo or "
+        "complete it, then resolve it"
+    )
+
+
+def build_plan(
+    request: DeployRequest,
+    diagnosis: Any,
+    analyses: Mapping[str, Any],
+    evidence: Mapping[str, Any],
+    *,
+    snapshot: LedgerSnapshot,
+    required_approvals: Mapping[str, int],
+    server_version: str = "",
+) -> DeployPlan:
+    """`diagnosis` is domain.state.HistoryDiagnosis, `analyses` maps bundle names to
+    domain.sql_analysis.MigrationAnalysis, `evidence` maps failed names to activities.evidence.Evidence."""
+    bundle = {m.name: m for m in request.bundle.migrations}
+    operation = request.operation
+    blockers: list[str] = []
+    notes: list[str] = []
+    planned: list[PlannedMigration] = []
+
+    if diagnosis.needs_baseline:
+        blockers.append(
+            "the database has tables but no _prisma_migrations table (Prisma P3005): baseline it first by "
+            "marking the migrations its schema already contains as applied (prisma migrate resolve --applied <name>)"
+        )
+
+    for status in diagnosis.migrations:
+        name, state = status.name, str(status.state)
+        local = bundle.get(name)
+        analysis = analyses.get(name)
+        failed_rows = [r for r in status.attempts if r.is_failed]
+        pm = PlannedMigration(name=name, action=Action.already_applied, reason="", checksum=status.checksum_local)
+        if analysis is not None:
+            pm.in_transaction = bool(getattr(analysis, "in_transaction", True))
+            pm.risk = str(getattr(analysis, "risk", "low"))
+            pm.findings = _findings(analysis)
+            pm.creates = list(getattr(analysis, "creates", None) or [])
+        if local is not None:
+            if local.down_sql and local.down_sql.strip():
+                pm.rollback, pm.rollback_sql = "down.sql", local.down_sql
+            elif analysis is not None and getattr(analysis, "derived_rollback", None):
+                pm.rollback, pm.rollback_sql = "derived", analysis.derived_rollback
+
+        if len(failed_rows) > 1:
+            blockers.append(
+                f"migration {name} has {len(failed_rows)} unfinished rows in _prisma_migrations "
+                f"({', '.join(r.id for r in failed_rows)}); Prisma writes at most one, so the table was edited "
+                "or written concurrently: a person must clean it up"
+            )
+
+        if state == "applied":
+            pm.action, pm.reason = Action.already_applied, "applied"
+        elif state == "pending":
+            pm.action = Action.apply
+            pm.reason = "pending"
+            if any(r.is_rolled_back for r in status.attempts):
+                pm.reason = "pending (an earlier attempt was rolled back)"
+            if status.out_of_order:
+                pm.reason += "; out of order: it sorts before migrations already applied (Prisma applies it anyway)"
+                notes.append(f"{name} is applied out of order, after migrations that sort later")
+        elif state == "failed":
+            ev = evidence.get(name)
+            pm.evidence = _text(getattr(ev, "summary", None))
+            pm.action, pm.reason = _failed_decision(name, analysis, ev)
+            if pm.action == Action.needs_human:
+                found = "; ".join(pm.evidence) or "no evidence"
+                blockers.append(f"migration {name} {pm.reason} (found: {found})")
+            elif operation in (Operation.migrate,):
+                blockers.append(
+                    f"migration {name} failed earlier and blocks deploy (Prisma P3009); run operation 'full' "
+                    "(or 'resolve' first) so it is resolved before migrating"
+                )
+        elif state == "modified":
+            pm.action = Action.needs_human
+            pm.reason = (
+                f"changed after it was applied (local sha256 {status.checksum_local}, database {status.checksum_db})"
+            )
+            blockers.append(
+                f"migration {name} was modified after it was applied: restore the applied version of its "
+                "migration.sql, or put the change in a new migration"
+            )
+        elif state == "missing_locally":
+            if failed_rows:
+                pm.action = Action.needs_human
+                pm.reason = "failed in the database and not in the bundle (phantom)"
+                blockers.append(
+                    f"migration {name} is recorded as failed in the database but is not in the migrations folder: "
+                    "restore its folder or resolve it by hand (prisma migrate resolve --rolled-back)"
+                )
+            else:
+                pm.action = Action.leave_phantom
+                pm.reason = "recorded in the database but not in the migrations folder (phantom): left alone"
+                notes.append(f"phantom migration {name} is in the database but not in the folder; left alone")
+        else:  # pragma: no cover - a state the engine added later
+            pm.action, pm.reason = Action.needs_human, f"unknown state {state}"
+            blockers.append(f"migration {name} is in state {state}, which this version cannot plan")
+
+        if pm.action in RUNS_IN_DEPLOY and pm.rollback is None and operation in (Operation.full, Operation.migrate):
+            why = "; ".join(_text(getattr(analysis, "rollback_blockers", None))) or "no down.sql and none derivable"
+            notes.append(
+                f"{name} has no rollback ({why}): if a later step fails, compensation stops at it for a person"
+            )
+        planned.append(pm)
+
+    if operation == Operation.resolve and any(m.action == Action.apply for m in planned):
+        notes.append("operation 'resolve' leaves pending migrations for a later 'migrate' run")
+    if operation != Operation.verify and not any(m.action in (*RUNS_IN_DEPLOY, *RUNS_IN_RESOLVE) for m in planned):
+        notes.append("nothing to resolve or apply: the database is up to date with the bundle")
+    if operation == Operation.verify:
+        blockers = [b for b in blockers if "P3005" in b]  # verify reads only; it reports the rest itself
+
+    running = [m for m in planned if m.action in (*RUNS_IN_DEPLOY, *RUNS_IN_RESOLVE)]
+    risk = max_risk(m.risk for m in running)
+    plan = DeployPlan(
+        environment=request.environment,
+        operation=operation,
+        server_version=server_version,
+        ledger_exists=snapshot.table_exists,
+        migrations=planned,
+        blockers=blockers,
+        notes=notes,
+        risk=risk,
+        required_approvals=max(1, int(required_approvals.get(risk, 1))),
+        ledger_digest=ledger_digest(snapshot.rows),
+    )
+    plan.fingerprint = plan_fingerprint(plan, request)
+    return plan

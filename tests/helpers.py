@@ -1,0 +1,158 @@
+"""Shared test helpers for the deploy workflow: settings, workers on private task queues, bundles,
+polling a run, catalog dumps and history scanning."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.deploy import DeployHooks
+from domain.bundle import build_bundle
+from domain.checksum import sha256_hex
+from domain.folder import read_migrations_dir
+from domain.models import BundledMigration, DeployRequest, MigrationBundle, Operation, RunStatus
+from settings import EnvironmentSettings, Settings
+from worker import build_worker
+from workflows.deploy import WORKFLOW_NAME, start_options
+
+INCIDENT_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
+
+
+def make_settings(environment: str, database_url: str, **env: Any) -> Settings:
+    """Worker settings with one environment. Defaults: no gates (pass gates=[...] to add some)."""
+    env.setdefault("gates", [])
+    return Settings(
+        environments={environment: EnvironmentSettings(database_url=database_url, **env)},
+        advisory_lock_timeout=timedelta(seconds=2),
+        _env_file=None,
+    )
+
+
+def new_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    hooks: DeployHooks | None = None,
+    task_queue: str | None = None,
+    **options: Any,
+) -> Worker:
+    return build_worker(client, settings, task_queue=task_queue or f"tq-{uuid.uuid4()}", hooks=hooks, **options)
+
+
+def migration(name: str, sql: str, down: str | None = None, verify: str | None = None) -> BundledMigration:
+    return BundledMigration(name=name, sql=sql, checksum=sha256_hex(sql.encode()), down_sql=down, verify_sql=verify)
+
+
+def request(
+    environment: str,
+    migrations: list[BundledMigration],
+    *,
+    operation: Operation = Operation.full,
+    requested_by: str = "carol",
+    dry_run: bool = False,
+) -> DeployRequest:
+    return DeployRequest(
+        environment=environment,
+        operation=operation,
+        requested_by=requested_by,
+        dry_run=dry_run,
+        bundle=MigrationBundle(migrations=migrations, revision="test", source="tests"),
+    )
+
+
+def incident_request(environment: str, **kwargs: Any) -> DeployRequest:
+    bundle = build_bundle(read_migrations_dir(INCIDENT_DIR), revision="test", source=str(INCIDENT_DIR))
+    return request(environment, bundle.migrations, **kwargs)
+
+
+async def start(client: Client, worker: Worker, req: DeployRequest, *, workflow_id: str | None = None) -> WorkflowHandle:
+    options = start_options(req, task_queue=worker.task_queue, workflow_id=workflow_id or f"test-{uuid.uuid4()}")
+    return await client.start_workflow(WORKFLOW_NAME, req, result_type=RunStatus, **options)
+
+
+async def wait_status(handle: WorkflowHandle, predicate, timeout: float = 30.0) -> RunStatus:
+    """Poll the `status` query until `predicate(status)` holds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: RunStatus | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            last = await handle.query("status", result_type=RunStatus)
+        except Exception:  # noqa: BLE001 - the first task may not have run yet
+            last = None
+        if last is not None and predicate(last):
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for the run; last status: {last.model_dump_json() if last else None}")
+
+
+async def wait_gate(handle: WorkflowHandle, stage: str, timeout: float = 30.0) -> RunStatus:
+    return await wait_status(handle, lambda s: s.awaiting == stage, timeout)
+
+
+def approval(stage: str, approver: str, fingerprint: str | None = None, comment: str = "ok") -> dict:
+    payload = {"stage": stage, "approver": approver, "comment": comment}
+    if fingerprint:
+        payload["fingerprint"] = fingerprint
+    return payload
+
+
+async def final_status(handle: WorkflowHandle) -> RunStatus:
+    """The RunStatus a run returned, or the one carried in its failure's details."""
+    from temporalio.client import WorkflowFailureError
+
+    try:
+        return await handle.result()
+    except WorkflowFailureError as exc:
+        details = getattr(exc.cause, "details", None) or ()
+        assert details, f"the run failed without a RunStatus in its details: {exc.cause}"
+        return RunStatus.model_validate(details[0])
+
+
+async def catalog_dump(conn: asyncpg.Connection) -> dict[str, Any]:
+    """Schema objects and every row of every table in the public schema (the ledger included)."""
+    dump: dict[str, Any] = {}
+    dump["columns"] = [tuple(r) for r in await conn.fetch(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns "
+        "WHERE table_schema = 'public' ORDER BY 1, 2")]
+    dump["indexes"] = [tuple(r) for r in await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1")]
+    dump["constraints"] = [tuple(r) for r in await conn.fetch(
+        "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE n.nspname = 'public' ORDER BY 1, 2")]
+    dump["types"] = [tuple(r) for r in await conn.fetch(
+        "SELECT t.typname, t.typtype FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "WHERE n.nspname = 'public' AND t.typtype IN ('e', 'c', 'd') ORDER BY 1")]
+    tables = [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+    dump["rows"] = {
+        t: sorted(str(tuple(r)) for r in await conn.fetch(f'SELECT * FROM "{t}"')) for t in tables
+    }
+    return dump
+
+
+async def ledger_rows(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch("SELECT * FROM _prisma_migrations ORDER BY started_at, id")]
+
+
+async def history_json(handle: WorkflowHandle) -> str:
+    history = await handle.fetch_history()
+    return history.to_json()
+
+
+def activity_attempts(history_json_text: str, activity_type: str) -> int:
+    """How many attempts of one activity type the history records (scheduled events + retries)."""
+    import json
+
+    events = json.loads(history_json_text)["events"]
+    scheduled = [e for e in events if e.get("eventType") in ("EVENT_TYPE_ACTIVITY_TASK_SCHEDULED", "ActivityTaskScheduled")
+                 and e["activityTaskScheduledEventAttributes"]["activityType"]["name"] == activity_type]
+    ids = {e["eventId"] for e in scheduled}
+    started = [e for e in events if e.get("eventType") in ("EVENT_TYPE_ACTIVITY_TASK_STARTED", "ActivityTaskStarted")
+               and e["activityTaskStartedEventAttributes"]["scheduledEventId"] in ids]
+    return sum(int(e["activityTaskStartedEventAttributes"].get("attempt", 1)) for e in started[-1:]) if started else 0

@@ -1,0 +1,118 @@
+"""The worker: runs DeployWorkflow and its activities for the environments in settings.
+
+    python worker.py
+
+Settings come from MIGRATOR_* variables (settings.py); database URLs stay in this process. SIGINT
+or SIGTERM stop polling and give running activities `graceful_shutdown_timeout` to finish (a deploy
+that is cut short is retried by Temporal and recognises what it already applied).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.deploy import DeployHooks, MigrationActivities
+from logconfig import configure_logging, get_logger
+from settings import Settings
+from workflows.deploy import DeployWorkflow
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    hooks: DeployHooks | None = None,
+    **worker_options: Any,
+) -> Worker:
+    activities = MigrationActivities(settings, hooks)
+    worker_options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[DeployWorkflow],
+        activities=[
+            activities.preflight,
+            activities.resolve,
+            activities.deploy,
+            activities.verify,
+            activities.compensate,
+        ],
+        **worker_options,
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    import temporal_client
+
+    log = get_logger("worker")
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread / platform without signals
+            pass
+    try:
+        client = await temporal_client.connect(settings)
+    except temporal_client.TemporalConfigError:
+        raise
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+        raise SystemExit(
+            f"error: cannot reach Temporal at {settings.temporal_address} (namespace {settings.temporal_namespace}): "
+            f"{first}; is the server running? (MIGRATOR_TEMPORAL_ADDRESS)"
+        ) from None
+    worker = build_worker(client, settings)
+    log.info(
+        "worker started",
+        task_queue=settings.task_queue,
+        namespace=settings.temporal_namespace,
+        environments=sorted(settings.environments),
+    )
+    async with worker:
+        await stop.wait()
+        log.info("shutting down: no new tasks, waiting for running activities", grace_s=GRACEFUL_SHUTDOWN.total_seconds())
+    log.info("worker stopped")
+
+
+def main() -> int:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        print(f"error: invalid settings ({where}): {first['msg']}", file=sys.stderr)
+        return 3
+    configure_logging(json=settings.log_json, level=settings.log_level)
+    if not settings.environments:
+        get_logger("worker").warning("no environments configured (MIGRATOR_ENVIRONMENTS): every run will fail preflight")
+    try:
+        asyncio.run(run_worker(settings))
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+            return 3
+        raise
+    except Exception as exc:  # noqa: BLE001 - one line, no traceback, for the operator
+        from temporal_client import TemporalConfigError
+
+        if isinstance(exc, TemporalConfigError):
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

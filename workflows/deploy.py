@@ -1,0 +1,496 @@
+"""DeployWorkflow: preflight -> [gate] resolve -> [gate] deploy -> [gate] verify, with compensation.
+
+One run per environment (workflow id `prisma-deploy-<env>`). Deterministic and I/O-free: the
+database work is in activities/deploy.py, the decisions in domain/plan.py and domain/approval.py.
+Everything the run decides from (plan, approval policy) comes back from preflight, so it is in
+history.
+
+Messages (names are the contract of the CLI and the Temporal UI):
+- signals `approve`, `reject`: payload {"stage", "approver", "comment", "fingerprint"}; any JSON is
+  accepted and judged, refused attempts are recorded, never dropped;
+- updates `approve_update`, `reject_update`: same payload, answer ApprovalAnswer; a refused attempt
+  is recorded too and fails the update with the reason (ApplicationError type ApprovalRefused);
+- query `status` -> RunStatus.
+
+Result: RunStatus when the outcome is `succeeded` (or a plan-only run); otherwise, after
+compensation, a non-retryable ApplicationError naming the cause whose details[0] is the final
+RunStatus (as JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.deploy import NON_RETRYABLE, MigrationActivities
+    from domain import approval
+    from domain import search_attributes as sa
+    from domain.models import (
+        Action,
+        ApprovalAnswer,
+        ApprovalPayload,
+        ApprovalPolicy,
+        ApprovalRecord,
+        CompensateInput,
+        DeployInput,
+        DeployPlan,
+        DeployRequest,
+        FailedMigration,
+        Outcome,
+        PreflightResult,
+        Progress,
+        ResolveInput,
+        RunMarks,
+        RunStatus,
+        Stage,
+        UndoStep,
+        VerifyInput,
+        workflow_id_for,
+    )
+    from domain.plan import OPERATION_STAGES, RUNS_IN_DEPLOY, RUNS_IN_RESOLVE, stage_has_work
+
+WORKFLOW_NAME = "DeployWorkflow"
+
+_QUICK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+PREFLIGHT_TIMEOUT = timedelta(minutes=5)
+RESOLVE_TIMEOUT = timedelta(minutes=5)
+VERIFY_TIMEOUT = timedelta(minutes=15)
+# Deploy runs every planned migration in one attempt: generous overall, but a stuck or orphaned
+# attempt is noticed within the heartbeat timeout and cancelled.
+DEPLOY_TIMEOUT = timedelta(hours=6)
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+DEPLOY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+COMPENSATE_TIMEOUT = timedelta(hours=2)
+COMPENSATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=10,
+    non_retryable_error_types=NON_RETRYABLE,
+)
+
+ERROR_TYPES = {
+    Outcome.rejected: "DeployRejected",
+    Outcome.expired: "DeployExpired",
+    Outcome.failed_rolled_back: "DeployFailedRolledBack",
+    Outcome.failed_needs_attention: "DeployNeedsAttention",
+}
+
+
+class _Stop(Exception):
+    """Ends the forward path: compensation runs, then the run closes with `outcome`."""
+
+    def __init__(self, outcome: Outcome, reason: str, human_action: str | None = None) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+        self.human_action = human_action
+
+
+def _activity_error_text(err: ActivityError) -> str:
+    cause = err.cause
+    message = getattr(cause, "message", None) or str(cause or err)
+    return message
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class DeployWorkflow:
+    @workflow.init
+    def __init__(self, request: DeployRequest) -> None:
+        self._req = request
+        self._status = RunStatus(
+            environment=request.environment,
+            operation=request.operation,
+            dry_run=request.dry_run,
+            requested_by=request.requested_by,
+            revision=request.bundle.revision,
+        )
+        self._plan: DeployPlan | None = None
+        self._policy: ApprovalPolicy | None = None
+        self._marks = RunMarks()
+        self._accepting = True
+        self._resolve_started = False
+        self._deploy_started = False
+        self._failed: FailedMigration | None = None
+
+    # -- the run --------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, request: DeployRequest) -> RunStatus:
+        self._upsert(sa.ENVIRONMENT.value_set(request.environment), sa.OPERATION.value_set(str(request.operation)),
+                     sa.REQUESTED_BY.value_set(request.requested_by))
+        cancelled = False
+        try:
+            await self._preflight()
+            if not request.plan_only:
+                for stage in OPERATION_STAGES[request.operation]:
+                    if not stage_has_work(self._plan, stage):
+                        self._status.notes.append(f"{stage}: nothing to do")
+                        continue
+                    await self._gate(stage)
+                    await self._run_stage(stage)
+            self._status.outcome = Outcome.succeeded
+        except _Stop as stop:
+            await self._stop(stop)
+        except ActivityError as err:
+            await self._stop(_Stop(Outcome.failed_rolled_back, f"{_activity_error_text(err)}"))
+        except asyncio.CancelledError:
+            cancelled = True
+            await self._stop(_Stop(Outcome.failed_rolled_back, "the run was cancelled"))
+        return await self._finish(cancelled)
+
+    async def _preflight(self) -> None:
+        self._enter(Stage.preflight)
+        self._details(f"### Preflight on `{self._req.environment}`\nReading the ledger and analysing "
+                      f"{len(self._req.bundle.migrations)} migration(s).")
+        result: PreflightResult = await workflow.execute_activity_method(
+            MigrationActivities.preflight,
+            self._req,
+            start_to_close_timeout=PREFLIGHT_TIMEOUT,
+            retry_policy=_QUICK_RETRY,
+            summary=f"preflight: read the ledger of {self._req.environment} and plan",
+        )
+        self._leave(Stage.preflight)
+        plan = result.plan
+        self._plan, self._policy = plan, result.policy
+        self._status.plan, self._status.policy = plan, result.policy
+        self._status.approvals_needed = result.policy.required_approvals
+        self._status.progress = Progress(total=len(plan.by_action(*RUNS_IN_DEPLOY)))
+        self._marks = RunMarks(
+            deploy_ids={m.name: str(workflow.uuid4()) for m in plan.by_action(*RUNS_IN_DEPLOY)},
+            resolve_ids={m.name: str(workflow.uuid4()) for m in plan.by_action(Action.resolve_applied)},
+            resolve_at=workflow.now(),
+        )
+        if plan.blockers:
+            raise _Stop(
+                Outcome.failed_needs_attention,
+                f"the plan is blocked, nothing was changed: {plan.blockers[0]}"
+                + (f" (and {len(plan.blockers) - 1} more)" if len(plan.blockers) > 1 else ""),
+                human_action="; ".join(plan.blockers),
+            )
+
+    async def _run_stage(self, stage: Stage) -> None:
+        self._enter(stage)
+        if stage == Stage.resolve:
+            await self._resolve()
+        elif stage == Stage.deploy:
+            await self._deploy()
+        else:
+            await self._verify()
+        self._leave(stage)
+
+    async def _resolve(self) -> None:
+        plan = self._plan
+        todo = plan.by_action(*RUNS_IN_RESOLVE)
+        if self._req.dry_run:
+            self._status.notes.append("dry run: resolve skipped (would resolve " +
+                                      ", ".join(f"{m.name} as {m.action}" for m in todo) + ")")
+            return
+        self._details(f"### Resolving on `{plan.environment}`\n" + "\n".join(f"- `{m.name}`: {m.action}" for m in todo))
+        self._resolve_started = True  # compensation is registered before the step can change anything
+        result = await workflow.execute_activity_method(
+            MigrationActivities.resolve,
+            ResolveInput(environment=plan.environment, plan=plan, marks=self._marks),
+            start_to_close_timeout=RESOLVE_TIMEOUT,
+            retry_policy=_QUICK_RETRY,
+            summary=f"resolve {len(todo)} failed migration(s) on {plan.environment}",
+        )
+        if result.stopped:
+            raise _Stop(Outcome.failed_needs_attention, result.stopped, human_action=result.stopped)
+        self._status.resolved = result.decisions
+
+    async def _deploy(self) -> None:
+        plan = self._plan
+        bundle = {m.name: m for m in self._req.bundle.migrations}
+        todo = [bundle[m.name] for m in plan.by_action(*RUNS_IN_DEPLOY)]
+        if self._req.dry_run:
+            self._status.notes.append("dry run: deploy skipped (would apply " + ", ".join(m.name for m in todo) + ")")
+            return
+        self._details(f"### Deploying {len(todo)} migration(s) on `{plan.environment}`\n"
+                      + "\n".join(f"- `{m.name}`" for m in todo)
+                      + "\n\nProgress is in the deploy activity's heartbeat details.")
+        self._status.progress = Progress(done=0, total=len(todo), current=todo[0].name if todo else None)
+        self._deploy_started = True
+        result = await workflow.execute_activity_method(
+            MigrationActivities.deploy,
+            DeployInput(environment=plan.environment, plan=plan, migrations=todo, marks=self._marks),
+            start_to_close_timeout=DEPLOY_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=DEPLOY_RETRY,
+            summary=f"deploy {len(todo)} migration(s) on {plan.environment} under pg_advisory_lock(72707369)",
+        )
+        self._status.applied = result.applied
+        self._status.progress = Progress(done=len(result.applied), total=len(todo), current=None)
+        if result.stopped:
+            raise _Stop(Outcome.failed_needs_attention, result.stopped, human_action=result.stopped)
+        if result.needs_attention:
+            raise _Stop(Outcome.failed_needs_attention, result.needs_attention, human_action=result.needs_attention)
+        if result.failed:
+            self._failed = result.failed
+            raise _Stop(Outcome.failed_rolled_back,
+                        f"migration {result.failed.name} failed: {result.failed.error.strip().splitlines()[0]}")
+
+    async def _verify(self) -> None:
+        plan = self._plan
+        if self._req.dry_run and self._req.operation != "verify":
+            self._status.notes.append("dry run: verify skipped (nothing was applied)")
+            return
+        self._details(f"### Verifying `{plan.environment}`")
+        result = await workflow.execute_activity_method(
+            MigrationActivities.verify,
+            VerifyInput(environment=plan.environment, plan=plan, migrations=self._req.bundle.migrations),
+            start_to_close_timeout=VERIFY_TIMEOUT,
+            retry_policy=_QUICK_RETRY,
+            summary=f"verify {len(self._req.bundle.migrations)} migration(s) on {plan.environment}",
+        )
+        self._status.verification = result.checks
+        failed = [c for c in result.checks if not c.passed]
+        if failed:
+            first = failed[0]
+            raise _Stop(Outcome.failed_rolled_back,
+                        f"verification failed: {first.check} for {first.migration or 'the run'} ({first.detail})"
+                        + (f" and {len(failed) - 1} more check(s)" if len(failed) > 1 else ""))
+
+    # -- gates ----------------------------------------------------------------------------------
+    async def _gate(self, stage: Stage) -> None:
+        policy = self._policy
+        if stage not in policy.gates:
+            return
+        needed = policy.required_approvals
+        self._status.awaiting = stage
+        self._status.approvals_needed = needed
+        self._upsert(sa.STAGE.value_set(f"awaiting-{stage}"))
+        self._details(self._gate_markdown(stage))
+        try:
+            await workflow.wait_condition(
+                lambda: approval.rejection(self._status.approvals, self._status.gates_passed) is not None
+                or approval.gate_open(self._status.approvals, stage, needed),
+                timeout=policy.approval_timeout,
+                timeout_summary=f"approval-expiry-{stage}",
+            )
+        except asyncio.TimeoutError:
+            raise _Stop(Outcome.expired,
+                        f"the {stage} gate was not approved within {policy.approval_timeout}") from None
+        finally:
+            self._status.awaiting = None
+        rejected = approval.rejection(self._status.approvals, self._status.gates_passed)
+        if rejected is not None:
+            why = f": {rejected.comment}" if rejected.comment else ""
+            raise _Stop(Outcome.rejected, f"{rejected.approver} rejected the {rejected.stage} gate{why}")
+        self._status.gates_passed.append(str(stage))
+
+    def _gates(self) -> list[str]:
+        if self._plan is None or self._policy is None or self._req.plan_only:
+            return []
+        return [str(s) for s in OPERATION_STAGES[self._plan.operation]
+                if s in self._policy.gates and stage_has_work(self._plan, s)]
+
+    def _gate_markdown(self, stage: Stage) -> str:
+        plan, policy = self._plan, self._policy
+        have = len(approval.approvers_of(self._status.approvals, stage))
+        lines = [
+            f"### Waiting for approval: **{stage}** on `{plan.environment}`",
+            "",
+            f"Plan fingerprint: `{plan.fingerprint}` · risk **{plan.risk}** · "
+            f"{policy.required_approvals} distinct approval(s) needed, {have} so far",
+            f"Approvers: {', '.join(policy.approvers) or 'anyone'}"
+            + ("" if policy.allow_self_approval else f" (not the requester, {self._req.requested_by})"),
+            f"Expires after {policy.approval_timeout} without a decision.",
+            "",
+        ]
+        for m in plan.migrations:
+            if m.action != Action.already_applied:
+                lines.append(f"- `{m.name}`: **{m.action}** — {m.reason}")
+        lines += [
+            "",
+            "To approve: More Actions → Send a Signal → `approve`, input:",
+            "```json",
+            f'{{"stage": "{stage}", "approver": "<your name>", "comment": "ok", "fingerprint": "{plan.fingerprint}"}}',
+            "```",
+            f"To reject: signal `reject` with the same payload. CLI: `starter.py approve {plan.environment} "
+            f"--stage {stage} --by <you> --fingerprint {plan.fingerprint}` (or `reject`).",
+        ]
+        return "\n".join(lines)
+
+    # -- messages -------------------------------------------------------------------------------
+    def _attempt(self, decision: str, via: str, payload: Any) -> ApprovalRecord:
+        record = approval.check_attempt(
+            payload,
+            decision=decision,
+            via=via,
+            at=workflow.now(),
+            plan=self._plan,
+            policy=self._policy,
+            requested_by=self._req.requested_by,
+            gates=self._gates(),
+            passed=self._status.gates_passed,
+            records=self._status.approvals,
+            open_for_approvals=self._accepting,
+        )
+        self._status.approvals.append(record)
+        workflow.logger.info(
+            "approval attempt", extra={"decision": decision, "via": via, "stage": record.stage,
+                                       "approver": record.approver, "accepted": record.accepted,
+                                       "refusal": record.refusal}
+        )
+        if self._status.awaiting and record.accepted:
+            self._details(self._gate_markdown(Stage(self._status.awaiting)))
+        return record
+
+    def _answer(self, record: ApprovalRecord) -> ApprovalAnswer:
+        if not record.accepted:
+            raise ApplicationError(record.refusal or "refused", type="ApprovalRefused", non_retryable=True)
+        if record.decision == "reject":
+            return ApprovalAnswer(accepted=True, message=f"{record.stage} rejected by {record.approver}")
+        needed = self._policy.required_approvals if self._policy else 1
+        have = len(approval.approvers_of(self._status.approvals, record.stage or ""))
+        more = f" ({have}/{needed}, waiting for {needed - have} more)" if have < needed else ""
+        return ApprovalAnswer(accepted=True, message=f"{record.stage} approved by {record.approver}{more}")
+
+    @workflow.signal(name="approve")
+    def approve(self, payload: Any) -> None:
+        self._attempt("approve", "signal", payload)
+
+    @workflow.signal(name="reject")
+    def reject(self, payload: Any) -> None:
+        self._attempt("reject", "signal", payload)
+
+    @workflow.update(name="approve_update")
+    def approve_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
+        return self._answer(self._attempt("approve", "update", payload))
+
+    @workflow.update(name="reject_update")
+    def reject_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
+        return self._answer(self._attempt("reject", "update", payload))
+
+    @workflow.query(name="status")
+    def status(self) -> RunStatus:
+        return self._status
+
+    # -- compensation and the end ---------------------------------------------------------------
+    async def _stop(self, stop: _Stop) -> None:
+        self._accepting = False
+        self._status.awaiting = None
+        self._status.error = stop.reason
+        self._status.human_action = stop.human_action
+        outcome = stop.outcome
+        workflow.logger.warning("run stopping", extra={"outcome": str(outcome), "reason": stop.reason})
+        if (self._resolve_started or self._deploy_started) and not self._req.dry_run:
+            complete, human = await self._compensate()
+            if not complete:
+                outcome = Outcome.failed_needs_attention
+                self._status.human_action = "; ".join(x for x in (stop.human_action, human) if x)
+        self._status.outcome = outcome
+
+    async def _compensate(self) -> tuple[bool, str | None]:
+        self._enter(Stage.compensate)
+        plan = self._plan
+        undo: list[UndoStep] = []
+        if self._deploy_started:
+            for m in reversed(plan.by_action(*RUNS_IN_DEPLOY)):
+                undo.append(UndoStep(
+                    name=m.name,
+                    ledger_id=self._marks.deploy_ids[m.name],
+                    rollback=m.rollback,
+                    rollback_sql=m.rollback_sql,
+                    in_transaction=m.in_transaction,
+                    failed_without_effects=bool(self._failed and self._failed.name == m.name and not self._failed.partial),
+                ))
+        self._details(f"### Undoing this run's changes on `{plan.environment}`\n"
+                      + "\n".join(f"- `{s.name}` ({s.rollback or 'no rollback'})" for s in undo)
+                      + ("\n- restore resolve decisions" if self._resolve_started else ""))
+        try:
+            result = await workflow.execute_activity_method(
+                MigrationActivities.compensate,
+                CompensateInput(environment=plan.environment, undo=undo, marks=self._marks),
+                start_to_close_timeout=COMPENSATE_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=COMPENSATE_RETRY,
+                summary=f"compensate: undo this run's changes on {plan.environment}",
+            )
+        except ActivityError as err:
+            self._leave(Stage.compensate)
+            return False, f"compensation could not run ({_activity_error_text(err)}): check {plan.environment} by hand"
+        self._leave(Stage.compensate)
+        self._status.compensation = result.steps
+        return result.complete, result.human_action
+
+    async def _finish(self, cancelled: bool) -> RunStatus:
+        self._accepting = False
+        st = self._status
+        st.stage = Stage.done
+        st.awaiting = None
+        self._upsert(sa.STAGE.value_set(Stage.done.value), sa.OUTCOME.value_set(str(st.outcome)))
+        self._details(f"### {st.outcome} on `{st.environment}`" + (f"\n\n{st.error}" if st.error else "")
+                      + (f"\n\n**Needs a person:** {st.human_action}" if st.human_action else ""))
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        if cancelled:
+            raise asyncio.CancelledError()
+        if st.outcome == Outcome.succeeded or self._req.plan_only:
+            return st
+        raise ApplicationError(
+            f"{st.outcome}: {st.error}",
+            st.model_dump(mode="json"),
+            type=ERROR_TYPES.get(st.outcome, "DeployFailed"),
+            non_retryable=True,
+        )
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _enter(self, stage: Stage) -> None:
+        self._status.stage = stage
+        self._status.stage_times[str(stage)] = {"started": workflow.now(), "ended": None}
+        self._upsert(sa.STAGE.value_set(str(stage)))
+
+    def _leave(self, stage: Stage) -> None:
+        times = self._status.stage_times.get(str(stage))
+        if times is not None:
+            times["ended"] = workflow.now()
+
+    def _details(self, markdown: str) -> None:
+        workflow.set_current_details(markdown)
+
+    def _upsert(self, *updates: Any) -> None:
+        workflow.upsert_search_attributes(list(updates))
+
+
+def start_options(request: DeployRequest, *, task_queue: str, workflow_id: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for `client.start_workflow(WORKFLOW_NAME, request, **options)`: the id (one
+    open run per environment), static summary/details for the UI, and the search attributes."""
+    names = [m.name for m in request.bundle.migrations]
+    summary = (f"{request.operation} on {request.environment}" + (" (dry run)" if request.dry_run else "")
+               + f" by {request.requested_by}")[:200]
+    details = "\n".join([
+        f"### Prisma migrations: {request.operation} on `{request.environment}`",
+        f"- requested by **{request.requested_by}**" + (" — dry run, nothing is written" if request.dry_run else ""),
+        f"- source: {request.bundle.source or 'bundle'} @ `{request.bundle.revision or 'unknown revision'}`",
+        f"- {len(names)} migration(s) in the bundle, last: `{names[-1] if names else '-'}`",
+    ])
+    return {
+        "id": workflow_id or workflow_id_for(request.environment),
+        "task_queue": task_queue,
+        "static_summary": summary,
+        "static_details": details,
+        "search_attributes": TypedSearchAttributes([
+            SearchAttributePair(sa.ENVIRONMENT, request.environment),
+            SearchAttributePair(sa.OPERATION, str(request.operation)),
+            SearchAttributePair(sa.REQUESTED_BY, request.requested_by),
+            SearchAttributePair(sa.STAGE, Stage.preflight.value),
+        ]),
+    }

@@ -10,6 +10,7 @@ objects is ~10x slower and the benchmark target is 1,000 migration files in unde
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import Any
@@ -294,7 +295,8 @@ class _Analyzer:
         handler = getattr(self, f"_on_{kind}", None)
         result = handler(node) if handler else self._other(kind, node)
         findings, creates, idempotent = result
-        if not creates:
+        seeds_new_table = kind == "InsertStmt" and self._table(node.get("relation")) in self.new_tables
+        if not creates and not seeds_new_table and kind not in ("VariableSetStmt", "CommentStmt"):
             self.creating_only = False
         if not idempotent:
             self.idempotent = False
@@ -606,7 +608,9 @@ def analyze_migration(
     statements = [info for info, _ in pairs]
     findings = [f for info in statements for f in info.findings]
     if statements and analyzer.creating_only and not any(f.severity != Severity.info for f in findings):
-        summary = ", ".join(analyzer.creates[:8]) + (" ..." if len(analyzer.creates) > 8 else "")
+        counts = Counter(c.split(":", 1)[0] for c in analyzer.creates)
+        summary = ", ".join(f"{n} {kind}" if n == 1 else f"{n} {kind}{'es' if kind.endswith('x') else 's'}"
+                            for kind, n in counts.items())
         creates_only = Finding(code="creates-only", severity=Severity.info,
                                message=f"creates new objects only and changes no existing data: {summary}",
                                line=statements[0].line)

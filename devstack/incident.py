@@ -26,7 +26,7 @@ import typer
 from activities.db import DatabaseUnavailable, connect
 from activities.ledger_store import MigrationLedger
 from domain.checksum import sha256_hex
-from domain.folder import read_migrations_dir
+from domain.folder import MigrationFolderError, read_migrations_dir
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
 
@@ -123,7 +123,7 @@ def reproduce(
         raise typer.Exit(3)
     try:
         asyncio.run(reproduce_incident(dsn))
-    except (DatabaseUnavailable, IncidentError) as exc:
+    except (DatabaseUnavailable, IncidentError, MigrationFolderError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(3) from None
     typer.echo(

@@ -134,3 +134,36 @@ async def test_select_keys_finds_exactly_the_existing_rows(db: asyncpg.Connectio
     await db.execute(BASE)
     key = InsertKey("public.kv", ("Key", "n"), [("kept", 1), ("kept", 2), ("new", 1)])
     assert [tuple(r) for r in await db.fetch(select_keys_sql(key))] == [("kept", 1)]
+
+
+def test_fast_drop_printer_matches_pglasts_printer() -> None:
+    from pglast import enums
+    from pglast.stream import RawStream
+
+    from domain.rollback import _drop, _fast_print, _rangevar
+    from pglast import ast
+
+    O = enums.ObjectType
+    nodes = [
+        _drop(O.OBJECT_TABLE, "public", "Tickets"),
+        _drop(O.OBJECT_TABLE, "my schema", "user"),
+        _drop(O.OBJECT_INDEX, "app", 'we"ird'),
+        _drop(O.OBJECT_TYPE, "public", "QuestionType"),
+        _drop(O.OBJECT_DOMAIN, "public", "d"),
+        _drop(O.OBJECT_SEQUENCE, "public", "select"),
+        _drop(O.OBJECT_VIEW, "public", "v"),
+        _drop(O.OBJECT_MATVIEW, "public", "mv"),
+        _drop(O.OBJECT_SCHEMA, "Accounting"),
+        ast.AlterTableStmt(
+            relation=_rangevar("public.Order"),
+            objtype=O.OBJECT_TABLE,
+            cmds=(
+                ast.AlterTableCmd(subtype=enums.AlterTableType.AT_DropConstraint, name="Order_fk",
+                                  behavior=enums.DropBehavior.DROP_RESTRICT),
+                ast.AlterTableCmd(subtype=enums.AlterTableType.AT_DropColumn, name="from",
+                                  behavior=enums.DropBehavior.DROP_RESTRICT),
+            ),
+        ),
+    ]
+    for node in nodes:
+        assert _fast_print(node) == RawStream()(node)

@@ -81,12 +81,11 @@ def severity_rank(severity: Severity | str) -> int:
 class SqlParseError(ValueError):
     """Unparseable SQL; str() is one sentence naming the line."""
 
-    def __init__(self, message: str, line: int | None = None, name: str | None = None) -> None:
+    def __init__(self, message: str, line: int, name: str | None = None) -> None:
         self.line = line
         self.reason = message
-        where = f"line {line}" if line else "unknown line"
         prefix = f"{name}: " if name else ""
-        super().__init__(f"{prefix}SQL does not parse at {where}: {message}")
+        super().__init__(f"{prefix}SQL does not parse at line {line}: {message}")
 
 
 class StatementInfo(BaseModel):
@@ -134,9 +133,9 @@ def _parse(sql: str, name: str | None = None) -> tuple[bytes, list[dict[str, Any
         tree = json.loads(pg_parser.parse_sql_json(sql))
     except pg_parser.ParseError as exc:
         message = exc.args[0] if exc.args else str(exc)
-        # ParseError's location is a 1-based character offset into the text.
-        pos = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-        line = sql.count("\n", 0, max(pos - 1, 0)) + 1 if pos else None
+        # ParseError's location is a 0-based character offset; None means "at end of input".
+        pos = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else len(sql.rstrip())
+        line = sql.count("\n", 0, pos) + 1
         raise SqlParseError(str(message), line, name) from None
     return sql.encode("utf-8"), tree.get("stmts", [])
 
@@ -403,6 +402,8 @@ class _Analyzer:
                     findings.append(("add-column-volatile-default", Severity.warning,
                                      f"adding column {col} to {table} rewrites the whole table under an "
                                      f"exclusive lock: {why}"))
+                for con in _column_constraints(coldef):  # inline REFERENCES / CHECK / UNIQUE
+                    findings.extend(self._constraint(table, new, con)[0])
                 cons = {c.get("contype") for c in _column_constraints(coldef)}
                 if "CONSTR_NOTNULL" in cons and not cons & {"CONSTR_DEFAULT", "CONSTR_IDENTITY", "CONSTR_GENERATED"}:
                     findings.append(("add-column-required", Severity.warning,

@@ -60,6 +60,10 @@ RULES = [
     ("foreign-key", "ALTER TABLE other ADD CONSTRAINT other_fk FOREIGN KEY (existing_id) REFERENCES existing (id)",
      "CREATE TABLE fresh (id int, existing_id int); "
      "ALTER TABLE fresh ADD CONSTRAINT fresh_fk FOREIGN KEY (existing_id) REFERENCES existing (id)"),
+    ("foreign-key", "ALTER TABLE other ADD COLUMN e2 int REFERENCES existing (id)",
+     "ALTER TABLE other ADD COLUMN e2 int"),
+    ("add-unique-constraint", "ALTER TABLE existing ADD COLUMN code text UNIQUE",
+     "ALTER TABLE existing ADD COLUMN code text"),
     ("add-unique-constraint", "ALTER TABLE existing ADD CONSTRAINT name_uq UNIQUE (name)",
      "CREATE TABLE fresh (name text); ALTER TABLE fresh ADD CONSTRAINT fresh_uq UNIQUE (name)"),
     ("non-transactional", "CREATE INDEX CONCURRENTLY existing_name_idx ON existing (name)",
@@ -140,6 +144,21 @@ def test_parse_error_names_the_line() -> None:
     assert info.value.line == 4
     assert "line 4" in str(info.value) and "broken" in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("sql", "line"),
+    [
+        ("SELECT 1;\nSELEC 2", 2),  # error at the first character of a line
+        ("é;\nSELECT 1", 1),  # at offset 0, after a multi-byte character
+        ("SELECT 1;\n\nCREATE TABLE x (\n\n", 3),  # at end of input: the last line with text
+        ("SELECT 1;\nSELECT 'abc", 2),  # unterminated string
+    ],
+)
+def test_parse_error_line_edge_cases(sql: str, line: int) -> None:
+    with pytest.raises(SqlParseError) as info:
+        split_statements(sql)
+    assert info.value.line == line
 
 
 def test_split_statements_lines_skip_leading_comments_and_handle_unicode() -> None:

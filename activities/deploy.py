@@ -246,8 +246,7 @@ class MigrationActivities:
     @activity.defn(name="preflight")
     async def preflight(self, request: DeployRequest) -> PreflightResult:
         """Read-only: server version, ledger, diagnosis, SQL analysis, evidence; the plan and the policy."""
-        from activities.evidence import failed_migration_evidence
-        from domain.rollback import insert_keys, select_keys_sql
+        from activities.evidence import existing_insert_keys, failed_migration_evidence
         from domain.sql_analysis import SqlParseError, analyze_migration
         from domain.state import diagnose
 
@@ -271,7 +270,7 @@ class MigrationActivities:
                 evidence = {}
                 for name, state in states.items():
                     if state == "failed" and name in analyses:
-                        evidence[name] = await failed_migration_evidence(conn, analyses[name])
+                        evidence[name] = await failed_migration_evidence(conn, analyses[name], snapshot.schema_name)
                 # A derived DELETE of inserted keys only undoes the migration if those keys are new.
                 unsafe: dict[str, str] = {}
                 for m in request.bundle.migrations:
@@ -279,13 +278,9 @@ class MigrationActivities:
                         continue
                     if m.down_sql or not analyses[m.name].derived_rollback:
                         continue
-                    for key in insert_keys(m.sql, snapshot.schema_name):
-                        try:
-                            found = await conn.fetch(select_keys_sql(key))
-                        except asyncpg.UndefinedTableError:
-                            continue
-                        if found:
-                            unsafe[m.name] = f"rows it inserts already exist in {key.table}"
+                    existing = await existing_insert_keys(conn, m.sql, snapshot.schema_name)
+                    if existing:
+                        unsafe[m.name] = "rows it inserts already exist (" + ", ".join(existing[:3]) + ")"
                 for name, why in unsafe.items():
                     analyses[name] = analyses[name].model_copy(
                         update={"derived_rollback": None, "rollback_blockers": [why]}

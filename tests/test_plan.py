@@ -1,0 +1,160 @@
+"""The plan (pure): actions per migration state and evidence, blockers, risk, fingerprint."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from activities.evidence import Evidence
+from domain.ledger import LedgerRow, LedgerSnapshot
+from domain.models import Action, Operation, RunMarks, Stage
+from domain.plan import build_plan, ledger_digest, run_stages
+from domain.sql_analysis import analyze_migration
+from domain.state import diagnose
+from tests.helpers import migration, request
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+INIT = migration("20240101000000_init", 'CREATE TABLE "t" ("key" TEXT PRIMARY KEY, "v" INT);')
+ADD = migration("20240102000000_add", 'CREATE TABLE "u" ("id" INT);', down='DROP TABLE "u";')
+FILL = migration("20240103000000_fill", """INSERT INTO "t" ("key", "v") VALUES ('a', 1) ON CONFLICT ("key") DO NOTHING;""")
+UPD = migration("20240104000000_upd", 'ALTER TABLE "t" ADD COLUMN "w" INT;\nUPDATE "t" SET "w" = 1;')
+
+
+def row(name: str, checksum: str, *, finished: bool = True, rolled_back: bool = False, minutes: int = 0,
+        row_id: str | None = None, logs: str | None = None) -> LedgerRow:
+    at = T0 + timedelta(minutes=minutes)
+    return LedgerRow(id=row_id or f"id-{name}-{minutes}", checksum=checksum, finished_at=at if finished else None,
+                     migration_name=name, logs=logs if not finished else None,
+                     rolled_back_at=at if rolled_back else None, started_at=at,
+                     applied_steps_count=1 if finished else 0)
+
+
+def snap(*rows: LedgerRow, table: bool = True, others: tuple[str, ...] = ()) -> LedgerSnapshot:
+    return LedgerSnapshot(table_exists=table, rows=list(rows), other_tables=list(others))
+
+
+def plan_for(migs, snapshot, *, evidence=None, operation=Operation.full, required=None):
+    req = request("prod", list(migs), operation=operation)
+    analyses = {m.name: analyze_migration(m.name, m.sql) for m in migs}
+    return build_plan(req, diagnose(req.bundle.migrations, snapshot), analyses, evidence or {}, snapshot=snapshot,
+                      required_approvals=required or {"low": 1, "medium": 1, "high": 2})
+
+
+def actions(plan) -> dict[str, Action]:
+    return {m.name: m.action for m in plan.migrations}
+
+
+def absent(name: str) -> Evidence:
+    return Evidence(migration=name, all_absent=True, summary=["nothing of it is in the database"])
+
+
+def test_incident_shape_pending_failed_and_phantom() -> None:
+    phantom = row("20240102500000_phantom", "f" * 64, minutes=1)
+    s = snap(row(INIT.name, INIT.checksum), phantom, row(FILL.name, FILL.checksum, finished=False, minutes=2, logs="boom"))
+    plan = plan_for([INIT, ADD, FILL], s, evidence={FILL.name: absent(FILL.name)})
+    assert actions(plan) == {
+        INIT.name: Action.already_applied,
+        phantom.migration_name: Action.leave_phantom,
+        ADD.name: Action.apply,
+        FILL.name: Action.reapply,
+    }
+    assert plan.blockers == []
+    by = {m.name: m for m in plan.migrations}
+    assert "out of order" in by[ADD.name].reason  # ADD sorts before the applied phantom
+    assert by[ADD.name].rollback == "down.sql" and by[ADD.name].rollback_sql == ADD.down_sql
+    assert by[FILL.name].rollback == "derived" and "DELETE" in by[FILL.name].rollback_sql
+    assert by[FILL.name].evidence == ["nothing of it is in the database"]
+    assert any("phantom" in n for n in plan.notes)
+    assert run_stages(plan) == [Stage.resolve, Stage.deploy, Stage.verify]
+
+
+def test_failed_migration_decisions_follow_the_evidence() -> None:
+    failed = row(UPD.name, UPD.checksum, finished=False, logs="x")
+    base = [row(INIT.name, INIT.checksum), failed]
+    # not idempotent (ALTER without IF NOT EXISTS) and partly present: a person decides
+    partial = Evidence(migration=UPD.name, summary=["column present", "update unknown"])
+    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: partial})
+    assert actions(plan)[UPD.name] == Action.needs_human
+    assert plan.blockers and UPD.name in plan.blockers[0] and "column present" in plan.blockers[0]
+    # every effect present: resolve --applied, never re-run
+    present = Evidence(migration=UPD.name, all_present=True)
+    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: present})
+    assert actions(plan)[UPD.name] == Action.resolve_applied and plan.blockers == []
+    assert run_stages(plan) == [Stage.resolve, Stage.verify]
+    # no evidence at all: not safe
+    plan = plan_for([INIT, UPD], snap(*base))
+    assert actions(plan)[UPD.name] == Action.needs_human
+
+
+def test_idempotent_failed_migration_is_reapplied_even_with_some_effects_present() -> None:
+    s = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, logs="x"))
+    plan = plan_for([INIT, FILL], s, evidence={FILL.name: Evidence(migration=FILL.name, all_present=True)})
+    assert actions(plan)[FILL.name] == Action.reapply
+
+
+def test_blockers_modified_baseline_duplicates_and_migrate_over_failed() -> None:
+    plan = plan_for([INIT], snap(row(INIT.name, "0" * 64)))
+    assert actions(plan)[INIT.name] == Action.needs_human
+    assert "modified after it was applied" in plan.blockers[0]
+
+    plan = plan_for([INIT], snap(table=False, others=("users",)))
+    assert "P3005" in plan.blockers[0]
+
+    dup = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, minutes=1, logs="a"),
+               row(FILL.name, FILL.checksum, finished=False, minutes=2, logs="b"))
+    plan = plan_for([INIT, FILL], dup, evidence={FILL.name: absent(FILL.name)})
+    assert any("2 unfinished rows" in b for b in plan.blockers)
+
+    failed = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, logs="x"))
+    plan = plan_for([INIT, FILL], failed, evidence={FILL.name: absent(FILL.name)}, operation=Operation.migrate)
+    assert any("P3009" in b for b in plan.blockers)
+
+    failed_phantom = snap(row(INIT.name, INIT.checksum), row("20230101000000_gone", "e" * 64, finished=False, logs="x"))
+    plan = plan_for([INIT], failed_phantom)
+    assert actions(plan)["20230101000000_gone"] == Action.needs_human and plan.blockers
+
+
+def test_required_approvals_follow_the_risk_of_what_runs() -> None:
+    drop = migration("20240105000000_drop", 'DROP TABLE "t";')
+    plan = plan_for([INIT, drop], snap(row(INIT.name, INIT.checksum)))
+    assert plan.risk == "high" and plan.required_approvals == 2
+    # the same risky migration, already applied, does not raise the bar
+    plan = plan_for([INIT, drop], snap(row(INIT.name, INIT.checksum), row(drop.name, drop.checksum, minutes=1)))
+    assert plan.risk == "low" and plan.required_approvals == 1
+    assert "nothing to resolve or apply" in " ".join(plan.notes)
+    assert run_stages(plan) == [Stage.verify]
+
+
+def test_fingerprint_changes_with_bundle_ledger_and_actions() -> None:
+    s = snap(row(INIT.name, INIT.checksum))
+    base = plan_for([INIT, ADD], s)
+    assert base.fingerprint == plan_for([INIT, ADD], s).fingerprint and len(base.fingerprint) == 64
+    edited = migration(ADD.name, ADD.sql + "\n-- reviewed", down=ADD.down_sql)
+    assert plan_for([INIT, edited], s).fingerprint != base.fingerprint
+    touched = snap(row(INIT.name, INIT.checksum), row("20230101000000_x", "a" * 64, minutes=5))
+    assert plan_for([INIT, ADD], touched).fingerprint != base.fingerprint
+    assert plan_for([INIT, ADD], s, operation=Operation.migrate).fingerprint != base.fingerprint
+
+
+def test_ledger_digest_ignores_this_runs_rows_and_its_resolve_marks() -> None:
+    failed = row(FILL.name, FILL.checksum, finished=False, logs="x")
+    before = [row(INIT.name, INIT.checksum), failed]
+    resolve_at = T0 + timedelta(hours=1)
+    marks = RunMarks(deploy_ids={FILL.name: "ours"}, resolve_at=resolve_at)
+    after = [before[0], failed.model_copy(update={"rolled_back_at": resolve_at}),
+             row(FILL.name, FILL.checksum, minutes=70, row_id="ours")]
+    assert ledger_digest(after, marks) == ledger_digest(before)
+    someone_else = [before[0], failed.model_copy(update={"rolled_back_at": resolve_at + timedelta(seconds=1)})]
+    assert ledger_digest(someone_else, marks) != ledger_digest(before)
+
+
+@pytest.mark.parametrize("operation,stages", [
+    (Operation.resolve, [Stage.resolve]),
+    (Operation.verify, [Stage.verify]),
+])
+def test_operations_limit_the_stages(operation, stages) -> None:
+    s = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, logs="x"))
+    plan = plan_for([INIT, ADD, FILL], s, evidence={FILL.name: absent(FILL.name)}, operation=operation)
+    assert run_stages(plan) == stages

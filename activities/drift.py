@@ -131,6 +131,25 @@ async def _drop_shadow(admin: asyncpg.Connection, shadow: str) -> None:
     await admin.execute(f'DROP DATABASE IF EXISTS "{shadow}"{force}')
 
 
+class ShadowCleanupError(RuntimeError):
+    """The shadow database could not be dropped; one sentence naming it (never the DSN)."""
+
+
+async def _always_drop(live: asyncpg.Connection, shadow: str, dsn: str) -> None:
+    # A cancelled activity must still leave no shadow database behind: the drop runs to its end
+    # even when the caller is cancelled meanwhile, then the cancellation goes on.
+    task = asyncio.ensure_future(_drop_shadow(live, shadow))
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+    except (asyncpg.PostgresError, OSError) as exc:
+        reason = scrub(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__, dsn)
+        raise ShadowCleanupError(f"could not drop the shadow database {shadow} ({reason}); drop it by hand") from None
+    log.info("drift_shadow_dropped", shadow=shadow)
+
+
 async def drift_proof(
     dsn: str,
     migrations: Sequence[tuple[str, str]],
@@ -172,9 +191,7 @@ async def drift_proof(
         try:
             return await _replay_and_compare(dsn, live, shadow, migrations, phantoms, schema)
         finally:
-            # Shielded: a cancelled activity must still leave no shadow database behind.
-            await asyncio.shield(_drop_shadow(live, shadow))
-            log.info("drift_shadow_dropped", shadow=shadow)
+            await _always_drop(live, shadow, dsn)
     finally:
         if own_live:
             await live.close()

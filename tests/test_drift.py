@@ -153,3 +153,22 @@ def test_judge_with_differences_never_blames_the_phantom_as_proof() -> None:
     report = judge(compare(_cat(), live), ["p"], ["m"])
     assert report.verdict == DriftVerdict.unexplained_drift
     assert "table x" in report.summary and "nothing proves it" in report.summary
+
+
+async def test_shadow_is_dropped_when_the_caller_is_cancelled(database_url: str, db: asyncpg.Connection) -> None:
+    import asyncio
+
+    history = [("slow", "CREATE TABLE a (id int);\nSELECT pg_sleep(30);")]
+    task = asyncio.create_task(drift_proof(database_url, history, []))
+    shadow = None
+    for _ in range(200):  # wait until the shadow exists and the replay is running
+        shadow = await db.fetchval(f"SELECT datname FROM pg_database WHERE datname LIKE '{SHADOW_PREFIX}%' LIMIT 1")
+        if shadow:
+            break
+        await asyncio.sleep(0.05)
+    assert shadow, "the shadow database was never created"
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not await _shadow_exists(db, shadow)

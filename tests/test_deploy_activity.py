@@ -1,0 +1,215 @@
+"""The deploy activities on real PostgreSQL (ActivityEnvironment, no Temporal server): Prisma's row
+shapes, the advisory lock, exactly-once retries, the ledger-changed guard, non-transactional
+migrations, error classification and secret scrubbing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.deploy import MigrationActivities
+from domain.ledger import ADVISORY_LOCK_KEY
+from domain.models import (
+    CompensateInput,
+    DeployInput,
+    RunMarks,
+    UndoStep,
+)
+from domain.plan import RUNS_IN_DEPLOY
+from tests.conftest import PG_TEST_PASSWORD
+from tests.helpers import ledger_rows, make_settings, migration, request
+
+A = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT PRIMARY KEY, "v" TEXT);', down='DROP TABLE "a";')
+B = migration("20250102000000_b", """INSERT INTO "a" ("id", "v") VALUES (1, 'one');""")
+BAD = migration("20250103000000_bad", 'CREATE TABLE "half" ("id" INT);\nSELECT 1 / 0;')
+
+
+def acts(database_url: str, **env) -> MigrationActivities:
+    return MigrationActivities(make_settings("t", database_url, **env))
+
+
+async def plan_and_marks(a: MigrationActivities, migs, **kwargs):
+    result = await ActivityEnvironment().run(a.preflight, request("t", list(migs), **kwargs))
+    plan = result.plan
+    marks = RunMarks(deploy_ids={m.name: str(uuid.uuid4()) for m in plan.by_action(*RUNS_IN_DEPLOY)},
+                     resolve_at=datetime.now(timezone.utc))
+    bundle = {m.name: m for m in migs}
+    return plan, marks, [bundle[m.name] for m in plan.by_action(*RUNS_IN_DEPLOY)]
+
+
+async def test_rows_are_written_as_prisma_writes_them(database_url: str, db: asyncpg.Connection) -> None:
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [A, B, BAD])
+    beats: list = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    result = await env.run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    assert [x.name for x in result.applied] == [A.name, B.name]
+    assert result.failed.name == BAD.name and "22012" in result.failed.error  # division_by_zero
+    rows = await ledger_rows(db)
+    assert [(r["migration_name"], r["applied_steps_count"], r["logs"] is None, r["finished_at"] is not None)
+            for r in rows] == [(A.name, 1, True, True), (B.name, 1, True, True), (BAD.name, 0, False, False)]
+    assert [r["id"] for r in rows] == [marks.deploy_ids[m.name] for m in (A, B, BAD)]
+    assert rows[2]["logs"].startswith("A migration failed to apply.") and "Database error code: 22012" in rows[2]["logs"]
+    assert rows[0]["checksum"] == A.checksum
+    assert await db.fetchval("SELECT to_regclass('half')") is None  # the failed file left nothing
+    assert beats and beats[0] == {"done": 0, "total": 3, "current": None}
+
+
+async def test_a_retried_attempt_skips_what_it_already_applied(database_url: str, db: asyncpg.Connection) -> None:
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [A, B])
+    inp = DeployInput(environment="t", plan=plan, migrations=todo, marks=marks)
+    first = await ActivityEnvironment().run(a.deploy, inp)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2)
+    again = await env.run(a.deploy, inp)  # as if attempt 1's result had been lost
+    assert [x.ledger_id for x in again.applied] == [x.ledger_id for x in first.applied]
+    assert await db.fetchval("SELECT count(*) FROM a") == 1
+    assert await db.fetchval("SELECT count(*) FROM _prisma_migrations") == 2
+
+
+async def test_deploy_stops_when_someone_else_changed_the_ledger(database_url: str, db: asyncpg.Connection) -> None:
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [A, B])
+    # Prisma (or a person) deploys A behind the plan's back.
+    await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo[:1],
+                                                          marks=RunMarks(deploy_ids={A.name: "someone-else"})))
+    before = await ledger_rows(db)
+    result = await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    assert result.applied == [] and "changed since the plan was made" in result.stopped
+    assert await ledger_rows(db) == before
+
+
+async def test_the_advisory_lock_excludes_a_concurrent_deploy(database_url: str, db: asyncpg.Connection) -> None:
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [A])
+    await db.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)  # as a running `prisma migrate deploy`
+    try:
+        with pytest.raises(ApplicationError) as err:
+            await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    finally:
+        await db.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    assert err.value.type == "AdvisoryLockTimeout" and not err.value.non_retryable
+    assert "pg_advisory_lock(72707369)" in err.value.message and "nothing was changed" in err.value.message
+    assert await db.fetchval("SELECT to_regclass('a')") is None
+
+
+async def test_a_lock_timeout_inside_a_migration_is_retryable_and_records_nothing(database_url: str, db: asyncpg.Connection) -> None:
+    await db.execute('CREATE TABLE "busy" ("id" INT)')
+    a = acts(database_url, lock_timeout="200ms")
+    m = migration("20250101000000_touch_busy", 'ALTER TABLE "busy" ADD COLUMN "x" INT;')
+    plan, marks, todo = await plan_and_marks(a, [m])
+    tx = db.transaction()
+    await tx.start()
+    await db.execute('LOCK TABLE "busy" IN ACCESS EXCLUSIVE MODE')
+    try:
+        with pytest.raises(ApplicationError) as err:
+            await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    finally:
+        await tx.rollback()
+    assert err.value.type == "TransientDatabaseError" and not err.value.non_retryable
+    assert await db.fetchval("SELECT count(*) FROM _prisma_migrations") == 0
+
+
+async def test_non_transactional_migration_follows_prismas_sequence(database_url: str, db: asyncpg.Connection) -> None:
+    base = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT);')
+    conc = migration("20250102000000_idx", 'CREATE INDEX CONCURRENTLY "a_id" ON "a" ("id");')
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [base, conc])
+    assert [m.in_transaction for m in plan.migrations] == [True, False]
+    result = await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    assert [x.name for x in result.applied] == [base.name, conc.name]
+    row = (await ledger_rows(db))[1]
+    assert row["finished_at"] is not None and row["applied_steps_count"] == 1 and row["logs"] is None
+    assert await db.fetchval("SELECT to_regclass('a_id')") is not None
+
+
+async def test_half_done_non_transactional_migration_is_not_rerun_unless_idempotent(database_url: str, db: asyncpg.Connection) -> None:
+    await db.execute('CREATE TABLE "a" ("id" INT)')
+    await db.execute("CREATE TABLE _prisma_migrations (id VARCHAR(36) PRIMARY KEY NOT NULL, checksum VARCHAR(64) NOT NULL,"
+                     " finished_at TIMESTAMPTZ, migration_name VARCHAR(255) NOT NULL, logs TEXT, rolled_back_at TIMESTAMPTZ,"
+                     " started_at TIMESTAMPTZ NOT NULL DEFAULT now(), applied_steps_count INTEGER NOT NULL DEFAULT 0)")
+    risky = migration("20250102000000_idx", 'CREATE INDEX CONCURRENTLY "a_id" ON "a" ("id");')
+    safe = migration("20250102000000_idx", 'CREATE INDEX CONCURRENTLY IF NOT EXISTS "a_id" ON "a" ("id");')
+    for mig, expect_rerun in ((risky, False), (safe, True)):
+        await db.execute("DELETE FROM _prisma_migrations")
+        a = acts(database_url)
+        plan, marks, todo = await plan_and_marks(a, [mig])
+        # attempt 1 "crashed" right after writing its started row
+        await db.execute("INSERT INTO _prisma_migrations (id, checksum, migration_name) VALUES ($1, $2, $3)",
+                         marks.deploy_ids[mig.name], mig.checksum, mig.name)
+        result = await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+        if expect_rerun:
+            assert [x.name for x in result.applied] == [mig.name] and result.needs_attention is None
+        else:
+            assert result.applied == [] and "not idempotent, so it was not re-run" in result.needs_attention
+
+
+async def test_compensation_is_idempotent(database_url: str, db: asyncpg.Connection) -> None:
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [A, B])
+    await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    by = {m.name: m for m in plan.migrations}
+    undo = [UndoStep(name=n, ledger_id=marks.deploy_ids[n], rollback=by[n].rollback, rollback_sql=by[n].rollback_sql)
+            for n in (B.name, A.name)]
+    inp = CompensateInput(environment="t", undo=undo, marks=marks)
+    first = await ActivityEnvironment().run(a.compensate, inp)
+    second = await ActivityEnvironment().run(a.compensate, inp)
+    assert [(s.name, s.action) for s in first.steps] == [(B.name, "ran derived rollback"), (A.name, "ran down.sql")]
+    assert [s.action for s in second.steps] == ["already rolled back", "already rolled back"]
+    assert first.complete and second.complete
+    assert await db.fetchval("SELECT to_regclass('a')") is None
+    assert all(r["rolled_back_at"] is not None for r in await ledger_rows(db))
+
+
+async def test_preflight_reads_only_and_handles_inserts_into_tables_created_earlier(database_url: str, db: asyncpg.Connection) -> None:
+    a = acts(database_url)
+    result = await ActivityEnvironment().run(a.preflight, request("t", [A, B], dry_run=True))
+    assert [m.action for m in result.plan.migrations] == ["apply", "apply"]
+    assert result.plan.migrations[1].rollback == "derived"
+    assert await db.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == 0
+    assert result.policy.approval_timeout == timedelta(hours=24)
+
+
+async def test_errors_never_carry_the_password(database_url: str) -> None:
+    wrong = database_url.replace(PG_TEST_PASSWORD, "not-" + PG_TEST_PASSWORD) if PG_TEST_PASSWORD in database_url else None
+    if wrong is None:
+        pytest.skip("the suite runs against an external server without the test password")
+    a = MigrationActivities(make_settings("t", wrong))
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(a.preflight, request("t", [A]))
+    assert err.value.type == "DatabaseUnavailable"
+    assert "authentication failed" in err.value.message
+    assert PG_TEST_PASSWORD not in err.value.message and err.value.__cause__ is None
+    with pytest.raises(ApplicationError) as unknown:
+        await ActivityEnvironment().run(a.preflight, request("nope", [A]))
+    assert unknown.value.type == "UnknownEnvironment" and unknown.value.non_retryable
+
+
+async def test_unfinished_sql_is_cancelled_with_the_activity(database_url: str, db: asyncpg.Connection) -> None:
+    slow = migration("20250101000000_slow", "SELECT pg_sleep(30);")
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [slow])
+    env = ActivityEnvironment()
+    task = asyncio.create_task(env.run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks)))
+    for _ in range(100):
+        if await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'"):
+            break
+        await asyncio.sleep(0.05)
+    env.cancel()
+    with pytest.raises(BaseException):
+        await task
+    for _ in range(100):
+        if not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'"):
+            break
+        await asyncio.sleep(0.05)
+    assert not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'")
+    assert await db.fetchval("SELECT count(*) FROM _prisma_migrations") == 0

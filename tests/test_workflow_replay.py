@@ -1,0 +1,105 @@
+"""Replay: the current DeployWorkflow code must reproduce recorded histories exactly.
+
+tests/histories/*.json are histories of completed runs (history.to_json()). A failure here means
+a change to workflows/deploy.py is not replay-compatible with runs already in flight: guard it
+with `workflow.patched()` instead.
+
+To re-record after an intended, compatible change (or to add histories), run:
+
+    RECORD_HISTORIES=1 .venv/bin/python -m pytest -q tests/test_workflow_replay.py
+
+which runs the scenarios below on the dev server and real PostgreSQL, overwrites the files, then
+replays them. Commit the new files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from devstack.incident import reproduce_incident
+from domain.models import Outcome
+from tests.conftest import PG_TEST_PASSWORD
+from tests.helpers import (
+    approval,
+    final_status,
+    history_json,
+    incident_request,
+    make_settings,
+    migration,
+    new_worker,
+    request,
+    start,
+    wait_gate,
+)
+from workflows.deploy import DeployWorkflow
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+async def _record_incident(client, database_url: str) -> str:
+    await reproduce_incident(database_url)
+    settings = make_settings("prod", database_url, gates=["resolve", "deploy"], approvers=["alice", "bob"],
+                             allow_self_approval=False)
+    async with new_worker(client, settings) as worker:
+        handle = await start(client, worker, incident_request("prod", requested_by="carol"),
+                             workflow_id="replay-incident")
+        status = await wait_gate(handle, "resolve")
+        await handle.signal("approve", {"stage": "resolve", "approver": "mallory"})  # refused, recorded
+        await handle.signal("approve", approval("resolve", "alice", status.plan.fingerprint))
+        await wait_gate(handle, "deploy")
+        await handle.execute_update("approve_update", approval("deploy", "bob", status.plan.fingerprint))
+        final = await final_status(handle)
+        assert final.outcome == Outcome.succeeded
+        return await history_json(handle)
+
+
+async def _record_rollback(client, database_url: str) -> str:
+    a = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT PRIMARY KEY);', down='DROP TABLE "a";')
+    b = migration("20250102000000_b", 'INSERT INTO "a" ("id") VALUES (1);', verify='SELECT count(*) = 2 FROM "a";')
+    async with new_worker(client, make_settings("dev", database_url)) as worker:
+        handle = await start(client, worker, request("dev", [a, b]), workflow_id="replay-rollback")
+        final = await final_status(handle)
+        assert final.outcome == Outcome.failed_rolled_back
+        return await history_json(handle)
+
+
+SCENARIOS = {"incident_full_succeeded": _record_incident, "verify_failed_rolled_back": _record_rollback}
+
+
+@pytest.mark.skipif(not os.environ.get("RECORD_HISTORIES"), reason="only when re-recording (RECORD_HISTORIES=1)")
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_record_history(dev_client, database_url: str, name: str) -> None:
+    HISTORIES.mkdir(exist_ok=True)
+    text = await SCENARIOS[name](dev_client, database_url)
+    (HISTORIES / f"{name}.json").write_text(text)
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_recorded_history_replays_with_the_current_code(name: str) -> None:
+    path = HISTORIES / f"{name}.json"
+    text = path.read_text()
+    assert PG_TEST_PASSWORD not in text  # committed histories hold no secrets either
+    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, text))
+
+
+async def test_a_fresh_history_with_signals_updates_and_compensation_replays(dev_client, database_url: str) -> None:
+    await reproduce_incident(database_url)
+    settings = make_settings("prod", database_url, gates=["resolve", "deploy"])
+    async with new_worker(dev_client, settings) as worker:
+        handle = await start(dev_client, worker, incident_request("prod"))
+        status = await wait_gate(handle, "resolve")
+        await handle.execute_update("approve_update", approval("resolve", "alice", status.plan.fingerprint))
+        await wait_gate(handle, "deploy")
+        await handle.signal("reject", approval("deploy", "bob", comment="wrong window"))
+        final = await final_status(handle)
+        text = await history_json(handle)
+    assert final.outcome == Outcome.rejected
+    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(WorkflowHistory.from_json(handle.id, text))

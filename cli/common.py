@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Coroutine
@@ -21,8 +22,9 @@ from domain.models import workflow_id_for
 from settings import Settings
 from temporal_client import TemporalConfigError, connect
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Tables stay readable when output goes to a file or CI log (rich assumes 80 columns there).
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 EXIT_ERROR = 3
 
@@ -63,6 +65,18 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[...
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
+        except RPCError as exc:
+            err_console.print(f"error: Temporal answered: {_first_line(exc.message)}", markup=False, soft_wrap=True)
+            raise typer.Exit(EXIT_ERROR) from None
+        except Exception as exc:  # noqa: BLE001 - never a traceback; MIGRATOR_DEBUG=1 shows it
+            if os.environ.get("MIGRATOR_DEBUG") == "1":
+                raise
+            err_console.print(
+                f"error: unexpected {type(exc).__name__}: {_first_line(str(exc))} (MIGRATOR_DEBUG=1 shows details)",
+                markup=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_ERROR) from None
         raise typer.Exit(code or 0)
 
     return wrapper

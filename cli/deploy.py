@@ -19,8 +19,7 @@ from cli.render import render_plan
 from domain.bundle import BundleTooLarge, build_bundle
 from domain.folder import MigrationFolderError, read_migrations_dir
 from domain.models import DeployRequest, MigrationBundle, Operation, RunStatus, workflow_id_for
-
-WORKFLOW_NAME = "DeployWorkflow"
+from workflows.deploy import WORKFLOW_NAME, start_options
 
 EnvOpt = typer.Option(..., "--env", "-e", help="Environment name, as configured on the worker (e.g. prod).")
 DirOpt = typer.Option(
@@ -88,7 +87,7 @@ async def deploy(
     workflow_id = workflow_id_for(env)
     try:
         handle = await client.start_workflow(
-            WORKFLOW_NAME, request, id=workflow_id, task_queue=settings.task_queue, result_type=RunStatus
+            WORKFLOW_NAME, request, result_type=RunStatus, **start_options(request, task_queue=settings.task_queue)
         )
     except WorkflowAlreadyStartedError:
         fail(
@@ -146,9 +145,8 @@ async def plan(
     handle = await client.start_workflow(
         WORKFLOW_NAME,
         request,
-        id=f"prisma-plan-{env}-{uuid.uuid4().hex[:8]}",
-        task_queue=settings.task_queue,
         result_type=RunStatus,
+        **start_options(request, task_queue=settings.task_queue, workflow_id=f"prisma-plan-{env}-{uuid.uuid4().hex[:8]}"),
     )
     status = await final_status(handle)
     if status is None or status.plan is None:

@@ -29,7 +29,8 @@ class Snapshot:
 async def final_status(handle: WorkflowHandle) -> RunStatus | None:
     """The RunStatus a finished run returned, or carried in its failure's details."""
     try:
-        return await handle.result(rpc_timeout=None)
+        result = await handle.result()
+        return result if isinstance(result, RunStatus) else RunStatus.model_validate(result)
     except WorkflowFailureError as exc:
         cause = exc.cause
         while cause is not None:
@@ -47,7 +48,8 @@ async def final_status(handle: WorkflowHandle) -> RunStatus | None:
 async def snapshot(handle: WorkflowHandle) -> Snapshot:
     desc = await handle.describe()
     if desc.status != WorkflowExecutionStatus.RUNNING:
-        return Snapshot(True, desc.status, await final_status(handle.client.get_workflow_handle(handle.id, run_id=desc.run_id)), None)
+        closed = handle._client.get_workflow_handle(handle.id, run_id=desc.run_id)  # the run described, not a newer one
+        return Snapshot(True, desc.status, await final_status(closed), None)
     try:
         status = await handle.query("status", result_type=RunStatus)
     except RPCError:

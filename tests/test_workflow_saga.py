@@ -228,3 +228,21 @@ async def test_ledger_changed_after_the_plan_stops_before_any_change(client, dat
     assert "changed since the plan was made" in final.error
     assert after == before
     assert LEADS not in {a.name for a in final.applied}
+
+
+async def test_cancelling_a_waiting_run_undoes_what_it_did(client, database_url: str) -> None:
+    await reproduce_incident(database_url)
+    before = await dump(database_url)
+    settings = make_settings("prod", database_url, gates=["deploy"])
+    async with new_worker(client, settings) as worker:
+        handle = await start(client, worker, incident_request("prod"))
+        status = await wait_gate(handle, "deploy")
+        assert status.resolved  # resolve ran (no gate) and changed the ledger
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        final = await handle.query("status", result_type=RunStatus)
+    assert "cancel" in str(failure.value.cause).lower()
+    assert final.error == "the run was cancelled"
+    assert [s.action for s in final.compensation] == ["restored resolve"]
+    assert await dump(database_url) == before

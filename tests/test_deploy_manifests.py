@@ -208,7 +208,7 @@ def test_the_deploy_step_refuses_to_run_without_temporal_secrets(tmp_path: Path)
     assert "::error::set the TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE secrets for the 'staging' environment" in result.stdout
 
 
-async def test_the_deploy_and_summary_steps_run_a_dry_run_end_to_end(tmp_path: Path, dev_env, database_url: str) -> None:
+async def run_workflow_job(tmp_path: Path, dev_env, database_url: str, *, dry_run: bool, extra_migration: str | None = None):
     """The workflow's two steps as GitHub would run them: the starter gets only Temporal settings;
     the worker (here in-process) holds the database URL."""
     from settings import EnvironmentSettings, Settings
@@ -221,28 +221,72 @@ async def test_the_deploy_and_summary_steps_run_a_dry_run_end_to_end(tmp_path: P
         environments={"staging": EnvironmentSettings(database_url=database_url, gates=[])},
     )
     checkout = tmp_path / "checkout"
-    (checkout / "prisma").mkdir(parents=True)
-    subprocess.run(["cp", "-r", str(INCIDENT_MIGRATIONS), str(checkout / "prisma" / "migrations")], check=True)
+    migrations = checkout / "prisma" / "migrations"
+    migrations.parent.mkdir(parents=True)
+    subprocess.run(["cp", "-r", str(INCIDENT_MIGRATIONS), str(migrations)], check=True)
+    if extra_migration:
+        (migrations / "20270101000000_broken").mkdir()
+        (migrations / "20270101000000_broken" / "migration.sql").write_text(extra_migration)
 
     workflow = load(MIGRATIONS_WORKFLOW)
     env = deploy_step_env(
-        tmp_path, MIGRATOR_TEMPORAL_ADDRESS=address, MIGRATOR_TEMPORAL_NAMESPACE=dev_env.client.namespace,
+        tmp_path, DRY_RUN=str(dry_run).lower(), OPERATION="full",
+        MIGRATOR_TEMPORAL_ADDRESS=address, MIGRATOR_TEMPORAL_NAMESPACE=dev_env.client.namespace,
         MIGRATOR_TASK_QUEUE=task_queue, MIGRATOR_TEMPORAL_UI_URL="http://ui.example:8233",
     )
+    # The worker is in-process; database_url is a Settings field only the worker sees.
+    assert not any(database_url in v for v in env.values())
     async with build_worker(dev_env.client, worker_settings, task_queue=task_queue):
         deploy = await asyncio.to_thread(
             run_step, step(workflow, "deploy", "Start the run and wait for its outcome")["run"], env, checkout
         )
+    summary = run_step(step(workflow, "deploy", SUMMARY_STEP)["run"], env, checkout)
+    result_file = Path(env["RUNNER_TEMP"]) / "migration-run.json"
+    result = json.loads(result_file.read_text()) if result_file.read_text().strip() else None
+    return deploy, summary, result, Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+
+
+async def applied(database_url: str) -> list[str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('public._prisma_migrations') IS NOT NULL"):
+            return []
+        rows = await conn.fetch(
+            "SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def test_the_job_runs_a_dry_run_end_to_end_and_writes_nothing(tmp_path: Path, dev_env, database_url: str) -> None:
+    deploy, summary, result, text = await run_workflow_job(tmp_path, dev_env, database_url, dry_run=True)
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr
     assert database_url not in deploy.stdout + deploy.stderr
-    result = json.loads((Path(env["RUNNER_TEMP"]) / "migration-run.json").read_text())
-    assert result["outcome"] == "succeeded"
-    assert result["url"].startswith("http://ui.example:8233/")
-
-    summary = run_step(step(workflow, "deploy", SUMMARY_STEP)["run"], env, checkout)
+    assert result["outcome"] == "succeeded" and result["url"].startswith("http://ui.example:8233/")
     assert summary.returncode == 0, summary.stdout + summary.stderr
-    text = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
     assert "full on staging (dry run)" in text and result["url"] in text and result["run_id"] in text
+    assert await applied(database_url) == []
+
+
+async def test_the_job_applies_the_migrations_when_not_a_dry_run(tmp_path: Path, dev_env, database_url: str) -> None:
+    deploy, summary, result, text = await run_workflow_job(tmp_path, dev_env, database_url, dry_run=False)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert summary.returncode == 0 and "**succeeded**" in text and "(dry run)" not in text
+    assert await applied(database_url) == sorted(p.name for p in INCIDENT_MIGRATIONS.iterdir() if p.is_dir())
+
+
+async def test_the_job_fails_when_the_run_does_not_succeed(tmp_path: Path, dev_env, database_url: str) -> None:
+    deploy, summary, result, text = await run_workflow_job(
+        tmp_path, dev_env, database_url, dry_run=False, extra_migration="ALTER TABLE no_such_table ADD COLUMN x int;\n"
+    )
+    assert deploy.returncode != 0
+    assert summary.returncode == 1 and "::error::the migration run did not succeed" in summary.stdout
+    assert result is not None and result["outcome"] != "succeeded"
+    assert f"**{result['outcome']}**" in text
+    assert database_url not in deploy.stdout + deploy.stderr + text
 
 
 # -- the PR check's folder-history step, on a real git repository -----------------------------------

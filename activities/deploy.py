@@ -479,14 +479,13 @@ class MigrationActivities:
                     if applied and applied[-1].checksum != mig.checksum:
                         detail += "; checksum differs from the bundle"
                     checks.append(VerifyCheck(check="applied exactly once", migration=mig.name, passed=ok, detail=detail))
-                for pm in inp.plan.migrations:
-                    if pm.action not in (*RUNS_IN_DEPLOY, Action.resolve_applied, Action.already_applied):
-                        continue
-                    for obj in pm.creates:
-                        exists = await _object_exists(conn, obj)
-                        if exists is None:
-                            continue
-                        checks.append(VerifyCheck(check="object exists", migration=pm.name, passed=exists, detail=obj))
+                expected = [(pm.name, obj) for pm in inp.plan.migrations
+                            if pm.action in (*RUNS_IN_DEPLOY, Action.resolve_applied, Action.already_applied)
+                            for obj in pm.creates]
+                exists = await _objects_exist(conn, [obj for _, obj in expected])
+                for name, obj in expected:
+                    if obj in exists:
+                        checks.append(VerifyCheck(check="object exists", migration=name, passed=exists[obj], detail=obj))
                 for mig in inp.migrations:
                     if not (mig.verify_sql and mig.verify_sql.strip()):
                         continue
@@ -618,48 +617,64 @@ def _applied_from_row(row: LedgerRow) -> AppliedMigration:
                             finished_at=finished, duration_ms=(finished - row.started_at) / timedelta(milliseconds=1))
 
 
-_OBJECT_QUERIES = {
-    "table": "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-             " WHERE n.nspname = $1 AND c.relname = $2)",
-    "type": "SELECT EXISTS (SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
-            " WHERE n.nspname = $1 AND t.typname = $2)",
-    "function": "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
-                " WHERE n.nspname = $1 AND p.proname = $2)",
-    "constraint": "SELECT EXISTS (SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid"
-                  " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
-                  " AND k.conname = $3)",
-    "column": "SELECT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-              " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
-              " AND a.attname = $3 AND NOT a.attisdropped)",
-    "trigger": "SELECT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid"
-               " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2"
-               " AND g.tgname = $3)",
+# One query per kind of object, for all objects of that kind at once.
+_BATCH_QUERIES = {
+    "relation": "SELECT n.nspname, c.relname, '' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    "type": "SELECT n.nspname, t.typname, '' FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+            " WHERE (n.nspname, t.typname) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    "function": "SELECT n.nspname, p.proname, '' FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+                " WHERE (n.nspname, p.proname) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    "schema": "SELECT nspname, '', '' FROM pg_namespace WHERE nspname = ANY($1::text[])",
+    "extension": "SELECT extname, '', '' FROM pg_extension WHERE extname = ANY($1::text[])",
+    "constraint": "SELECT n.nspname, c.relname, k.conname FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid"
+                  " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                  " WHERE (n.nspname, c.relname, k.conname) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+    "column": "SELECT n.nspname, c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+              " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT a.attisdropped"
+              " AND (n.nspname, c.relname, a.attname::text) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+    "trigger": "SELECT n.nspname, c.relname, g.tgname FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid"
+               " JOIN pg_namespace n ON n.oid = c.relnamespace"
+               " WHERE (n.nspname, c.relname, g.tgname) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
 }
-_RELATION_KINDS = {"table", "index", "sequence", "view", "materialized_view", "matview"}
+_KIND_GROUP = {
+    "table": "relation", "index": "relation", "sequence": "relation", "view": "relation",
+    "materialized_view": "relation", "matview": "relation",
+    "type": "type", "enum": "type", "domain": "type",
+    "function": "function", "procedure": "function",
+    "schema": "schema", "extension": "extension",
+    "constraint": "constraint", "column": "column", "trigger": "trigger",
+}
+_PARTS = {"relation": 2, "type": 2, "function": 2, "schema": 1, "extension": 1, "constraint": 3, "column": 3,
+          "trigger": 3}
 
 
-async def _object_exists(conn: asyncpg.Connection, spec: str) -> bool | None:
-    """`kind:schema.name` (or `kind:schema.table.name` for columns/constraints/triggers) from
-    domain.sql_analysis `creates`; None when the kind cannot be checked."""
+def _object_key(spec: str) -> tuple[str, tuple[str, ...]] | None:
+    """`kind:schema.name` / `kind:schema.table.name` (domain.sql_analysis `creates`) -> (group, parts),
+    or None when it cannot be checked."""
     kind, _, name = spec.partition(":")
-    if "<unnamed>" in name or not name:
+    group = _KIND_GROUP.get(kind)
+    if group is None or not name or "<unnamed>" in name:
         return None
-    if kind == "schema":
-        return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", name)
-    if kind == "extension":
-        return await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1)", name)
-    if kind in ("constraint", "column", "trigger"):
-        parts = name.split(".", 2)
-        if len(parts) != 3:
-            return None
-        return await conn.fetchval(_OBJECT_QUERIES[kind], *parts)
-    parts = name.split(".", 1)
-    if len(parts) != 2:
+    parts = tuple(name.split(".", _PARTS[group] - 1))
+    if len(parts) != _PARTS[group]:
         return None
-    if kind in _RELATION_KINDS:
-        return await conn.fetchval(_OBJECT_QUERIES["table"], *parts)
-    if kind in ("type", "enum", "domain"):
-        return await conn.fetchval(_OBJECT_QUERIES["type"], *parts)
-    if kind in ("function", "procedure"):
-        return await conn.fetchval(_OBJECT_QUERIES["function"], *parts)
-    return None
+    return group, parts
+
+
+async def _objects_exist(conn: asyncpg.Connection, specs: list[str]) -> dict[str, bool]:
+    """Which of `specs` exist; specs that cannot be checked are left out."""
+    wanted: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+    for spec in specs:
+        key = _object_key(spec)
+        if key is not None:
+            wanted.setdefault(key[0], []).append((spec, key[1]))
+    found: dict[str, bool] = {}
+    for group, items in wanted.items():
+        n = _PARTS[group]
+        columns = [[parts[i] for _, parts in items] for i in range(n)]
+        rows = await conn.fetch(_BATCH_QUERIES[group], *columns)
+        present = {tuple(r[i] for i in range(n)) for r in rows}
+        for spec, parts in items:
+            found[spec] = parts in present
+    return found

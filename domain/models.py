@@ -273,7 +273,7 @@ class DeployResult(BaseModel):
 class VerifyInput(BaseModel):
     environment: str
     plan: DeployPlan
-    migrations: list[BundledMigration]
+    migrations: list[BundledMigration]  # name, checksum and verify_sql are used; sql may be left empty
 
 
 class VerifyResult(BaseModel):

@@ -213,3 +213,25 @@ async def test_unfinished_sql_is_cancelled_with_the_activity(database_url: str, 
         await asyncio.sleep(0.05)
     assert not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' AND state = 'active'")
     assert await db.fetchval("SELECT count(*) FROM _prisma_migrations") == 0
+
+
+async def test_verify_checks_ledger_objects_and_verify_sql(database_url: str, db: asyncpg.Connection) -> None:
+    from domain.models import VerifyInput
+
+    idx = migration("20250102000000_idx", 'CREATE INDEX "a_v" ON "a" ("v");\nALTER TABLE "a" ADD COLUMN "w" INT;',
+                    verify="SELECT true, 1;\nSELECT count(*) > 0 FROM a;")
+    a = acts(database_url)
+    plan, marks, todo = await plan_and_marks(a, [A, idx])
+    await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    inp = VerifyInput(environment="t", plan=plan, migrations=[A, idx])
+    good = await ActivityEnvironment().run(a.verify, inp)
+    by_check = {(c.check, c.detail): c.passed for c in good.checks}
+    assert by_check[("object exists", "table:public.a")] and by_check[("object exists", "index:public.a_v")]
+    assert by_check[("object exists", "column:public.a.w")]
+    assert [c.passed for c in good.checks if c.check.startswith("verify.sql")] == [True, False]  # a is empty
+    await db.execute('DROP INDEX "a_v"')
+    await db.execute("INSERT INTO a (id, v) VALUES (1, 'x')")
+    await db.execute("UPDATE _prisma_migrations SET rolled_back_at = now() WHERE migration_name = $1", A.name)
+    bad = await ActivityEnvironment().run(a.verify, inp)
+    failed = {(c.check, c.migration) for c in bad.checks if not c.passed}
+    assert failed == {("object exists", idx.name), ("applied exactly once", A.name)}

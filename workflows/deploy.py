@@ -95,6 +95,19 @@ ERROR_TYPES = {
 }
 
 
+def _slim(plan: DeployPlan, *actions: Action) -> DeployPlan:
+    """The plan as an activity needs it: only the migrations it acts on, without the review
+    material (findings, evidence, rollback SQL) already recorded once in preflight's result.
+    Keeps activity inputs, and so history, small."""
+    return plan.model_copy(update={
+        "migrations": [m.model_copy(update={"findings": [], "evidence": [], "rollback_sql": None})
+                       for m in plan.migrations if m.action in actions],
+        "notes": [],
+        "blockers": [],
+        "drift": None,
+    })
+
+
 class _Stop(Exception):
     """Ends the forward path: compensation runs, then the run closes with `outcome`."""
 
@@ -207,7 +220,7 @@ class DeployWorkflow:
         self._resolve_started = True  # compensation is registered before the step can change anything
         result = await workflow.execute_activity_method(
             MigrationActivities.resolve,
-            ResolveInput(environment=plan.environment, plan=plan, marks=self._marks),
+            ResolveInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_RESOLVE), marks=self._marks),
             start_to_close_timeout=RESOLVE_TIMEOUT,
             retry_policy=_QUICK_RETRY,
             summary=f"resolve {len(todo)} failed migration(s) on {plan.environment}",
@@ -230,7 +243,8 @@ class DeployWorkflow:
         self._deploy_started = True
         result = await workflow.execute_activity_method(
             MigrationActivities.deploy,
-            DeployInput(environment=plan.environment, plan=plan, migrations=todo, marks=self._marks),
+            DeployInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_DEPLOY), migrations=todo,
+                        marks=self._marks),
             start_to_close_timeout=DEPLOY_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=DEPLOY_RETRY,
@@ -255,7 +269,12 @@ class DeployWorkflow:
         self._details(f"### Verifying `{plan.environment}`")
         result = await workflow.execute_activity_method(
             MigrationActivities.verify,
-            VerifyInput(environment=plan.environment, plan=plan, migrations=self._req.bundle.migrations),
+            VerifyInput(
+                environment=plan.environment,
+                plan=_slim(plan, *RUNS_IN_DEPLOY, Action.resolve_applied, Action.already_applied),
+                # verify compares checksums and runs verify.sql: the migration bodies stay out
+                migrations=[m.model_copy(update={"sql": "", "down_sql": None}) for m in self._req.bundle.migrations],
+            ),
             start_to_close_timeout=VERIFY_TIMEOUT,
             retry_policy=_QUICK_RETRY,
             summary=f"verify {len(self._req.bundle.migrations)} migration(s) on {plan.environment}",

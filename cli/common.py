@@ -61,13 +61,13 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[...
             code = asyncio.run(coro_fn(*args, **kwargs))
         except CliError as exc:
             err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            _exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
-            raise typer.Exit(130) from None
+            _exit(130)
         except RPCError as exc:
             err_console.print(f"error: Temporal answered: {_first_line(exc.message)}", markup=False, soft_wrap=True)
-            raise typer.Exit(EXIT_ERROR) from None
+            _exit(EXIT_ERROR)
         except Exception as exc:  # noqa: BLE001 - never a traceback; MIGRATOR_DEBUG=1 shows it
             if os.environ.get("MIGRATOR_DEBUG") == "1":
                 raise
@@ -76,10 +76,19 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[...
                 markup=False,
                 soft_wrap=True,
             )
-            raise typer.Exit(EXIT_ERROR) from None
-        raise typer.Exit(code or 0)
+            _exit(EXIT_ERROR)
+        _exit(code or 0)
 
     return wrapper
+
+
+def _exit(code: int) -> None:
+    """Leave without interpreter finalisation: the Temporal SDK's native threads can crash a
+    finalising interpreter ("PyGILState_Release ... must be current"), turning a clean result into
+    SIGABRT/SIGSEGV. Everything the command printed is flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 async def temporal(settings: Settings) -> Client:

@@ -19,7 +19,7 @@ from cli.render import render_plan
 from domain.bundle import BundleTooLarge, build_bundle
 from domain.folder import MigrationFolderError, read_migrations_dir
 from domain.models import DeployRequest, MigrationBundle, Operation, RunStatus, workflow_id_for
-from workflows.deploy import WORKFLOW_NAME, start_options
+from workflows.start import WORKFLOW_NAME, start_options
 
 EnvOpt = typer.Option(..., "--env", "-e", help="Environment name, as configured on the worker (e.g. prod).")
 DirOpt = typer.Option(

@@ -167,6 +167,14 @@ async def fetch(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
+async def execute(url: str, sql: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def active_queries(admin_url: str, database: str, like: str) -> list[asyncpg.Record]:
     return await fetch(admin_url, "SELECT pid, state, query FROM pg_stat_activity WHERE datname = $1 AND "
                        "state = 'active' AND query ILIKE $2 AND pid <> pg_backend_pid()", database, f"%{like}%")

@@ -143,11 +143,22 @@ async def test_approve_and_reject_arriving_together(tclient, workers, database, 
                 answers = await asyncio.gather(handle.execute_update("approve_update", ok),
                                                handle.execute_update("reject_update", no), return_exceptions=True)
             else:
-                await asyncio.gather(handle.signal("approve", ok), handle.signal("reject", no))
+                sent = await asyncio.gather(handle.signal("approve", ok), handle.signal("reject", no),
+                                            return_exceptions=True)
+                # A signal may only lose the race against the run's own end (then Temporal says so).
+                late = [e for e in sent if e is not None]
+                assert all("already completed" in str(e) for e in late) and len(late) <= 1, sent
             final = await run_result(handle)
             rejects = [a for a in final.approvals if a.decision == "reject"]
             approves = [a for a in final.approvals if a.decision == "approve"]
-            assert len(rejects) == 1 and len(approves) == 1, final.approvals  # both recorded, none lost
+            delivered = 2 if via == "update" else 2 - len(late)
+            assert len(final.approvals) == delivered, final.approvals  # every delivered attempt is recorded
+            if via == "signal" and late:
+                expected = Outcome.rejected if rejects else Outcome.succeeded
+                assert final.outcome == expected and final.approvals[0].accepted, final
+                assert (await ledger_count(url) == 0) == (expected == Outcome.rejected)
+                await execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                continue
             if via == "update":  # the CLI's answers agree with what the run did
                 reject_answer = answers[1]
                 if final.outcome == Outcome.rejected:

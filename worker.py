@@ -114,5 +114,18 @@ def main() -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Leave without interpreter finalization: the Temporal core's native threads may still be
+    winding down, and racing them during finalization can abort the process (seen as SIGABRT
+    after a clean shutdown). Everything worth keeping is flushed first."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

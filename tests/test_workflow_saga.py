@@ -246,3 +246,18 @@ async def test_cancelling_a_waiting_run_undoes_what_it_did(client, database_url:
     assert final.error == "the run was cancelled"
     assert [s.action for s in final.compensation] == ["restored resolve"]
     assert await dump(database_url) == before
+
+
+async def test_plan_only_returns_the_plan_without_waiting_or_writing(client, database_url: str) -> None:
+    await reproduce_incident(database_url)
+    before = await dump(database_url)
+    settings = make_settings("prod", database_url, gates=["resolve", "deploy"])
+    req = incident_request("prod", dry_run=True)
+    req.plan_only = True
+    async with new_worker(client, settings) as worker:
+        handle = await start(client, worker, req)
+        final: RunStatus = await handle.result()
+    assert final.outcome == Outcome.succeeded and final.plan.fingerprint
+    assert {m.name: m.action for m in final.plan.migrations}[LANDING] == "reapply"
+    assert final.gates_passed == [] and final.approvals == []
+    assert await dump(database_url) == before

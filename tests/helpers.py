@@ -20,7 +20,7 @@ from domain.folder import read_migrations_dir
 from domain.models import BundledMigration, DeployRequest, MigrationBundle, Operation, RunStatus
 from settings import EnvironmentSettings, Settings
 from worker import build_worker
-from workflows.deploy import WORKFLOW_NAME, start_options
+from workflows.start import WORKFLOW_NAME, start_options
 
 INCIDENT_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from domain.models import Outcome, RunStatus
 from tests.conftest import PG_TEST_PASSWORD
 from tests.helpers import migration, request
-from workflows.deploy import WORKFLOW_NAME, start_options
+from workflows.start import WORKFLOW_NAME, start_options
 
 WORKER = Path(__file__).resolve().parent.parent / "worker.py"
 

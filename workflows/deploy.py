@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -51,11 +51,9 @@ with workflow.unsafe.imports_passed_through():
         Stage,
         UndoStep,
         VerifyInput,
-        workflow_id_for,
     )
     from domain.plan import OPERATION_STAGES, RUNS_IN_DEPLOY, RUNS_IN_RESOLVE, stage_has_work
-
-WORKFLOW_NAME = "DeployWorkflow"
+    from workflows.start import WORKFLOW_NAME
 
 _QUICK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -488,28 +486,3 @@ class DeployWorkflow:
     def _upsert(self, *updates: Any) -> None:
         workflow.upsert_search_attributes(list(updates))
 
-
-def start_options(request: DeployRequest, *, task_queue: str, workflow_id: str | None = None) -> dict[str, Any]:
-    """Keyword arguments for `client.start_workflow(WORKFLOW_NAME, request, **options)`: the id (one
-    open run per environment), static summary/details for the UI, and the search attributes."""
-    names = [m.name for m in request.bundle.migrations]
-    summary = (f"{request.operation} on {request.environment}" + (" (dry run)" if request.dry_run else "")
-               + f" by {request.requested_by}")[:200]
-    details = "\n".join([
-        f"### Prisma migrations: {request.operation} on `{request.environment}`",
-        f"- requested by **{request.requested_by}**" + (" — dry run, nothing is written" if request.dry_run else ""),
-        f"- source: {request.bundle.source or 'bundle'} @ `{request.bundle.revision or 'unknown revision'}`",
-        f"- {len(names)} migration(s) in the bundle, last: `{names[-1] if names else '-'}`",
-    ])
-    return {
-        "id": workflow_id or workflow_id_for(request.environment),
-        "task_queue": task_queue,
-        "static_summary": summary,
-        "static_details": details,
-        "search_attributes": TypedSearchAttributes([
-            SearchAttributePair(sa.ENVIRONMENT, request.environment),
-            SearchAttributePair(sa.OPERATION, str(request.operation)),
-            SearchAttributePair(sa.REQUESTED_BY, request.requested_by),
-            SearchAttributePair(sa.STAGE, Stage.preflight.value),
-        ]),
-    }

@@ -142,6 +142,10 @@ async def test_approve_and_reject_arriving_together(tclient, workers, database, 
             if via == "update":
                 answers = await asyncio.gather(handle.execute_update("approve_update", ok),
                                                handle.execute_update("reject_update", no), return_exceptions=True)
+                # Lost the race against the run's end: Temporal answers the caller, the run records nothing.
+                late = [a for a in answers if isinstance(a, Exception)
+                        and ("already completed" in str(a) or "aborted by closing workflow" in str(a))]
+                assert len(late) <= 1, answers
             else:
                 sent = await asyncio.gather(handle.signal("approve", ok), handle.signal("reject", no),
                                             return_exceptions=True)
@@ -151,15 +155,15 @@ async def test_approve_and_reject_arriving_together(tclient, workers, database, 
             final = await run_result(handle)
             rejects = [a for a in final.approvals if a.decision == "reject"]
             approves = [a for a in final.approvals if a.decision == "approve"]
-            delivered = 2 if via == "update" else 2 - len(late)
+            delivered = 2 - len(late)
             assert len(final.approvals) == delivered, final.approvals  # every delivered attempt is recorded
-            if via == "signal" and late:
+            if late:
                 expected = Outcome.rejected if rejects else Outcome.succeeded
                 assert final.outcome == expected and final.approvals[0].accepted, final
                 assert (await ledger_count(url) == 0) == (expected == Outcome.rejected)
                 await execute(url, "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
                 continue
-            if via == "update":  # the CLI's answers agree with what the run did
+            if via == "update" and not late:  # the CLI's answers agree with what the run did
                 reject_answer = answers[1]
                 if final.outcome == Outcome.rejected:
                     assert reject_answer["accepted"] is True, answers

@@ -63,8 +63,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / platform without signals
             pass
+    import health
+
     try:
-        client = await temporal_client.connect(settings)
+        client = await temporal_client.connect(settings, runtime=health.worker_runtime(settings))
     except temporal_client.TemporalConfigError:
         raise
     except RuntimeError as exc:
@@ -80,7 +82,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
         namespace=settings.temporal_namespace,
         environments=sorted(settings.environments),
     )
-    async with worker:
+    # Health outermost: /healthz stays up (and /readyz says "not ready") while activities drain.
+    async with health.WorkerHealth(settings, worker), worker:
         await stop.wait()
         log.info("shutting down: no new tasks, waiting for running activities", grace_s=GRACEFUL_SHUTDOWN.total_seconds())
     log.info("worker stopped")
@@ -105,9 +108,10 @@ def main() -> int:
             return 3
         raise
     except Exception as exc:  # noqa: BLE001 - one line, no traceback, for the operator
+        from health import HealthConfigError
         from temporal_client import TemporalConfigError
 
-        if isinstance(exc, TemporalConfigError):
+        if isinstance(exc, (TemporalConfigError, HealthConfigError)):
             print(f"error: {exc}", file=sys.stderr)
             return 3
         raise

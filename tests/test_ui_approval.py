@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
+from temporalio.api.sdk.v1 import WorkflowMetadata
 
 from cli.show import load_audit
 from domain.audit import render_markdown
@@ -49,6 +50,12 @@ async def test_ui_http_api_signal_approves_both_gates(ui_server, database_url: s
     async with incident_run_at_gate(server, client, database_url, "prod-ui-api",
                                     gates=["resolve", "deploy"], approvers=["alice", "bob"]) as run:
         fp = run.status.plan.fingerprint
+        # The UI lists signals from this query; each needs a description telling what JSON to type.
+        meta = await run.handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        described = {d.name: d.description for d in meta.definition.signal_definitions}
+        assert set(described) == {"approve", "reject"}
+        for name, text in described.items():
+            assert all(key in text for key in ('"stage"', '"approver"', '"fingerprint"')), (name, text)
         path = ui_signal_path(run.handle.id, "approve")
         async with ui_csrf_client(server.ui_url) as (http, token):
             resolve = ui_signal_body("approve", {"stage": "resolve", "approver": "alice",
@@ -168,6 +175,8 @@ async def test_browser_approves_a_gate_in_the_temporal_ui(ui_server, database_ur
                         options = dlg.locator("#signal-select-select").get_by_role("option")
                         await options.first.wait_for()  # the list fades in
                         option_texts = [t.strip() for t in await options.all_inner_texts()]
+                        approve_text = next((t for t in option_texts if t.split("\n")[0].strip() == "approve"), "")
+                        assert '"approver"' in approve_text, f"no description of approve's input: {option_texts}"
                         await page.screenshot(path=ARTIFACTS / "0-signal-dropdown.png")
                         approve_opt = options.get_by_text("approve", exact=True)
                         if await approve_opt.count():

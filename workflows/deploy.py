@@ -381,11 +381,15 @@ class DeployWorkflow:
         more = f" ({have}/{needed}, waiting for {needed - have} more)" if have < needed else ""
         return ApprovalAnswer(accepted=True, message=f"{record.stage} approved by {record.approver}{more}")
 
-    @workflow.signal(name="approve")
+    @workflow.signal(name="approve", description=(
+        'Approve the awaited gate. Input: {"stage": "resolve|deploy|verify", "approver": "<your name>", '
+        '"comment": "...", "fingerprint": "<plan fingerprint from Current Details>"}'))
     def approve(self, payload: Any) -> None:
         self._attempt("approve", "signal", payload)
 
-    @workflow.signal(name="reject")
+    @workflow.signal(name="reject", description=(
+        'Reject a gate; the run stops and undoes its changes. Input: {"stage": "...", '
+        '"approver": "<your name>", "comment": "why", "fingerprint": "..."}'))
     def reject(self, payload: Any) -> None:
         self._attempt("reject", "signal", payload)
 

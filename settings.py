@@ -38,6 +38,9 @@ class EnvironmentSettings(BaseModel):
     required_approvals: dict[str, int] = Field(default_factory=lambda: {"low": 1, "medium": 1, "high": 1})
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
+    # Replay the applied history into a shadow database and compare schemas during preflight:
+    # auto = when the ledger has phantoms or edited migrations; needs the CREATEDB privilege.
+    drift_proof: Literal["auto", "always", "never"] = "auto"
 
     @field_validator("database_url")
     @classmethod

@@ -35,7 +35,7 @@ from temporalio.exceptions import ApplicationError
 from activities.db import DatabaseUnavailable, connect
 from activities.ledger_store import LedgerShapeError, MigrationLedger, utcnow
 from domain.dsn import scrub
-from domain.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow
+from domain.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow, LedgerSnapshot
 from domain.models import (
     Action,
     AppliedMigration,
@@ -285,6 +285,7 @@ class MigrationActivities:
                     analyses[name] = analyses[name].model_copy(
                         update={"derived_rollback": None, "rollback_blockers": [why]}
                     )
+                drift = await self._drift(env, request, snapshot, states, conn)
         plan = build_plan(
             request,
             diagnosis,
@@ -295,6 +296,13 @@ class MigrationActivities:
             server_version=str(server_version),
         )
         plan.blockers.extend(parse_blockers)
+        if drift is not None:
+            plan.drift = drift.model_dump(mode="json")
+            plan.notes.append(f"drift proof: {drift.summary}")
+            if drift.verdict == "unexplained_drift":
+                # The live schema holds changes no migration explains: approvers must look harder.
+                plan.risk = "high"
+                plan.required_approvals = max(plan.required_approvals, int(env.required_approvals.get("high", 1)))
         policy = ApprovalPolicy(
             gates=list(env.gates),
             approvers=list(env.approvers),
@@ -307,6 +315,28 @@ class MigrationActivities:
                                      "blockers": len(plan.blockers)}
         )
         return PreflightResult(plan=plan, policy=policy)
+
+    async def _drift(self, env: EnvironmentSettings, request: DeployRequest, snapshot: LedgerSnapshot,
+                     states: dict[str, str], conn: asyncpg.Connection):
+        """Replay the applied local history into a shadow database on the same server and compare
+        catalogs (activities/drift.py). `auto` does it when the ledger holds phantoms or edited
+        migrations, the cases where the folder alone cannot say what the schema is."""
+        from activities.drift import drift_proof
+
+        phantoms = [n for n, st in states.items() if st == "missing_locally"]
+        wanted = env.drift_proof == "always" or (
+            env.drift_proof == "auto" and (phantoms or any(st == "modified" for st in states.values()))
+        )
+        if not wanted:
+            return None
+        bundle = {m.name: m for m in request.bundle.migrations}
+        replay: list[tuple[str, str]] = []
+        for row in snapshot.rows:
+            if row.is_applied and row.migration_name in bundle and all(n != row.migration_name for n, _ in replay):
+                replay.append((row.migration_name, bundle[row.migration_name].sql))
+        activity.heartbeat({"stage": "drift proof", "migrations": len(replay)})
+        return await drift_proof(env.database_url.get_secret_value(), replay, phantoms,
+                                 live_conn=conn, schema=snapshot.schema_name)
 
     # -- resolve --------------------------------------------------------------------------------
     @activity.defn(name="resolve")

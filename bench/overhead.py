@@ -120,7 +120,7 @@ async def main() -> dict:
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    pg = PgCluster().start()
+    pg = PgCluster(durable=True).start()
     temporal = TemporalDevServer().start()
     rows = []
     try:

@@ -58,6 +58,8 @@ class PgCluster:
     """
 
     password: str | None = None
+    # Tests trade durability for speed (fsync off); benchmarks need production-like commits.
+    durable: bool = False
     port: int = field(default_factory=free_port)
     base_dir: Path | None = None
     _owned: bool = False
@@ -122,10 +124,10 @@ class PgCluster:
                 pwfile.unlink()
         self.run_dir.mkdir(exist_ok=True)
         self._chown(self.run_dir)
+        fast = "" if self.durable else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
         self._run(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60",
-            "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.run_dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.run_dir} {fast}-c max_connections=200",
             "start",
         )
         self._stopped = False

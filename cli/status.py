@@ -25,6 +25,8 @@ from activities.ledger_store import LedgerShapeError, MigrationLedger
 from cli.app import app
 from domain.dsn import InvalidDsn, check_dsn, redact_dsn, scrub
 from domain.folder import MigrationFolderError, read_migrations_dir
+from domain.models import Finding
+from domain.sql_analysis import SqlParseError, analyze_migration, parse_error_finding
 from domain.state import HistoryDiagnosis, MigrationState, MigrationStatus, diagnose
 
 EXIT_OK = 0
@@ -69,7 +71,22 @@ def exit_code(diagnosis: HistoryDiagnosis) -> int:
     return EXIT_OK
 
 
-def to_json(diagnosis: HistoryDiagnosis) -> dict:
+def safety_findings(migrations_dir: Path, diagnosis: HistoryDiagnosis) -> dict[str, list[Finding]]:
+    """SQL analysis (offline, PostgreSQL's parser) of what is still to run: pending and failed migrations."""
+    todo = set(diagnosis.names(MigrationState.pending)) | set(diagnosis.names(MigrationState.failed))
+    found: dict[str, list[Finding]] = {}
+    for m in read_migrations_dir(migrations_dir):
+        if m.name not in todo:
+            continue
+        try:
+            found[m.name] = analyze_migration(m.name, m.sql).findings
+        except SqlParseError as exc:
+            found[m.name] = [parse_error_finding(exc)]
+    return found
+
+
+def to_json(diagnosis: HistoryDiagnosis, findings: dict[str, list[Finding]] | None = None) -> dict:
+    findings = findings or {}
     return {
         "migrations": [
             {
@@ -79,6 +96,7 @@ def to_json(diagnosis: HistoryDiagnosis) -> dict:
                 "checksum_local": m.checksum_local,
                 "checksum_db": m.checksum_db,
                 "attempts": [a.model_dump(mode="json") for a in m.attempts],
+                "findings": [f.model_dump(mode="json") for f in findings.get(m.name, [])],
             }
             for m in diagnosis.migrations
         ],
@@ -131,7 +149,13 @@ def _next_steps(diagnosis: HistoryDiagnosis) -> list[str]:
     return steps
 
 
-def render(diagnosis: HistoryDiagnosis, migrations_dir: Path, dsn: str, console: Console) -> None:
+def render(
+    diagnosis: HistoryDiagnosis,
+    migrations_dir: Path,
+    dsn: str,
+    console: Console,
+    findings: dict[str, list[Finding]] | None = None,
+) -> None:
     console.print(f"Database {redact_dsn(dsn)}, migrations in {migrations_dir}", markup=False, soft_wrap=True)
     if not diagnosis.table_exists:
         console.print(f"No _prisma_migrations table yet{' (the database has other tables)' if diagnosis.needs_baseline else ''}.")
@@ -153,6 +177,12 @@ def render(diagnosis: HistoryDiagnosis, migrations_dir: Path, dsn: str, console:
         console.print("\nProblems:")
         for p in diagnosis.problems:
             console.print(f"  - {p}", markup=False, soft_wrap=True)
+    notes = [(name, f) for name, fs in (findings or {}).items() for f in fs if f.severity != "info"]
+    if notes:
+        console.print("\nSafety notes on what is still to run:")
+        for name, f in notes:
+            where = f" line {f.line}" if f.line else ""
+            console.print(f"  - {name}{where}: [{f.severity}] {f.code}: {f.message}", markup=False, soft_wrap=True)
     steps = _next_steps(diagnosis)
     if steps:
         console.print("\nWhat to do next:")
@@ -197,9 +227,11 @@ def status(
     except StatusError as exc:
         err.print(f"error: {scrub(str(exc), dsn)}", markup=False)
         raise typer.Exit(EXIT_ERROR) from None
+    findings = safety_findings(migrations_dir, diagnosis)
     if as_json:
-        sys.stdout.write(json.dumps(to_json(diagnosis)) + "\n")
+        sys.stdout.write(json.dumps(to_json(diagnosis, findings)) + "\n")
     else:
         # Piped output keeps whole names and commands on their lines (rich would fold at 80 columns).
-        render(diagnosis, migrations_dir, dsn, Console(highlight=False, width=None if sys.stdout.isatty() else 200))
+        render(diagnosis, migrations_dir, dsn, Console(highlight=False, width=None if sys.stdout.isatty() else 200),
+               findings)
     raise typer.Exit(exit_code(diagnosis))

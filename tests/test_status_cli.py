@@ -84,7 +84,8 @@ async def test_up_to_date_exit_0(db, database_url, mdir) -> None:
     code, doc = as_json(mdir, database_url)
     assert code == 0 and set(states(doc).values()) == {"applied"}
     m = doc["migrations"][0]
-    assert set(m) == {"name", "state", "out_of_order", "checksum_local", "checksum_db", "attempts"}
+    assert set(m) == {"name", "state", "out_of_order", "checksum_local", "checksum_db", "attempts", "findings"}
+    assert m["findings"] == []  # applied migrations are history: no safety notes
     assert m["checksum_local"] == m["checksum_db"] and m["attempts"][0]["applied_steps_count"] == 1
     human = run_status(mdir, database_url)
     assert human.returncode == 0 and "up to date" in human.stdout and INIT in human.stdout
@@ -315,3 +316,25 @@ async def test_prisma_schema_parameter_selects_the_schema(db, database_url, mdir
     code, doc = as_json(mdir, database_url + "?schema=app")
     assert code == 1 and states(doc)[INIT] == "applied"
     assert await db.fetchval("SELECT to_regclass('public._prisma_migrations')") is None
+
+
+async def test_status_shows_safety_findings_for_what_is_still_to_run(database_url: str, tmp_path) -> None:
+    """Applied migrations are history; pending ones get PostgreSQL-parser findings in both outputs."""
+    import json as _json
+    import subprocess as _sp
+    import sys as _sys
+    from pathlib import Path as _Path
+
+    folder = tmp_path / "migrations"
+    (folder / "20240101000000_init").mkdir(parents=True)
+    (folder / "20240101000000_init" / "migration.sql").write_text('CREATE TABLE "t" ("id" INT, "old" TEXT);\n')
+    (folder / "20240102000000_drop").mkdir()
+    (folder / "20240102000000_drop" / "migration.sql").write_text('ALTER TABLE "t" DROP COLUMN "old";\n')
+    repo = _Path(__file__).resolve().parent.parent
+    run = lambda *a: _sp.run([_sys.executable, str(repo / "starter.py"), "status", "--migrations-dir", str(folder), *a],  # noqa: E731
+                             env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    as_json = _json.loads(run("--json").stdout)
+    by_name = {m["name"]: m for m in as_json["migrations"]}
+    assert [f["code"] for f in by_name["20240102000000_drop"]["findings"]] == ["drop-column"]
+    human = run().stdout
+    assert "Safety notes" in human and "20240102000000_drop line 1: [error] drop-column" in human

@@ -12,7 +12,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from temporalio.client import Client, WorkflowHandle

@@ -20,7 +20,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from devstack.incident import reproduce_incident
 from devstack.pgcluster import PgCluster

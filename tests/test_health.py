@@ -130,7 +130,7 @@ async def test_metrics_are_served_for_prometheus_and_readiness_follows_the_worke
 
             async def scraped_after_completion():
                 text = (await get(f"http://127.0.0.1:{metrics_port}/metrics")).text
-                return text if f'temporal_workflow_completed{{' in text else None
+                return text if 'temporal_workflow_completed{' in text else None
 
             text = await eventually(scraped_after_completion, "the workflow_completed counter on /metrics")
             names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     statement_timeout: str = "0"
     # How long deploy waits for Prisma's advisory lock before giving up.
     advisory_lock_timeout: timedelta = timedelta(seconds=60)
+    # Activities heartbeat from a background task; when a worker dies (kill -9, lost node) Temporal
+    # re-dispatches its attempt to a live worker after this long. Preflight returns it to the workflow.
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
 
     log_json: bool = False
     log_level: str = "INFO"

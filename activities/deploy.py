@@ -252,7 +252,7 @@ class MigrationActivities:
 
         env = self._env(request.environment)
         with self._errors(f"preflight on {request.environment}"):
-            async with self._connection(request.environment) as conn:
+            async with self._connection(request.environment) as conn, _Heartbeater(lambda: {"stage": "preflight"}):
                 server_version = await conn.fetchval("SHOW server_version")
                 major = int(await conn.fetchval("SHOW server_version_num")) // 10000
                 snapshot = await MigrationLedger(conn).read()
@@ -295,6 +295,14 @@ class MigrationActivities:
             required_approvals=env.required_approvals,
             server_version=str(server_version),
         )
+        from domain.bundle import BOM, bundle_problems
+
+        runnable = [n for n, st in states.items() if st in ("pending", "failed")]
+        problems = bundle_problems(request.bundle.migrations, runnable)
+        # A BOM is said once, plainly, rather than as a parse error at an invisible character.
+        bom = {m.name for m in request.bundle.migrations if m.sql.startswith(BOM)}
+        parse_blockers = [b for b in parse_blockers if not any(b.startswith(f"cannot analyse {n}:") for n in bom)]
+        plan.blockers[:0] = problems
         plan.blockers.extend(parse_blockers)
         if drift is not None:
             plan.drift = drift.model_dump(mode="json")
@@ -314,7 +322,7 @@ class MigrationActivities:
             "preflight done", extra={"environment": request.environment, "fingerprint": plan.fingerprint,
                                      "blockers": len(plan.blockers)}
         )
-        return PreflightResult(plan=plan, policy=policy)
+        return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=self.settings.heartbeat_timeout)
 
     async def _drift(self, env: EnvironmentSettings, request: DeployRequest, snapshot: LedgerSnapshot,
                      states: dict[str, str], conn: asyncpg.Connection):
@@ -344,7 +352,8 @@ class MigrationActivities:
         """Prisma's `migrate resolve` for the plan's failed migrations, in one transaction."""
         at = inp.marks.resolve_at or utcnow()
         with self._errors(f"resolve on {inp.environment}"):
-            async with self._connection(inp.environment) as conn, self._advisory_lock(conn, inp.environment):
+            async with self._connection(inp.environment) as conn, _Heartbeater(lambda: {"stage": "resolve"}), \
+                    self._advisory_lock(conn, inp.environment):
                 ledger = MigrationLedger(conn)
                 before = await ledger.read()
                 changed = self._ledger_changed(inp.plan.ledger_digest, before.rows, inp.marks, inp.environment)
@@ -438,7 +447,8 @@ class MigrationActivities:
         t0 = time.perf_counter()
         try:
             async with conn.transaction():
-                await conn.execute(mig.sql)  # no arguments: simple query protocol, the whole script at once
+                if _has_statements(mig.sql):  # Prisma records an empty migration as applied, so do we
+                    await conn.execute(mig.sql)  # no arguments: simple query protocol, the whole script at once
                 finished = utcnow()
                 await ledger.insert_applied(mig.name, mig.checksum, started, finished, row_id)
         except Exception as exc:  # noqa: BLE001
@@ -498,7 +508,7 @@ class MigrationActivities:
 
         checks: list[VerifyCheck] = []
         with self._errors(f"verify on {inp.environment}"):
-            async with self._connection(inp.environment) as conn:
+            async with self._connection(inp.environment) as conn, _Heartbeater(lambda: {"stage": "verify"}):
                 snapshot = await MigrationLedger(conn).read()
                 for mig in inp.migrations:
                     rows = [r for r in snapshot.rows if r.migration_name == mig.name]
@@ -639,6 +649,17 @@ class MigrationActivities:
         result.steps.append(CompensationStep(
             name=", ".join(names), action="restored resolve", ok=True,
             detail=(f"{len(marked)} failed row(s) un-marked" + (f", {len(inserted)} applied row(s) removed" if inserted else ""))))
+
+
+def _has_statements(sql: str) -> bool:
+    """False for an empty or comment-only script (asyncpg's execute() fails on PostgreSQL's
+    EmptyQueryResponse); unparseable SQL counts as statements, so PostgreSQL reports the error."""
+    from domain.sql_analysis import SqlParseError, split_statements
+
+    try:
+        return bool(split_statements(sql))
+    except SqlParseError:
+        return True
 
 
 def _applied_from_row(row: LedgerRow) -> AppliedMigration:

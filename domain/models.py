@@ -223,6 +223,8 @@ class ApprovalPolicy(BaseModel):
 class PreflightResult(BaseModel):
     plan: DeployPlan
     policy: ApprovalPolicy
+    # The worker's settings.heartbeat_timeout: the workflow uses it for every later activity.
+    heartbeat_timeout: timedelta = timedelta(seconds=30)
 
 
 class RunMarks(BaseModel):

@@ -68,6 +68,9 @@ VERIFY_TIMEOUT = timedelta(minutes=15)
 # Deploy runs every planned migration in one attempt: generous overall, but a stuck or orphaned
 # attempt is noticed within the heartbeat timeout and cancelled.
 DEPLOY_TIMEOUT = timedelta(hours=6)
+# Preflight's; later activities use the worker's settings.heartbeat_timeout, which preflight returns.
+# Every activity heartbeats, so one on a dead worker is retried elsewhere after this, not after
+# its start_to_close timeout (verify: 15 minutes).
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 DEPLOY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -141,6 +144,7 @@ class DeployWorkflow:
         self._resolve_started = False
         self._deploy_started = False
         self._failed: FailedMigration | None = None
+        self._heartbeat = HEARTBEAT_TIMEOUT
 
     # -- the run --------------------------------------------------------------------------------
     @workflow.run
@@ -175,10 +179,12 @@ class DeployWorkflow:
             MigrationActivities.preflight,
             self._req,
             start_to_close_timeout=PREFLIGHT_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=_QUICK_RETRY,
             summary=f"preflight: read the ledger of {self._req.environment} and plan",
         )
         self._leave(Stage.preflight)
+        self._heartbeat = result.heartbeat_timeout
         plan = result.plan
         self._plan, self._policy = plan, result.policy
         self._status.plan, self._status.policy = plan, result.policy
@@ -220,6 +226,7 @@ class DeployWorkflow:
             MigrationActivities.resolve,
             ResolveInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_RESOLVE), marks=self._marks),
             start_to_close_timeout=RESOLVE_TIMEOUT,
+            heartbeat_timeout=self._heartbeat,
             retry_policy=_QUICK_RETRY,
             summary=f"resolve {len(todo)} failed migration(s) on {plan.environment}",
         )
@@ -244,7 +251,7 @@ class DeployWorkflow:
             DeployInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_DEPLOY), migrations=todo,
                         marks=self._marks),
             start_to_close_timeout=DEPLOY_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            heartbeat_timeout=self._heartbeat,
             retry_policy=DEPLOY_RETRY,
             summary=f"deploy {len(todo)} migration(s) on {plan.environment} under pg_advisory_lock(72707369)",
         )
@@ -274,6 +281,7 @@ class DeployWorkflow:
                 migrations=[m.model_copy(update={"sql": "", "down_sql": None}) for m in self._req.bundle.migrations],
             ),
             start_to_close_timeout=VERIFY_TIMEOUT,
+            heartbeat_timeout=self._heartbeat,
             retry_policy=_QUICK_RETRY,
             summary=f"verify {len(self._req.bundle.migrations)} migration(s) on {plan.environment}",
         )
@@ -442,7 +450,7 @@ class DeployWorkflow:
                 MigrationActivities.compensate,
                 CompensateInput(environment=plan.environment, undo=undo, marks=self._marks),
                 start_to_close_timeout=COMPENSATE_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                heartbeat_timeout=self._heartbeat,
                 retry_policy=COMPENSATE_RETRY,
                 summary=f"compensate: undo this run's changes on {plan.environment}",
             )

@@ -16,7 +16,7 @@ from cli.app import app
 from cli.common import console, fail, load_settings, print_json, run, run_url, temporal
 from cli.follow import final_status, follow, outcome_line, snapshot
 from cli.render import render_plan
-from domain.bundle import BundleTooLarge, build_bundle
+from domain.bundle import BundleTooLarge, build_bundle, bundle_problems
 from domain.folder import MigrationFolderError, read_migrations_dir
 from domain.models import DeployRequest, MigrationBundle, Operation, RunStatus, workflow_id_for
 from workflows.start import WORKFLOW_NAME, start_options
@@ -48,6 +48,9 @@ def bundle_folder(migrations_dir: Path) -> MigrationBundle:
         migrations = read_migrations_dir(migrations_dir)
     except MigrationFolderError as exc:
         fail(str(exc))
+    problems = bundle_problems(migrations)
+    if problems:  # preflight refuses these too (bundles not built here); say it before starting a run
+        fail(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     try:
         return build_bundle(migrations, revision=git_revision(migrations_dir), source=str(migrations_dir))
     except BundleTooLarge as exc:

@@ -75,6 +75,9 @@ _TRANSIENT_SQLSTATES = {
     "53300",  # too_many_connections
 }
 
+# How often a backend running one of our statements checks that the worker is still connected.
+CONNECTION_CHECK_INTERVAL = "1s"
+
 _INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 0.001}
 
@@ -206,6 +209,11 @@ class MigrationActivities:
         env = self._env(environment)
         lock, stmt = self._timeouts(env)
         conn = await connect(env.database_url.get_secret_value(), lock_timeout=lock, statement_timeout=stmt)
+        # A worker killed mid-statement leaves its backend running the statement, holding Prisma's lock
+        # and the transaction, until it next writes to the dead socket (hours for a big index build);
+        # PostgreSQL >= 14 can check the socket while a query runs and cancel it. Older servers: skipped.
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute(f"SET client_connection_check_interval = '{CONNECTION_CHECK_INTERVAL}'")
         try:
             yield conn
         finally:

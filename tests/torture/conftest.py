@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devstack.services import TemporalDevServer
 from tests.torture import report
-from tests.torture.harness import ARTIFACTS, TortureWorker
+from tests.torture.harness import ARTIFACTS, TortureWorker, connect_client
 
 # Crash trials of the full-size variant (make torture); the make-test sample is one per crash point.
 DEFAULT_TRIALS = 50
@@ -39,7 +38,7 @@ def temporal_server() -> Iterator[TemporalDevServer]:
 
 @pytest.fixture(scope="session")
 async def tclient(temporal_server: TemporalDevServer) -> Client:
-    return await Client.connect(temporal_server.address, data_converter=pydantic_data_converter)
+    return await connect_client(temporal_server.address)
 
 
 @pytest.fixture

@@ -106,6 +106,20 @@ class TortureWorker:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
 
+async def connect_client(address: str, timeout: float = 60) -> Client:
+    """A client with the pydantic converter, once the (re)started server's frontend is healthy."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await Client.connect(address, data_converter=pydantic_data_converter)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def make_request(environment: str, migrations: list[BundledMigration], *, requested_by: str = "carol",
                  operation: Operation = Operation.full, dry_run: bool = False) -> DeployRequest:
     return DeployRequest(environment=environment, operation=operation, requested_by=requested_by, dry_run=dry_run,

@@ -8,8 +8,6 @@ import time
 
 import asyncpg
 import pytest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devstack.pgcluster import PgCluster
 from devstack.services import TemporalDevServer
@@ -19,6 +17,7 @@ from tests.torture.harness import (
     ARTIFACTS,
     active_queries,
     assert_clean,
+    connect_client,
     env_config,
     make_request,
     new_env_name,
@@ -66,7 +65,7 @@ async def test_temporal_server_restart_mid_run(workers, pg_server) -> None:
     name = await pg_server.create_database("tr")
     url = pg_server.url(name)
     try:
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await connect_client(server.address)
         env = new_env_name("tsr")
         worker = workers({env: env_config(url)}, address=server.address)
         with report.Trial("restart: Temporal server mid-run"):
@@ -76,7 +75,7 @@ async def test_temporal_server_restart_mid_run(workers, pg_server) -> None:
             server.stop()
             time.sleep(2)
             server.start()  # same ports, same database file: the history is still there
-            client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+            client = await connect_client(server.address)
             final = await run_result(client.get_workflow_handle(handle.id, result_type=RunStatus), 180)
             assert final.outcome == Outcome.succeeded, final.error
             assert_applied_once(await scenario.count(url))

@@ -246,7 +246,7 @@ async def test_malformed_approvals_are_refused_recorded_and_change_nothing(pg_se
     with report.Trial("bad input: approval payloads (CLI)"):
         cli_env = {"MIGRATOR_TEMPORAL_ADDRESS": temporal_server.address}
         rc, out, err = await astarter(cli_env, "approve", env, "--stage", "deploy", "--by", "mallory")
-        text = _one_line_error(rc, out, err, 1)
+        _one_line_error(rc, out, err, 1)
         assert err.strip() == "error: refused: mallory is not an approver for " + env + " (allowed: alice, bob, carol)", err
     assert await dump(url) == before
     await handle.signal("reject", approval("deploy", "alice", comment="corpus done"))

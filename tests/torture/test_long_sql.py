@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
 import pytest
 
 from domain.models import Outcome

@@ -16,7 +16,6 @@ from tests.helpers import approval
 from tests.torture import report, scenario
 from tests.torture.harness import (
     ARTIFACTS,
-    active_queries,
     assert_clean,
     astarter,
     env_config,
@@ -26,7 +25,6 @@ from tests.torture.harness import (
     new_env_name,
     run_result,
     start_run,
-    wait_for,
     wait_status,
     write_folder,
 )

@@ -255,7 +255,7 @@ class MigrationActivities:
     async def preflight(self, request: DeployRequest) -> PreflightResult:
         """Read-only: server version, ledger, diagnosis, SQL analysis, evidence; the plan and the policy."""
         from activities.evidence import existing_insert_keys, failed_migration_evidence
-        from domain.sql_analysis import SqlParseError, analyze_migration
+        from domain.sql_analysis import SqlParseError, analyze_migration, split_statements
         from domain.state import diagnose
 
         env = self._env(request.environment)
@@ -275,6 +275,12 @@ class MigrationActivities:
                     except SqlParseError as exc:
                         if states.get(m.name) in ("pending", "failed"):
                             parse_blockers.append(f"cannot analyse {m.name}: {exc}")
+                    # A typo in verify.sql would otherwise surface only after deploy, as a rollback.
+                    if m.verify_sql and m.verify_sql.strip():
+                        try:
+                            split_statements(m.verify_sql)
+                        except SqlParseError as exc:
+                            parse_blockers.append(f"cannot parse verify.sql of {m.name}: {exc}")
                 evidence = {}
                 for name, state in states.items():
                     if state == "failed" and name in analyses:

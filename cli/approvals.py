@@ -14,6 +14,12 @@ from domain.models import ApprovalAnswer, ApprovalPayload
 APPROVE_UPDATE = "approve_update"
 REJECT_UPDATE = "reject_update"
 
+def _run_closed(message: str) -> bool:
+    """Temporal's words when an update races the run's end."""
+    text = (message or "").lower()
+    return "closing workflow" in text or "already completed" in text or "workflow execution already" in text
+
+
 RunArg = typer.Argument(..., help="Environment name, workflow id, or WORKFLOW_ID/RUN_ID.")
 
 
@@ -29,10 +35,12 @@ async def _send(run_ref: str, update: str, stage: str, by: str, comment: str | N
         answer = await handle.execute_update(update, payload, result_type=ApprovalAnswer)
     except WorkflowUpdateFailedError as exc:
         reason = exc.cause.message if getattr(exc.cause, "message", None) else str(exc.cause)
+        if _run_closed(reason):
+            fail(f"run {handle.id} ended before your {stage} decision was recorded; nothing was approved", 1)
         fail(f"refused: {reason}", exit_code=1)
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            fail(f"run {handle.id} is not open any more")
+        if exc.status == RPCStatusCode.NOT_FOUND or _run_closed(exc.message):
+            fail(f"run {handle.id} ended before your {stage} decision was recorded; nothing was approved", 1)
         fail(f"Temporal refused the request: {exc.message}")
     if not answer.accepted:
         fail(f"refused: {answer.message}", exit_code=1)

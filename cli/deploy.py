@@ -153,6 +153,8 @@ async def plan(
     )
     status = await final_status(handle)
     if status is None or status.plan is None:
+        if status is not None and status.error:
+            fail(f"no plan for '{env}': {status.error}")
         snap = await snapshot(handle)
         fail(outcome_line(status, snap.execution_status if snap.closed else WorkflowExecutionStatus.FAILED))
     if json_out:

@@ -231,3 +231,11 @@ async def test_errors_are_one_clear_line(dev_env, tmp_path: Path) -> None:
 
     bad_date = await cli("runs", "--since", "yesterday")
     assert bad_date.returncode == 3 and "--since" in one_line_error(bad_date)
+
+
+async def test_plan_for_an_unknown_environment_is_one_clear_line(stack: Stack) -> None:
+    plan = await stack.cli("plan", "--env", "nowhere", "--migrations-dir", str(INCIDENT_DIR))
+    assert plan.returncode == 3
+    message = one_line_error(plan)
+    assert "no plan for 'nowhere'" in message and "unknown environment 'nowhere'" in message
+    assert stack.environment in message  # the environments this worker knows

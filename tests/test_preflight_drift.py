@@ -54,3 +54,13 @@ async def test_drift_proof_can_be_turned_off(database_url: str) -> None:
     await reproduce_incident(database_url)
     plan = await _plan(database_url, drift_proof="never")
     assert plan.drift is None
+
+
+async def test_unparseable_verify_sql_blocks_the_plan_before_any_change(database_url: str) -> None:
+    """A typo in verify.sql is caught at preflight, not after a deploy it would then roll back."""
+    from tests.helpers import migration, request
+
+    settings = make_settings("dev", database_url)
+    req = request("dev", [migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT);', verify="SELEC 1;")])
+    result = await ActivityEnvironment().run(MigrationActivities(settings).preflight, req)
+    assert any("verify.sql of 20250101000000_a" in b for b in result.plan.blockers)

@@ -13,12 +13,15 @@ inputs, results, errors or search attributes.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 GateStage = Literal["resolve", "deploy", "verify"]
 
@@ -57,6 +60,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_nested_delimiter="__",
         extra="ignore",
+        # A rejected value may be a secret (a payload key, a database URL): errors name the field only.
+        hide_input_in_errors=True,
     )
 
     temporal_address: str = "localhost:7233"
@@ -81,6 +86,10 @@ class Settings(BaseSettings):
     # re-dispatches its attempt to a live worker after this long. Preflight returns it to the workflow.
     heartbeat_timeout: timedelta = timedelta(seconds=30)
 
+    # Optional payload encryption (codec.py): base64 AES-256 keys, a JSON list. The first encrypts,
+    # every one decrypts, so a key is rotated by putting the new one first and keeping the old one.
+    payload_keys: Annotated[list[SecretStr], NoDecode] = []
+
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -88,6 +97,25 @@ class Settings(BaseSettings):
     health_file: Path | None = None
     health_port: int = 0
     metrics_port: int = 0
+
+    @field_validator("payload_keys", mode="before")
+    @classmethod
+    def _parse_payload_keys(cls, value: Any) -> list[SecretStr]:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError("MIGRATOR_PAYLOAD_KEYS is not valid JSON: expected a list of base64 keys") from None
+            else:  # one key, or keys separated by commas (base64 has no commas)
+                value = [part for part in text.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError("MIGRATOR_PAYLOAD_KEYS must be a JSON list of base64 keys")
+        keys = [v if isinstance(v, SecretStr) else SecretStr(str(v)) for v in value]
+        for position, key in enumerate(keys):
+            payload_key_bytes(key, position)
+        return keys
 
     def environment(self, name: str) -> EnvironmentSettings:
         try:
@@ -99,6 +127,24 @@ class Settings(BaseSettings):
 
 class UnknownEnvironment(ValueError):
     pass
+
+
+def payload_key_bytes(key: SecretStr, position: int = 0) -> bytes:
+    """The 32 raw bytes of one MIGRATOR_PAYLOAD_KEYS entry (standard or URL-safe base64). Errors
+    say which entry is wrong and how, never what it holds."""
+    text = key.get_secret_value().strip().replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"MIGRATOR_PAYLOAD_KEYS[{position}] is not base64 (generate a key with: python -m codec keygen)"
+        ) from None
+    if len(raw) != 32:
+        raise ValueError(
+            f"MIGRATOR_PAYLOAD_KEYS[{position}] decodes to {len(raw)} bytes; AES-256 needs exactly 32 "
+            "(generate a key with: python -m codec keygen)"
+        )
+    return raw
 
 
 def load_settings(**overrides: object) -> Settings:

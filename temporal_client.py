@@ -8,16 +8,21 @@ Three ways to reach a server, all from settings (MIGRATOR_ env vars):
 - API key (Temporal Cloud): MIGRATOR_TEMPORAL_API_KEY, which always travels over TLS.
 
 Every misconfiguration is a TemporalConfigError with one line naming the variable and the file.
+
+Payloads are encrypted when MIGRATOR_PAYLOAD_KEYS is set (see codec.py and `data_converter`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from temporalio.client import Client, TLSConfig
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 
+from codec import EncryptionCodec
 from settings import Settings
 
 
@@ -77,6 +82,20 @@ def api_key(settings: Settings) -> str | None:
     return key or None
 
 
+def data_converter(settings: Settings) -> DataConverter:
+    """The pydantic converter; with payload keys, also the encryption codec and a failure converter
+    that moves failure messages and stack traces into an (encrypted) payload: by default Temporal
+    stores them in clear, and they can quote SQL and database errors."""
+    codec = EncryptionCodec.from_settings(settings)
+    if codec is None:
+        return pydantic_data_converter
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
 async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Client:
     """A client for the configured namespace. The worker passes `runtime` to export SDK metrics
     (see health.worker_runtime); everything else uses the default runtime."""
@@ -85,6 +104,6 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         namespace=settings.temporal_namespace,
         tls=tls_config(settings),
         api_key=api_key(settings),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         runtime=runtime,
     )

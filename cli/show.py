@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 
 from cli.app import app
 from cli.common import console, describe_or_fail, fail, load_settings, looks_like_run_id, print_json, resolve_run, run, temporal
+from codec import PayloadKeyError, decode_history
 from domain.audit import Audit, SignalRecord, StageRecord, render_markdown
 from domain.models import DeployRequest, RunStatus
 
@@ -157,6 +158,10 @@ async def load_audit(client: Client, run_ref: str) -> Audit:
     desc = await describe_or_fail(handle)
     handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)
     history = await handle.fetch_history()
+    try:  # encrypted payloads (MIGRATOR_PAYLOAD_KEYS): fetch_history returns them as stored
+        await decode_history(client.data_converter, history.events)
+    except PayloadKeyError as exc:
+        fail(f"cannot read run {desc.id}: {exc}")
     status_name = desc.status.name.lower() if desc.status else "unknown"
     audit = build_audit(client, desc.id, desc.run_id, status_name, list(history.events))
     if desc.status == WorkflowExecutionStatus.RUNNING:

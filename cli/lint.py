@@ -7,6 +7,7 @@ count as errors), 3 when the folder cannot be read.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -93,5 +94,6 @@ def lint(
     if as_json:
         typer.echo(_as_json(results, fail_on, failed))
     else:
-        _print_tables(Console(), results, fail_on, failed)
+        # Piped output (CI logs, PR checks) keeps whole lines instead of folding at 80 columns.
+        _print_tables(Console(highlight=False, width=None if sys.stdout.isatty() else 200), results, fail_on, failed)
     raise typer.Exit(EXIT_FINDINGS if failed else EXIT_OK)

@@ -251,7 +251,11 @@ def build_plan(
 
     if operation == Operation.resolve and any(m.action == Action.apply for m in planned):
         notes.append("operation 'resolve' leaves pending migrations for a later 'migrate' run")
-    if operation != Operation.verify and not any(m.action in (*RUNS_IN_DEPLOY, *RUNS_IN_RESOLVE) for m in planned):
+    if (
+        operation != Operation.verify
+        and not blockers
+        and not any(m.action in (*RUNS_IN_DEPLOY, *RUNS_IN_RESOLVE, Action.needs_human) for m in planned)
+    ):
         notes.append("nothing to resolve or apply: the database is up to date with the bundle")
     if operation == Operation.verify:
         blockers = [b for b in blockers if "P3005" in b]  # verify reads only; it reports the rest itself

@@ -78,6 +78,7 @@ def test_failed_migration_decisions_follow_the_evidence() -> None:
     plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: partial})
     assert actions(plan)[UPD.name] == Action.needs_human
     assert plan.blockers and UPD.name in plan.blockers[0] and "column present" in plan.blockers[0]
+    assert not any("up to date" in note for note in plan.notes)  # blocked is not "nothing to do"
     # every effect present: resolve --applied, never re-run
     present = Evidence(migration=UPD.name, all_present=True)
     plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: present})

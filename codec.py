@@ -234,19 +234,19 @@ class _CodecHandler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, {"error": message})
 
-    def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
+    def do_OPTIONS(self) -> None:
         if not self._origin_ok():
             self._error(403, "origin not allowed (codec serve --cors-origin)")
         else:
             self._send(204)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.rstrip("/") in ("/healthz", ""):
             self._send(200, {"status": "ok", "keys": self.server.codec.key_ids})
         else:
             self._error(405, "use POST /encode or POST /decode")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/")
         action = path.rsplit("/", 1)[-1]
         if action not in ("encode", "decode"):
@@ -276,7 +276,7 @@ class _CodecHandler(BaseHTTPRequestHandler):
             return self._error(422, str(exc))
         self._send(200, json_format.MessageToJson(result))
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         from logconfig import get_logger
 
         # The request line and status only: bodies (payloads) are never logged.
@@ -347,7 +347,7 @@ def _cli() -> Any:
 
 if __name__ == "__main__":
     try:
-        _cli()()
+        _cli()(prog_name="python -m codec")
     except SystemExit as exc:
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)

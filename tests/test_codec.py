@@ -30,11 +30,13 @@ import temporal_client
 from cli.common import CliError
 from cli.show import load_audit
 from codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, decode_history, key_id
-from devstack.services import REPO, WorkerProcess
-from devstack.temporal import temporal_cli_path
+from devstack.services import REPO, WorkerProcess, free_port, wait_for_port
+from devstack.temporal import search_attribute_flags, temporal_cli_path
 from domain.models import ApprovalAnswer, Outcome, RunStatus
 from settings import Settings
 from tests.helpers import approval, final_status, make_settings, migration, new_worker, request, start, wait_gate
+from tests.ui_helpers import wait_ui_backend
+from workflows.start import WORKFLOW_NAME, start_options
 
 SQL_MARKER = "codec_secret_ledger_tbl"
 OK_NAME = "20240101000000_codec_marker_create"
@@ -226,11 +228,11 @@ async def test_a_plain_json_signal_from_the_ui_is_honoured(runs: EncryptedRuns) 
 
 
 class CodecServerProcess:
-    def __init__(self, *keys: str, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, *keys: str, origin: str = UI_ORIGIN) -> None:
         env = {**os.environ, "MIGRATOR_PAYLOAD_KEYS": json.dumps(list(keys)), "MIGRATOR_TEMPORAL_NAMESPACE": "default",
                "MIGRATOR_LOG_LEVEL": "DEBUG"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codec", "serve", "--port", "0", "--cors-origin", UI_ORIGIN, *extra],
+            [sys.executable, "-m", "codec", "serve", "--port", "0", "--cors-origin", origin],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = self.proc.stdout.readline()
@@ -351,6 +353,48 @@ async def test_a_server_with_the_wrong_key_refuses_clearly(runs: EncryptedRuns) 
         assert runs.key not in text and other not in text
 
 
+@pytest.mark.browser
+@pytest.mark.timeout(120)
+async def test_the_temporal_ui_decodes_a_run_through_the_codec_server() -> None:
+    """`temporal server start-dev --ui-codec-endpoint` + `python -m codec serve`: the real UI in
+    Chromium shows the decrypted request of an encrypted run (CORS preflight and all)."""
+    from tests.test_ui_approval import CHROMIUM, CHROMIUM_ARGS, _chromium_or_fail
+
+    _chromium_or_fail()
+    from playwright.async_api import async_playwright
+
+    key, port, ui_port = new_key(), free_port(), free_port()
+    ui = f"http://127.0.0.1:{ui_port}"
+    codec_server = CodecServerProcess(key, origin=ui)
+    server = subprocess.Popen([temporal_cli_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+                               "--ui-port", str(ui_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+                               "--log-level", "error", "--ui-codec-endpoint", codec_server.url, *search_attribute_flags()],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        await asyncio.to_thread(wait_for_port, port, 60)
+        await asyncio.to_thread(wait_for_port, ui_port, 60)
+        await wait_ui_backend(ui)
+        client = await temporal_client.connect(with_keys(Settings(_env_file=None), f"127.0.0.1:{port}", key))
+        req = request("uienv", [migration(OK_NAME, "SELECT 1;\n")])
+        # No worker: the run just waits, and its encrypted input is all the UI needs to show.
+        handle = await client.start_workflow(WORKFLOW_NAME, req, **start_options(req, task_queue="nobody", workflow_id="ui-codec"))
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page()
+                # No page.route(): with interception on, Playwright answers CORS preflights itself.
+                await page.goto(f"{ui}/namespaces/default/workflows/ui-codec/{handle.result_run_id}/history")
+                await page.get_by_text(OK_NAME).first.wait_for(timeout=30_000)
+            finally:
+                await browser.close()
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(15)
+        log = codec_server.stop()
+    assert "OPTIONS /decode" in log and "POST /decode" in log, log[-1500:]
+    assert key not in log
+
+
 def test_codec_roundtrip_rotation_tampering_and_passthrough() -> None:
     old, new = os.urandom(32), os.urandom(32)
     plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"approver": "ursula"}')
@@ -393,7 +437,7 @@ def test_payload_key_settings_errors_are_one_line_and_never_show_the_key() -> No
     # The processes refuse to start, in one sentence, without echoing the key.
     env = {**os.environ, "MIGRATOR_PAYLOAD_KEYS": json.dumps([short])}
     for cmd in ([sys.executable, "-m", "codec", "serve", "--port", "0"], [sys.executable, "worker.py"]):
-        done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         out = done.stdout + done.stderr
         assert done.returncode == 3, out
         assert "MIGRATOR_PAYLOAD_KEYS[0] decodes to 16 bytes" in out and len(out.strip().splitlines()) == 1, out
@@ -415,8 +459,6 @@ async def test_the_worker_process_encrypts_and_never_logs_the_key(dev_env, datab
     try:
         settings = with_keys(Settings(_env_file=None), address, key)
         client = await temporal_client.connect(settings)
-        from workflows.start import WORKFLOW_NAME, start_options
-
         req = request(env, [migration(OK_NAME, f"CREATE TABLE {SQL_MARKER} (id int);\n")])
         handle = await client.start_workflow(WORKFLOW_NAME, req, result_type=RunStatus,
                                              **start_options(req, task_queue=queue, workflow_id=f"test-{uuid.uuid4()}"))

@@ -18,6 +18,10 @@ import asyncpg
 from domain.ledger import CREATE_TABLE_DDL, EXPECTED_COLUMNS, TABLE, LedgerRow, LedgerSnapshot
 
 
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 class LedgerShapeError(RuntimeError):
     """The table exists but is not Prisma's."""
 
@@ -82,6 +86,10 @@ class MigrationLedger:
         """Create the table with Prisma's DDL if missing. Returns True when it was created."""
         if await self.table_exists():
             return False
+        if await self.conn.fetchval("SELECT current_schema()") is None:
+            # `?schema=NAME` of a schema that does not exist yet: Prisma creates it first.
+            schema = await self.conn.fetchval("SELECT (parse_ident(trim(split_part(current_setting('search_path'), ',', 1))))[1]")
+            await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
         await self.conn.execute(CREATE_TABLE_DDL)
         return True
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from activities.ledger_store import LedgerShapeError, MigrationLedger
+from activities.ledger_store import LedgerShapeError, MigrationLedger, utcnow
 from domain.folder import read_migrations_dir
 from domain.ledger import CREATE_TABLE_DDL
 from domain.state import diagnose
@@ -98,6 +98,29 @@ async def test_missing_search_path_schema_reads_as_empty(pg_server, database_url
     finally:
         await conn.close()
     assert not snapshot.table_exists and snapshot.other_tables == []
+
+
+@pytest.mark.oracle
+async def test_first_deploy_into_a_prisma_schema_that_does_not_exist_yet(database_url: str, tmp_path: Path) -> None:
+    """`?schema=app` on an empty database: like Prisma, the schema is created, then the ledger in it."""
+    from activities.db import connect
+
+    mdir = write_folder(tmp_path, {"20240101000000_init": 'CREATE TABLE "t" ("id" INT);'})
+    conn = await connect(database_url + "?schema=app")
+    try:
+        ledger = MigrationLedger(conn)
+        assert await ledger.ensure_table() is True
+        (m,) = read_migrations_dir(mdir)
+        async with conn.transaction():
+            await conn.execute(m.sql)
+            now = utcnow()
+            await ledger.insert_applied(m.name, m.checksum, now, now)
+        assert await conn.fetchval("SELECT to_regclass('app._prisma_migrations') IS NOT NULL")
+        assert await conn.fetchval("SELECT to_regclass('app.t') IS NOT NULL")
+    finally:
+        await conn.close()
+    result = prisma(database_url + "?schema=app", mdir, "status")
+    assert result.returncode == 0 and "up to date" in result.stdout
 
 
 # -- the real Prisma CLI reads what we write ---------------------------------------------------

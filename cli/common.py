@@ -17,6 +17,7 @@ from rich.console import Console
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from codec import PayloadKeyError
 from domain.models import workflow_id_for
 from settings import Settings
 from temporal_client import TemporalConfigError, connect
@@ -64,6 +65,9 @@ def run(coro_fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[...
         except KeyboardInterrupt:
             err_console.print("interrupted")
             _exit(130)
+        except PayloadKeyError as exc:  # an encrypted run read without (or with the wrong) key
+            err_console.print(f"error: {_first_line(str(exc))}", markup=False, soft_wrap=True)
+            _exit(EXIT_ERROR)
         except RPCError as exc:
             err_console.print(f"error: Temporal answered: {_first_line(exc.message)}", markup=False, soft_wrap=True)
             _exit(EXIT_ERROR)

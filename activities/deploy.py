@@ -58,7 +58,7 @@ from domain.models import (
     VerifyInput,
     VerifyResult,
 )
-from domain.plan import RUNS_IN_DEPLOY, build_plan, ledger_digest
+from domain.plan import RUNS_IN_DEPLOY, build_plan, fit_to_budget, ledger_digest
 from settings import EnvironmentSettings, Settings, UnknownEnvironment
 
 # Error types the workflow's retry policies name as non-retryable (deterministic failures).
@@ -325,6 +325,7 @@ class MigrationActivities:
                 # The live schema holds changes no migration explains: approvers must look harder.
                 plan.risk = "high"
                 plan.required_approvals = max(plan.required_approvals, int(env.required_approvals.get("high", 1)))
+        plan = fit_to_budget(plan)
         policy = ApprovalPolicy(
             gates=list(env.gates),
             approvers=list(env.approvers),

@@ -276,3 +276,44 @@ def build_plan(
     )
     plan.fingerprint = plan_fingerprint(plan, request)
     return plan
+
+
+# The plan travels in preflight's result and in the run's result, and Temporal refuses any payload
+# over 2 MB: keep it well under, whatever the bundle holds.
+PLAN_BUDGET_BYTES = 900_000
+
+
+def _plan_size(plan: DeployPlan) -> int:
+    return len(plan.model_dump_json().encode())
+
+
+def fit_to_budget(plan: DeployPlan, budget: int = PLAN_BUDGET_BYTES) -> DeployPlan:
+    """Drop review detail, least useful first, until the plan fits a Temporal payload; block the
+    run (before any change) when even the bare plan does not fit. Actions, rollbacks of what will
+    run and the fingerprint are never dropped."""
+    if _plan_size(plan) <= budget:
+        return plan
+    done = {Action.already_applied, Action.leave_phantom}
+    steps = [
+        ("findings and derived rollbacks of migrations already applied",
+         lambda m: m.model_copy(update={"findings": [], "rollback_sql": None}) if m.action in done else m),
+        ("informational findings",
+         lambda m: m.model_copy(update={"findings": [f for f in m.findings if f.severity != "info"]})),
+        ("the statement text quoted in findings",
+         lambda m: m.model_copy(update={"findings": [f.model_copy(update={"statement": None}) for f in m.findings]})),
+    ]
+    trimmed: list[str] = []
+    for what, trim in steps:
+        plan = plan.model_copy(update={"migrations": [trim(m) for m in plan.migrations]})
+        trimmed.append(what)
+        if _plan_size(plan) <= budget:
+            break
+    size = _plan_size(plan)
+    if size > budget:
+        plan.blockers.append(
+            f"the plan for this bundle is {size / 1_000_000:.1f} MB even without review detail, too large for "
+            "one Temporal payload: deploy the folder in smaller steps (fewer pending migrations per run)"
+        )
+    else:
+        plan.notes.append(f"the plan was trimmed to fit a Temporal payload: left out {', '.join(trimmed)}")
+    return plan

@@ -8,7 +8,7 @@ import pytest
 
 from activities.evidence import Evidence
 from domain.ledger import LedgerRow, LedgerSnapshot
-from domain.models import Action, Operation, RunMarks, Stage
+from domain.models import Action, DeployPlan, Operation, RunMarks, Stage
 from domain.plan import build_plan, ledger_digest, run_stages
 from domain.sql_analysis import analyze_migration
 from domain.state import diagnose
@@ -159,3 +159,35 @@ def test_operations_limit_the_stages(operation, stages) -> None:
     s = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, logs="x"))
     plan = plan_for([INIT, ADD, FILL], s, evidence={FILL.name: absent(FILL.name)}, operation=operation)
     assert run_stages(plan) == stages
+
+
+def _big_plan(n: int, statement_bytes: int) -> DeployPlan:
+    from domain.models import Finding, PlannedMigration
+
+    def finding(sev: str) -> Finding:
+        return Finding(code="x", severity=sev, message="m", line=1, statement="S" * statement_bytes)
+
+    migrations = [
+        PlannedMigration(name=f"m{i:05d}", action=Action.already_applied if i % 2 else Action.apply, reason="",
+                         rollback="derived", rollback_sql="DROP TABLE t;", findings=[finding("info"), finding("warning")])
+        for i in range(n)
+    ]
+    return DeployPlan(environment="prod", operation=Operation.full, migrations=migrations, fingerprint="f" * 64)
+
+
+def test_a_plan_too_big_for_a_temporal_payload_is_trimmed_not_truncated() -> None:
+    from domain.plan import _plan_size, fit_to_budget
+
+    plan = _big_plan(400, 3000)
+    assert _plan_size(plan) > 2_000_000
+    fitted = fit_to_budget(plan.model_copy(deep=True), budget=900_000)
+    assert _plan_size(fitted) <= 900_000 and fitted.blockers == []
+    assert [(m.name, m.action) for m in fitted.migrations] == [(m.name, m.action) for m in plan.migrations]
+    # What will run keeps its rollback and its warnings; what is history loses its review detail.
+    runs = [m for m in fitted.migrations if m.action == Action.apply]
+    assert all(m.rollback_sql and [f.severity for f in m.findings] == ["warning"] for m in runs)
+    assert all(not m.findings for m in fitted.migrations if m.action == Action.already_applied)
+    assert fitted.fingerprint == plan.fingerprint and any("trimmed" in n for n in fitted.notes)
+    # A plan that cannot fit even bare blocks the run before any change.
+    bare = fit_to_budget(_big_plan(400, 10), budget=10_000)
+    assert bare.blockers and "too large" in bare.blockers[0]

@@ -58,7 +58,7 @@ from domain.models import (
     VerifyInput,
     VerifyResult,
 )
-from domain.plan import RUNS_IN_DEPLOY, build_plan, fit_to_budget, ledger_digest
+from domain.plan import RUNS_IN_DEPLOY, build_plan, fit_to_budget, ledger_digest, result_too_large
 from settings import EnvironmentSettings, Settings, UnknownEnvironment
 
 # Error types the workflow's retry policies name as non-retryable (deterministic failures).
@@ -326,6 +326,10 @@ class MigrationActivities:
                 plan.risk = "high"
                 plan.required_approvals = max(plan.required_approvals, int(env.required_approvals.get("high", 1)))
         plan = fit_to_budget(plan)
+        too_large = result_too_large(plan, sum((m.verify_sql or "").count(";") + 1 for m in request.bundle.migrations
+                                               if m.verify_sql and m.verify_sql.strip()))
+        if too_large:
+            plan.blockers.append(too_large)
         policy = ApprovalPolicy(
             gates=list(env.gates),
             approvers=list(env.approvers),

@@ -317,3 +317,23 @@ def fit_to_budget(plan: DeployPlan, budget: int = PLAN_BUDGET_BYTES) -> DeployPl
     else:
         plan.notes.append(f"the plan was trimmed to fit a Temporal payload: left out {', '.join(trimmed)}")
     return plan
+
+
+# The run's result repeats the plan and adds a record per applied migration and per verify check;
+# these are generous per-item sizes of those records as JSON.
+_APPLIED_RECORD_BYTES = 400
+_CHECK_RECORD_BYTES = 320
+RESULT_BUDGET_BYTES = 1_800_000
+
+
+def result_too_large(plan: DeployPlan, verify_statements: int = 0) -> str | None:
+    """A blocker when the run's final status could outgrow a Temporal payload (2 MB), so the run
+    is refused before any change instead of failing to record its own end."""
+    checks = len(plan.migrations) + sum(len(m.creates) for m in plan.migrations) + verify_statements
+    estimate = _plan_size(plan) + _APPLIED_RECORD_BYTES * len(plan.by_action(*RUNS_IN_DEPLOY)) + _CHECK_RECORD_BYTES * checks
+    if estimate <= RESULT_BUDGET_BYTES:
+        return None
+    return (
+        f"this run would record about {estimate / 1_000_000:.1f} MB of results ({len(plan.by_action(*RUNS_IN_DEPLOY))} "
+        "migrations to apply), over what one Temporal payload holds: deploy the folder in smaller steps"
+    )

@@ -191,3 +191,12 @@ def test_a_plan_too_big_for_a_temporal_payload_is_trimmed_not_truncated() -> Non
     # A plan that cannot fit even bare blocks the run before any change.
     bare = fit_to_budget(_big_plan(400, 10), budget=10_000)
     assert bare.blockers and "too large" in bare.blockers[0]
+
+
+def test_a_run_whose_results_would_not_fit_is_refused_up_front() -> None:
+    from domain.plan import result_too_large
+
+    assert result_too_large(_big_plan(50, 10)) is None
+    huge = _big_plan(8000, 10)
+    problem = result_too_large(huge)
+    assert problem and "smaller steps" in problem and "4000 migrations to apply" in problem

@@ -23,6 +23,7 @@ import asyncpg
 
 from activities.ledger_store import MigrationLedger, utcnow
 from bench.generate import write_folder
+from bench.report import print_table
 from devstack.pgcluster import PgCluster
 from devstack.services import TemporalDevServer, WorkerProcess
 from domain.bundle import build_bundle
@@ -184,17 +185,8 @@ def machine() -> dict:
 
 
 def render(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="Orchestration overhead (median of runs)")
-    cols = ["n", "floor_s", "workflow_s", "prisma_s", "workflow_over_floor", "workflow_over_prisma",
-            "history_events", "history_bytes", "largest_event_bytes", "worker_peak_rss_mb"]
-    for col in cols:
-        table.add_column(col)
-    for row in result["rows"]:
-        table.add_row(*[str(row.get(c)) for c in cols])
-    Console().print(table)
+    print_table("Orchestration overhead (median of runs)", ["n", "floor_s", "workflow_s", "prisma_s", "workflow_over_floor", "workflow_over_prisma",
+            "history_events", "history_bytes", "largest_event_bytes", "worker_peak_rss_mb"], result["rows"])
 
 
 if __name__ == "__main__":

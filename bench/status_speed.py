@@ -22,6 +22,7 @@ import asyncpg
 
 from activities.ledger_store import MigrationLedger
 from bench.generate import write_folder
+from bench.report import print_table
 from bench.overhead import RESULTS, create_db, machine, prisma_deploy  # noqa: F401
 from devstack.pgcluster import PgCluster
 from devstack.services import TemporalDevServer, WorkerProcess
@@ -134,16 +135,7 @@ async def main() -> dict:
 
 
 def render(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="status speed (target: status CLI <= 1 s at 1,000 migrations)")
-    cols = ["migrations", "ledger", "status_cli_s", "status_exit", "diagnosis_s", "prisma_status_s", "plan_s", "plan_note"]
-    for col in cols:
-        table.add_column(col)
-    for row in result["rows"]:
-        table.add_row(*[str(row.get(c)) for c in cols])
-    Console().print(table)
+    print_table("status speed (target: status CLI <= 1 s at 1,000 migrations)", ["migrations", "ledger", "status_cli_s", "status_exit", "diagnosis_s", "prisma_status_s", "plan_s", "plan_note"], result["rows"])
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
-"""`make bench`: every benchmark in turn; each prints a table and writes JSON to bench/results/."""
+"""`make bench`: every benchmark in turn, each in its own process; each prints a table and writes
+JSON to bench/results/. `python -m bench bench.overhead` runs just one."""
 
-import runpy
+import subprocess
 import sys
 
 BENCHMARKS = ["bench.bench_analysis", "bench.status_speed", "bench.overhead"]
 
 if __name__ == "__main__":
-    only = sys.argv[1:] or BENCHMARKS
-    for name in only:
+    failed = []
+    for name in sys.argv[1:] or BENCHMARKS:
         print(f"\n### {name}", flush=True)
-        runpy.run_module(name, run_name="__main__")
+        if subprocess.run([sys.executable, "-m", name]).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    sys.exit(1 if failed else 0)

@@ -24,15 +24,17 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.db import DatabaseUnavailable, connect
+from activities.failures import is_transient, pg_interval_seconds, prisma_error_logs
+from activities.heartbeat import Heartbeater
 from activities.ledger_store import LedgerShapeError, MigrationLedger, utcnow
 from domain.dsn import scrub
 from domain.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow, LedgerSnapshot
@@ -61,57 +63,8 @@ from domain.models import (
 from domain.plan import RUNS_IN_DEPLOY, build_plan, fit_to_budget, ledger_digest, result_too_large
 from settings import EnvironmentSettings, Settings, UnknownEnvironment
 
-# Error types the workflow's retry policies name as non-retryable (deterministic failures).
-NON_RETRYABLE = ["UnknownEnvironment", "LedgerShapeError", "InvalidInput", "InternalError", "DatabaseError"]
-
-# SQLSTATEs worth another attempt: the same SQL may well succeed once the condition is gone.
-_TRANSIENT_SQLSTATES = {
-    "40001",  # serialization_failure
-    "40P01",  # deadlock_detected
-    "55P03",  # lock_not_available (lock_timeout)
-    "57P01",  # admin_shutdown
-    "57P02",  # crash_shutdown
-    "57P03",  # cannot_connect_now
-    "53300",  # too_many_connections
-}
-
 # How often a backend running one of our statements checks that the worker is still connected.
 CONNECTION_CHECK_INTERVAL = "1s"
-
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 0.001}
-
-
-def pg_interval_seconds(text: str) -> float:
-    """PostgreSQL's setting syntax ("10s", "500ms", "0") in seconds; a bare number is ms, as in PG."""
-    m = _INTERVAL.match(str(text))
-    if not m:
-        raise ApplicationError(f"invalid timeout setting {text!r} (use e.g. 10s, 500ms, 0)", type="InvalidInput",
-                               non_retryable=True)
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (asyncpg.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresConnectionError):
-        return True
-    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
-
-
-def prisma_error_logs(name: str, exc: BaseException) -> str:
-    """The shape of Prisma's P3018 text, which the native engine stores in `logs`."""
-    code = getattr(exc, "sqlstate", None) or "unknown"
-    text = f"ERROR: {exc}"
-    for label, attr in (("DETAIL", "detail"), ("HINT", "hint"), ("POSITION", "position")):
-        value = getattr(exc, attr, None)
-        if value:
-            text += f"\n{label}: {value}"
-    return (
-        "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
-        "Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\n"
-        f"Migration name: {name}\n\nDatabase error code: {code}\n\nDatabase error:\n{text}\n"
-    )
 
 
 @dataclass
@@ -120,34 +73,6 @@ class DeployHooks:
     deploy, raise as a crashed worker would (the result never reaches the workflow)."""
 
     crash_after: int | None = None
-
-
-class _Heartbeater:
-    """Heartbeats `details()` from a background task, so a stuck attempt (long SQL, dead worker)
-    is noticed by the heartbeat timeout and its asyncio task cancelled (asyncpg then cancels the query)."""
-
-    def __init__(self, details: Callable[[], dict]) -> None:
-        self.details = details
-        self.task: asyncio.Task | None = None
-
-    async def __aenter__(self) -> _Heartbeater:
-        timeout = activity.info().heartbeat_timeout
-        interval = max(0.2, timeout.total_seconds() / 3) if timeout else 5.0
-        activity.heartbeat(self.details())
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                activity.heartbeat(self.details())
-
-        self.task = asyncio.create_task(beat())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
 
 
 class MigrationActivities:
@@ -260,7 +185,7 @@ class MigrationActivities:
 
         env = self._env(request.environment)
         with self._errors(f"preflight on {request.environment}"):
-            async with self._connection(request.environment) as conn, _Heartbeater(lambda: {"stage": "preflight"}):
+            async with self._connection(request.environment) as conn, Heartbeater(lambda: {"stage": "preflight"}):
                 server_version = await conn.fetchval("SHOW server_version")
                 major = int(await conn.fetchval("SHOW server_version_num")) // 10000
                 snapshot = await MigrationLedger(conn).read()
@@ -371,7 +296,7 @@ class MigrationActivities:
         """Prisma's `migrate resolve` for the plan's failed migrations, in one transaction."""
         at = inp.marks.resolve_at or utcnow()
         with self._errors(f"resolve on {inp.environment}"):
-            async with self._connection(inp.environment) as conn, _Heartbeater(lambda: {"stage": "resolve"}), \
+            async with self._connection(inp.environment) as conn, Heartbeater(lambda: {"stage": "resolve"}), \
                     self._advisory_lock(conn, inp.environment):
                 ledger = MigrationLedger(conn)
                 before = await ledger.read()
@@ -416,7 +341,7 @@ class MigrationActivities:
         planned = {m.name: m for m in inp.plan.migrations}
         attempt = activity.info().attempt
         with self._errors(f"deploy on {inp.environment}"):
-            async with self._connection(inp.environment) as conn, _Heartbeater(lambda: dict(progress)):
+            async with self._connection(inp.environment) as conn, Heartbeater(lambda: dict(progress)):
                 async with self._advisory_lock(conn, inp.environment):
                     ledger = MigrationLedger(conn)
                     await ledger.ensure_table()
@@ -527,7 +452,7 @@ class MigrationActivities:
 
         checks: list[VerifyCheck] = []
         with self._errors(f"verify on {inp.environment}"):
-            async with self._connection(inp.environment) as conn, _Heartbeater(lambda: {"stage": "verify"}):
+            async with self._connection(inp.environment) as conn, Heartbeater(lambda: {"stage": "verify"}):
                 snapshot = await MigrationLedger(conn).read()
                 for mig in inp.migrations:
                     rows = [r for r in snapshot.rows if r.migration_name == mig.name]
@@ -582,7 +507,7 @@ class MigrationActivities:
         decisions restored. Idempotent: finished steps are recognised from the ledger."""
         result = CompensateResult()
         with self._errors(f"compensate on {inp.environment}"):
-            async with self._connection(inp.environment) as conn, _Heartbeater(lambda: {"compensating": True}):
+            async with self._connection(inp.environment) as conn, Heartbeater(lambda: {"compensating": True}):
                 async with self._advisory_lock(conn, inp.environment):
                     ledger = MigrationLedger(conn)
                     if not await ledger.table_exists():

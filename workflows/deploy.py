@@ -28,7 +28,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deploy import NON_RETRYABLE, MigrationActivities
+    from activities.deploy import MigrationActivities
+    from activities.failures import NON_RETRYABLE
     from domain import approval
     from domain import search_attributes as sa
     from domain.models import (

@@ -1,0 +1,59 @@
+"""How activity failures are classified and recorded: what Temporal may retry, what it must not,
+and the text Prisma stores in `logs` when a migration fails."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import asyncpg
+from temporalio.exceptions import ApplicationError
+
+# Error types the workflow's retry policies name as non-retryable (deterministic failures).
+NON_RETRYABLE = ["UnknownEnvironment", "LedgerShapeError", "InvalidInput", "InternalError", "DatabaseError"]
+
+# SQLSTATEs worth another attempt: the same SQL may well succeed once the condition is gone.
+_TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available (lock_timeout)
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now
+    "53300",  # too_many_connections
+}
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 0.001}
+
+
+def pg_interval_seconds(text: str) -> float:
+    """PostgreSQL's setting syntax ("10s", "500ms", "0") in seconds; a bare number is ms, as in PG."""
+    m = _INTERVAL.match(str(text))
+    if not m:
+        raise ApplicationError(f"invalid timeout setting {text!r} (use e.g. 10s, 500ms, 0)", type="InvalidInput",
+                               non_retryable=True)
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (asyncpg.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresConnectionError):
+        return True
+    return isinstance(exc, asyncpg.PostgresError) and getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
+
+
+def prisma_error_logs(name: str, exc: BaseException) -> str:
+    """The shape of Prisma's P3018 text, which the native engine stores in `logs`."""
+    code = getattr(exc, "sqlstate", None) or "unknown"
+    text = f"ERROR: {exc}"
+    for label, attr in (("DETAIL", "detail"), ("HINT", "hint"), ("POSITION", "position")):
+        value = getattr(exc, attr, None)
+        if value:
+            text += f"\n{label}: {value}"
+    return (
+        "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
+        "Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\n"
+        f"Migration name: {name}\n\nDatabase error code: {code}\n\nDatabase error:\n{text}\n"
+    )

@@ -24,7 +24,7 @@ from activities.db import DatabaseUnavailable, connect
 from activities.ledger_store import LedgerShapeError, MigrationLedger
 from cli.app import app
 from domain.dsn import InvalidDsn, check_dsn, redact_dsn, scrub
-from domain.folder import MigrationFolderError, read_migrations_dir
+from domain.folder import LocalMigration, MigrationFolderError, read_migrations_dir
 from domain.models import Finding
 from domain.sql_analysis import SqlParseError, analyze_migration, parse_error_finding
 from domain.state import HistoryDiagnosis, MigrationState, MigrationStatus, diagnose
@@ -39,7 +39,7 @@ class StatusError(Exception):
     """Bad input or an unusable database: one line for stderr, exit 3."""
 
 
-async def read_status(migrations_dir: Path, dsn: str) -> HistoryDiagnosis:
+async def read_status(migrations_dir: Path, dsn: str) -> tuple[list[LocalMigration], HistoryDiagnosis]:
     """Read the folder, then the ledger, and compare them. Never writes: the session is read-only."""
     try:
         local = read_migrations_dir(migrations_dir)
@@ -60,7 +60,7 @@ async def read_status(migrations_dir: Path, dsn: str) -> HistoryDiagnosis:
         raise StatusError(f"cannot read the migration ledger of {redact_dsn(dsn)}: {detail}") from None
     finally:
         await conn.close()
-    return diagnose(local, snapshot)
+    return local, diagnose(local, snapshot)
 
 
 def exit_code(diagnosis: HistoryDiagnosis) -> int:
@@ -71,11 +71,11 @@ def exit_code(diagnosis: HistoryDiagnosis) -> int:
     return EXIT_OK
 
 
-def safety_findings(migrations_dir: Path, diagnosis: HistoryDiagnosis) -> dict[str, list[Finding]]:
+def safety_findings(local: list[LocalMigration], diagnosis: HistoryDiagnosis) -> dict[str, list[Finding]]:
     """SQL analysis (offline, PostgreSQL's parser) of what is still to run: pending and failed migrations."""
     todo = set(diagnosis.names(MigrationState.pending)) | set(diagnosis.names(MigrationState.failed))
     found: dict[str, list[Finding]] = {}
-    for m in read_migrations_dir(migrations_dir):
+    for m in local:
         if m.name not in todo:
             continue
         try:
@@ -223,11 +223,11 @@ def status(
         err.print("error: no database given: pass --database-url or set DATABASE_URL", markup=False)
         raise typer.Exit(EXIT_ERROR)
     try:
-        diagnosis = asyncio.run(read_status(migrations_dir, dsn))
+        local, diagnosis = asyncio.run(read_status(migrations_dir, dsn))
     except StatusError as exc:
         err.print(f"error: {scrub(str(exc), dsn)}", markup=False)
         raise typer.Exit(EXIT_ERROR) from None
-    findings = safety_findings(migrations_dir, diagnosis)
+    findings = safety_findings(local, diagnosis)
     if as_json:
         sys.stdout.write(json.dumps(to_json(diagnosis, findings)) + "\n")
     else:

@@ -1,15 +1,6 @@
-"""Entry point of the starter CLI: `python starter.py --help`."""
+"""Entry point of the starter CLI: `python starter.py --help` (installed as `prisma-deploy`)."""
 
-import importlib
-import pkgutil
-
-import cli
-from cli.app import app
-
-# Each module in cli/ registers its commands on `app` when imported.
-for module in pkgutil.iter_modules(cli.__path__):
-    if module.name != "app" and not module.name.startswith("_"):
-        importlib.import_module(f"cli.{module.name}")
+from cli.main import main
 
 if __name__ == "__main__":
-    app()
+    main()

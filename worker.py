@@ -20,8 +20,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.deploy import DeployHooks, MigrationActivities
-from logconfig import configure_logging, get_logger
-from settings import Settings
+from runtime.logs import configure_logging, get_logger
+from runtime.settings import Settings
 from workflows.deploy import DeployWorkflow
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
@@ -53,7 +53,7 @@ def build_worker(
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    import temporal_client
+    from runtime import connection as temporal_client
 
     log = get_logger("worker")
     stop = stop or asyncio.Event()
@@ -63,7 +63,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / platform without signals
             pass
-    import health
+    from runtime import health
 
     try:
         client = await temporal_client.connect(settings, runtime=health.worker_runtime(settings))
@@ -108,8 +108,8 @@ def main() -> int:
             return 3
         raise
     except Exception as exc:  # noqa: BLE001 - one line, no traceback, for the operator
-        from health import HealthConfigError
-        from temporal_client import TemporalConfigError
+        from runtime.connection import TemporalConfigError
+        from runtime.health import HealthConfigError
 
         if isinstance(exc, (TemporalConfigError, HealthConfigError)):
             print(f"error: {exc}", file=sys.stderr)
@@ -131,5 +131,10 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Console script `prisma-deploy-worker` (and `python worker.py` / `python -m worker`)."""
     _exit(main())
+
+
+if __name__ == "__main__":
+    entry()

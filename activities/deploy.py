@@ -61,7 +61,7 @@ from domain.models import (
     VerifyResult,
 )
 from domain.plan import RUNS_IN_DEPLOY, build_plan, fit_to_budget, ledger_digest, result_too_large
-from settings import EnvironmentSettings, Settings, UnknownEnvironment
+from runtime.settings import EnvironmentSettings, Settings, UnknownEnvironment
 
 # How often a backend running one of our statements checks that the worker is still connected.
 CONNECTION_CHECK_INTERVAL = "1s"

@@ -12,15 +12,16 @@ from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 from urllib.parse import quote
 
+import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from codec import PayloadKeyError
+from runtime.codec import PayloadKeyError
 from domain.models import workflow_id_for
-from settings import Settings
-from temporal_client import TemporalConfigError, connect
+from runtime.settings import Settings
+from runtime.connection import TemporalConfigError, connect
 
 # Tables stay readable when output goes to a file or CI log (rich assumes 80 columns there).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -53,42 +54,46 @@ def load_settings() -> Settings:
 
 
 def run(coro_fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
-    """Run an async command body; turn known failures into one line on stderr and an exit code."""
+    """Run an async command body; turn known failures into one line on stderr and an exit code
+    (raised as typer.Exit, so commands can be called in-process; the entry point leaves the process)."""
 
     @functools.wraps(coro_fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             code = asyncio.run(coro_fn(*args, **kwargs))
         except CliError as exc:
-            err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
-            _exit(exc.exit_code)
+            _error_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
-            _exit(130)
+            raise typer.Exit(130) from None
         except PayloadKeyError as exc:  # an encrypted run read without (or with the wrong) key
-            err_console.print(f"error: {_first_line(str(exc))}", markup=False, soft_wrap=True)
-            _exit(EXIT_ERROR)
+            _error_line(_first_line(str(exc)))
+            raise typer.Exit(EXIT_ERROR) from None
         except RPCError as exc:
-            err_console.print(f"error: Temporal answered: {_first_line(exc.message)}", markup=False, soft_wrap=True)
-            _exit(EXIT_ERROR)
+            _error_line(f"Temporal answered: {_first_line(exc.message)}")
+            raise typer.Exit(EXIT_ERROR) from None
         except Exception as exc:  # noqa: BLE001 - never a traceback; MIGRATOR_DEBUG=1 shows it
             if os.environ.get("MIGRATOR_DEBUG") == "1":
                 raise
-            err_console.print(
-                f"error: unexpected {type(exc).__name__}: {_first_line(str(exc))} (MIGRATOR_DEBUG=1 shows details)",
-                markup=False,
-                soft_wrap=True,
-            )
-            _exit(EXIT_ERROR)
-        _exit(code or 0)
+            _error_line(f"unexpected {type(exc).__name__}: {_first_line(str(exc))} (MIGRATOR_DEBUG=1 shows details)")
+            raise typer.Exit(EXIT_ERROR) from None
+        raise typer.Exit(code or 0)
 
     return wrapper
 
 
-def _exit(code: int) -> None:
+def _error_line(message: str) -> None:
+    err_console.print(f"error: {message}", markup=False, soft_wrap=True)
+
+
+def leave_process(code: int) -> NoReturn:
     """Leave without interpreter finalisation: the Temporal SDK's native threads can crash a
     finalising interpreter ("PyGILState_Release ... must be current"), turning a clean result into
-    SIGABRT/SIGSEGV. Everything the command printed is flushed first."""
+    SIGABRT/SIGSEGV. Everything the command printed is flushed first. Only entry points call it."""
+    import logging
+
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -19,7 +19,8 @@ from temporalio.service import RPCError
 
 from cli.app import app
 from cli.common import console, describe_or_fail, fail, load_settings, looks_like_run_id, print_json, resolve_run, run, temporal
-from codec import PayloadKeyError, decode_history
+from runtime.codec import PayloadKeyError
+from runtime.history import decode_history
 from domain.audit import Audit, SignalRecord, StageRecord, render_markdown
 from domain.models import DeployRequest, RunStatus
 

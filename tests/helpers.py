@@ -18,7 +18,7 @@ from domain.bundle import build_bundle
 from domain.checksum import sha256_hex
 from domain.folder import read_migrations_dir
 from domain.models import BundledMigration, DeployRequest, MigrationBundle, Operation, RunStatus
-from settings import EnvironmentSettings, Settings
+from runtime.settings import EnvironmentSettings, Settings
 from worker import build_worker
 from workflows.start import WORKFLOW_NAME, start_options
 

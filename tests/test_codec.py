@@ -26,14 +26,15 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-import temporal_client
+from runtime import connection as temporal_client
 from cli.common import CliError
 from cli.show import load_audit
-from codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, decode_history, key_id
+from runtime.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, key_id
+from runtime.history import decode_history
 from devstack.services import REPO, WorkerProcess, free_port, wait_for_port
 from devstack.temporal import search_attribute_flags, temporal_cli_path
 from domain.models import ApprovalAnswer, Outcome, RunStatus
-from settings import Settings
+from runtime.settings import Settings
 from tests.helpers import approval, final_status, make_settings, migration, new_worker, request, start, wait_gate
 from tests.ui_helpers import wait_ui_backend
 from workflows.start import WORKFLOW_NAME, start_options
@@ -232,7 +233,7 @@ class CodecServerProcess:
         env = {**os.environ, "MIGRATOR_PAYLOAD_KEYS": json.dumps(list(keys)), "MIGRATOR_TEMPORAL_NAMESPACE": "default",
                "MIGRATOR_LOG_LEVEL": "DEBUG"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "codec", "serve", "--port", "0", "--cors-origin", origin],
+            [sys.executable, "-m", "runtime.codec_server", "serve", "--port", "0", "--cors-origin", origin],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         line = self.proc.stdout.readline()
@@ -356,7 +357,7 @@ async def test_a_server_with_the_wrong_key_refuses_clearly(runs: EncryptedRuns) 
 @pytest.mark.browser
 @pytest.mark.timeout(120)
 async def test_the_temporal_ui_decodes_a_run_through_the_codec_server() -> None:
-    """`temporal server start-dev --ui-codec-endpoint` + `python -m codec serve`: the real UI in
+    """`temporal server start-dev --ui-codec-endpoint` + `prisma-deploy-codec serve`: the real UI in
     Chromium shows the decrypted request of an encrypted run (CORS preflight and all)."""
     from tests.test_ui_approval import CHROMIUM, CHROMIUM_ARGS, _chromium_or_fail
 
@@ -436,7 +437,7 @@ def test_payload_key_settings_errors_are_one_line_and_never_show_the_key() -> No
 
     # The processes refuse to start, in one sentence, without echoing the key.
     env = {**os.environ, "MIGRATOR_PAYLOAD_KEYS": json.dumps([short])}
-    for cmd in ([sys.executable, "-m", "codec", "serve", "--port", "0"], [sys.executable, "worker.py"]):
+    for cmd in ([sys.executable, "-m", "runtime.codec_server", "serve", "--port", "0"], [sys.executable, "worker.py"]):
         done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
         out = done.stdout + done.stderr
         assert done.returncode == 3, out

@@ -211,7 +211,7 @@ def test_the_deploy_step_refuses_to_run_without_temporal_secrets(tmp_path: Path)
 async def run_workflow_job(tmp_path: Path, dev_env, database_url: str, *, dry_run: bool, extra_migration: str | None = None):
     """The workflow's two steps as GitHub would run them: the starter gets only Temporal settings;
     the worker (here in-process) holds the database URL."""
-    from settings import EnvironmentSettings, Settings
+    from runtime.settings import EnvironmentSettings, Settings
     from worker import build_worker
 
     task_queue = f"gha-{uuid.uuid4().hex[:8]}"
@@ -412,9 +412,9 @@ def test_the_dockerfile_builds_a_slim_non_root_worker_image() -> None:
     users = [i.value[0] for i in final if i.cmd == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     cmd = [i for i in final if i.cmd == "CMD"][-1]
-    assert list(cmd.value) == ["python", "-m", "worker"]
+    assert list(cmd.value) == ["prisma-deploy-worker"]
     healthcheck = [i for i in final if i.cmd == "HEALTHCHECK"][-1]
-    assert list(healthcheck.value) == ["CMD", "python", "-m", "health", "check"]
+    assert list(healthcheck.value) == ["CMD", "prisma-deploy-health", "check"]
     env = dict(zip(*[iter(next(i.value for i in final if i.cmd == "ENV" and "MIGRATOR_HEALTH_FILE" in i.value))] * 2))
     exposed = {int(p) for i in final if i.cmd == "EXPOSE" for p in i.value}
     assert {int(env["MIGRATOR_HEALTH_PORT"]), int(env["MIGRATOR_METRICS_PORT"])} == exposed
@@ -482,7 +482,7 @@ def test_compose_worker_settings_parse_and_only_the_worker_has_database_urls() -
 
 def settings_from(env: dict[str, str]):
     """Settings from a dict of MIGRATOR_ variables, read from the process env as the worker does."""
-    from settings import Settings
+    from runtime.settings import Settings
 
     saved = {k: v for k, v in os.environ.items() if k.startswith("MIGRATOR_")}
     for key in saved:

@@ -20,9 +20,9 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from health import HealthConfigError, WorkerHealth, check_file, worker_runtime
-from settings import Settings
-from temporal_client import connect
+from runtime.health import HealthConfigError, WorkerHealth, check_file, worker_runtime
+from runtime.settings import Settings
+from runtime.connection import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,7 +211,7 @@ def probe(*args: str, env_file: Path | None = None) -> subprocess.CompletedProce
     if env_file is not None:
         env["MIGRATOR_HEALTH_FILE"] = str(env_file)
     return subprocess.run(
-        [sys.executable, "-m", "health", "check", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "runtime.health", "check", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
 
 

@@ -22,8 +22,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.runtime import Runtime
 
-from codec import EncryptionCodec
-from settings import Settings
+from runtime.codec import EncryptionCodec
+from runtime.settings import Settings
 
 
 class TemporalConfigError(ValueError):

@@ -7,7 +7,7 @@
   MIGRATOR_HEALTH_FILE is touched every few seconds. Otherwise (starting, Temporal unreachable,
   draining after SIGTERM) `/readyz` answers 503 and the file is removed. `/healthz` (liveness)
   answers 200 as long as the event loop does, which is what a stuck worker loses.
-- `python -m health check [--max-age SECONDS]` exits 0 only when the health file is fresh; for
+- `prisma-deploy-health check [--max-age SECONDS]` exits 0 only when the health file is fresh; for
   exec probes and compose healthchecks where no port is wanted.
 """
 
@@ -27,7 +27,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from settings import Settings
+from runtime.settings import Settings
 
 DEFAULT_INTERVAL = 5.0
 # A file older than this many refresh intervals means the worker stopped refreshing it.
@@ -211,7 +211,7 @@ def check_file(path: Path, max_age: float) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m health", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="prisma-deploy-health", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     chk = sub.add_parser("check", help="exit 0 when MIGRATOR_HEALTH_FILE (or --file) is fresh")
     chk.add_argument("--file", type=Path, default=None)

@@ -137,12 +137,12 @@ def payload_key_bytes(key: SecretStr, position: int = 0) -> bytes:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(
-            f"MIGRATOR_PAYLOAD_KEYS[{position}] is not base64 (generate a key with: python -m codec keygen)"
+            f"MIGRATOR_PAYLOAD_KEYS[{position}] is not base64 (generate a key with: prisma-deploy-codec keygen)"
         ) from None
     if len(raw) != 32:
         raise ValueError(
             f"MIGRATOR_PAYLOAD_KEYS[{position}] decodes to {len(raw)} bytes; AES-256 needs exactly 32 "
-            "(generate a key with: python -m codec keygen)"
+            "(generate a key with: prisma-deploy-codec keygen)"
         )
     return raw
 

@@ -37,7 +37,6 @@ from activities.failures import is_transient, pg_interval_seconds, prisma_error_
 from activities.heartbeat import Heartbeater
 from activities.ledger_store import LedgerShapeError, MigrationLedger, utcnow
 from domain.dsn import scrub
-from domain.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow, LedgerSnapshot
 from domain.models import (
     Action,
     AppliedMigration,
@@ -60,7 +59,15 @@ from domain.models import (
     VerifyInput,
     VerifyResult,
 )
-from domain.plan import RUNS_IN_DEPLOY, build_plan, fit_to_budget, ledger_digest, result_too_large
+from domain.plan import (
+    RUNS_IN_DEPLOY,
+    build_plan,
+    fit_to_budget,
+    ledger_digest,
+    result_too_large,
+)
+from domain.prisma.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow, LedgerSnapshot
+from domain.risk import Risk
 from runtime.settings import EnvironmentSettings, Settings, UnknownEnvironment
 
 # How often a backend running one of our statements checks that the worker is still connected.
@@ -180,8 +187,9 @@ class MigrationActivities:
     async def preflight(self, request: DeployRequest) -> PreflightResult:
         """Read-only: server version, ledger, diagnosis, SQL analysis, evidence; the plan and the policy."""
         from activities.evidence import existing_insert_keys, failed_migration_evidence
-        from domain.sql_analysis import SqlParseError, analyze_migration, split_statements
-        from domain.state import diagnose
+        from domain.prisma.diagnosis import diagnose
+        from domain.sql.parse import SqlParseError, split_statements
+        from domain.sql.rules import analyze_migration
 
         env = self._env(request.environment)
         with self._errors(f"preflight on {request.environment}"):
@@ -248,7 +256,7 @@ class MigrationActivities:
             plan.notes.append(f"drift proof: {drift.summary}")
             if drift.verdict == "unexplained_drift":
                 # The live schema holds changes no migration explains: approvers must look harder.
-                plan.risk = "high"
+                plan.risk = Risk.high
                 plan.required_approvals = max(plan.required_approvals, int(env.required_approvals.get("high", 1)))
         plan = fit_to_budget(plan)
         too_large = result_too_large(plan, sum((m.verify_sql or "").count(";") + 1 for m in request.bundle.migrations
@@ -411,7 +419,8 @@ class MigrationActivities:
         """Prisma's sequence for statements that cannot run in a transaction: started row, each
         statement on its own, finished. A crash in between leaves a started row: re-run only when
         the migration is idempotent, otherwise a person must look."""
-        from domain.sql_analysis import analyze_migration, split_statements
+        from domain.sql.parse import split_statements
+        from domain.sql.rules import analyze_migration
 
         conn = ledger.conn
         if row is not None:  # our started row, unfinished, no failure recorded: a crash mid-way
@@ -448,7 +457,7 @@ class MigrationActivities:
     async def verify(self, inp: VerifyInput) -> VerifyResult:
         """Read-only checks: each bundle migration applied exactly once, planned objects exist,
         every verify.sql statement returns rows and no false value."""
-        from domain.sql_analysis import SqlParseError, split_statements
+        from domain.sql.parse import SqlParseError, split_statements
 
         checks: list[VerifyCheck] = []
         with self._errors(f"verify on {inp.environment}"):
@@ -561,7 +570,7 @@ class MigrationActivities:
                     await conn.execute(step.rollback_sql)
                     await ledger.mark_row_rolled_back(row.id)
             else:
-                from domain.sql_analysis import split_statements
+                from domain.sql.parse import split_statements
 
                 for stmt in split_statements(step.rollback_sql):
                     await conn.execute(stmt.text)
@@ -598,7 +607,7 @@ class MigrationActivities:
 def _has_statements(sql: str) -> bool:
     """False for an empty or comment-only script (asyncpg's execute() fails on PostgreSQL's
     EmptyQueryResponse); unparseable SQL counts as statements, so PostgreSQL reports the error."""
-    from domain.sql_analysis import SqlParseError, split_statements
+    from domain.sql.parse import SqlParseError, split_statements
 
     try:
         return bool(split_statements(sql))
@@ -645,7 +654,7 @@ _PARTS = {"relation": 2, "type": 2, "function": 2, "schema": 1, "extension": 1, 
 
 
 def _object_key(spec: str) -> tuple[str, tuple[str, ...]] | None:
-    """`kind:schema.name` / `kind:schema.table.name` (domain.sql_analysis `creates`) -> (group, parts),
+    """`kind:schema.name` / `kind:schema.table.name` (domain.sql.rules `creates`) -> (group, parts),
     or None when it cannot be checked."""
     kind, _, name = spec.partition(":")
     group = _KIND_GROUP.get(kind)

@@ -17,9 +17,18 @@ import asyncpg
 import structlog
 
 from activities.db import DatabaseUnavailable, connect
-from domain.catalog import Catalog, Column, DriftReport, DriftVerdict, Table, compare, judge
+from domain.catalog import (
+    Catalog,
+    Column,
+    DriftReport,
+    DriftVerdict,
+    Table,
+    compare,
+    judge,
+)
 from domain.dsn import scrub
-from domain.sql_analysis import SqlParseError, analyze_migration, split_statements
+from domain.sql.parse import SqlParseError, split_statements
+from domain.sql.rules import analyze_migration
 
 log = structlog.get_logger(__name__)
 

@@ -14,8 +14,9 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, Field
 
-from domain.rollback import InsertKey, insert_key_of, insert_keys, select_keys_sql
-from domain.sql_analysis import DEFAULT_SCHEMA, MigrationAnalysis, StatementInfo, names
+from domain.sql.parse import DEFAULT_SCHEMA, StatementInfo, names
+from domain.sql.rollback import InsertKey, insert_key_of, insert_keys, select_keys_sql
+from domain.sql.rules import MigrationAnalysis
 
 # Statements that leave nothing behind to look for.
 _NO_EFFECT = {"VariableSetStmt", "TransactionStmt", "SelectStmt", "ExplainStmt", "VacuumStmt", "CheckPointStmt"}

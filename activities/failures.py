@@ -9,6 +9,8 @@ import re
 import asyncpg
 from temporalio.exceptions import ApplicationError
 
+from domain.prisma.errors import migration_failed_logs
+
 # Error types the workflow's retry policies name as non-retryable (deterministic failures).
 NON_RETRYABLE = ["UnknownEnvironment", "LedgerShapeError", "InvalidInput", "InternalError", "DatabaseError"]
 
@@ -45,15 +47,12 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def prisma_error_logs(name: str, exc: BaseException) -> str:
-    """The shape of Prisma's P3018 text, which the native engine stores in `logs`."""
-    code = getattr(exc, "sqlstate", None) or "unknown"
-    text = f"ERROR: {exc}"
-    for label, attr in (("DETAIL", "detail"), ("HINT", "hint"), ("POSITION", "position")):
-        value = getattr(exc, attr, None)
-        if value:
-            text += f"\n{label}: {value}"
-    return (
-        "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
-        "Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\n"
-        f"Migration name: {name}\n\nDatabase error code: {code}\n\nDatabase error:\n{text}\n"
+    """Prisma's P3018 `logs` text for a database error raised by a migration."""
+    return migration_failed_logs(
+        name,
+        getattr(exc, "sqlstate", None),
+        str(exc),
+        detail=getattr(exc, "detail", None),
+        hint=getattr(exc, "hint", None),
+        position=getattr(exc, "position", None),
     )

@@ -15,7 +15,13 @@ from datetime import datetime, timezone
 
 import asyncpg
 
-from domain.ledger import CREATE_TABLE_DDL, EXPECTED_COLUMNS, TABLE, LedgerRow, LedgerSnapshot
+from domain.prisma.ledger import (
+    CREATE_TABLE_DDL,
+    EXPECTED_COLUMNS,
+    TABLE,
+    LedgerRow,
+    LedgerSnapshot,
+)
 
 
 def quote_ident(name: str) -> str:

@@ -27,8 +27,14 @@ from bench.report import print_table
 from devstack.pgcluster import PgCluster
 from devstack.services import TemporalDevServer, WorkerProcess
 from domain.bundle import build_bundle
-from domain.folder import read_migrations_dir
-from domain.models import ApprovalPayload, DeployRequest, Operation, RunStatus, workflow_id_for
+from domain.models import (
+    ApprovalPayload,
+    DeployRequest,
+    Operation,
+    RunStatus,
+    workflow_id_for,
+)
+from domain.prisma.folder import read_migrations_dir
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"

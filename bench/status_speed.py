@@ -22,13 +22,13 @@ import asyncpg
 
 from activities.ledger_store import MigrationLedger
 from bench.generate import write_folder
-from bench.report import print_table
 from bench.overhead import RESULTS, create_db, machine, prisma_deploy  # noqa: F401
+from bench.report import print_table
 from devstack.pgcluster import PgCluster
 from devstack.services import TemporalDevServer, WorkerProcess
-from domain.folder import read_migrations_dir
-from domain.ledger import CREATE_TABLE_DDL
-from domain.state import diagnose
+from domain.prisma.diagnosis import diagnose
+from domain.prisma.folder import read_migrations_dir
+from domain.prisma.ledger import CREATE_TABLE_DDL
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = [int(x) for x in os.environ.get("BENCH_STATUS_SIZES", "1000,10000").split(",")]

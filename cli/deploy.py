@@ -17,8 +17,14 @@ from cli.common import console, fail, load_settings, print_json, run, run_url, t
 from cli.follow import final_status, follow, outcome_line, snapshot
 from cli.render import render_plan
 from domain.bundle import BundleTooLarge, build_bundle, bundle_problems
-from domain.folder import MigrationFolderError, read_migrations_dir
-from domain.models import DeployRequest, MigrationBundle, Operation, RunStatus, workflow_id_for
+from domain.models import (
+    DeployRequest,
+    MigrationBundle,
+    Operation,
+    RunStatus,
+    workflow_id_for,
+)
+from domain.prisma.folder import MigrationFolderError, read_migrations_dir
 from workflows.start import WORKFLOW_NAME, start_options
 
 EnvOpt = typer.Option(..., "--env", "-e", help="Environment name, as configured on the worker (e.g. prod).")

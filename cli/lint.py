@@ -16,9 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.app import app
-from domain.folder import MigrationFolderError, read_migrations_dir
 from domain.models import Finding
-from domain.sql_analysis import MigrationAnalysis, Risk, Severity, SqlParseError, analyze_migration, parse_error_finding, severity_rank
+from domain.prisma.folder import MigrationFolderError, read_migrations_dir
+from domain.risk import Risk, Severity, severity_rank
+from domain.sql.parse import SqlParseError
+from domain.sql.rules import MigrationAnalysis, analyze_migration, parse_error_finding
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 3
 _STYLE = {"info": "cyan", "warning": "yellow", "error": "bold red", "low": "green", "medium": "yellow", "high": "bold red"}

@@ -24,10 +24,20 @@ from activities.db import DatabaseUnavailable, connect
 from activities.ledger_store import LedgerShapeError, MigrationLedger
 from cli.app import app
 from domain.dsn import InvalidDsn, check_dsn, redact_dsn, scrub
-from domain.folder import LocalMigration, MigrationFolderError, read_migrations_dir
 from domain.models import Finding
-from domain.sql_analysis import SqlParseError, analyze_migration, parse_error_finding
-from domain.state import HistoryDiagnosis, MigrationState, MigrationStatus, diagnose
+from domain.prisma.diagnosis import (
+    HistoryDiagnosis,
+    MigrationState,
+    MigrationStatus,
+    diagnose,
+)
+from domain.prisma.folder import (
+    LocalMigration,
+    MigrationFolderError,
+    read_migrations_dir,
+)
+from domain.sql.parse import SqlParseError
+from domain.sql.rules import analyze_migration, parse_error_finding
 
 EXIT_OK = 0
 EXIT_PENDING = 1

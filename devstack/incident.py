@@ -25,8 +25,9 @@ import typer
 
 from activities.db import DatabaseUnavailable, connect
 from activities.ledger_store import MigrationLedger
-from domain.checksum import sha256_hex
-from domain.folder import MigrationFolderError, read_migrations_dir
+from domain.prisma.checksum import sha256_hex
+from domain.prisma.errors import migration_failed_logs
+from domain.prisma.folder import MigrationFolderError, read_migrations_dir
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
 
@@ -97,14 +98,7 @@ async def _fail_landing_migration(dsn: str, conn: asyncpg.Connection, sql: str) 
             await tx.rollback()
     finally:
         await blocker.close()
-    # The shape of Prisma's P3018 text, which the native engine stores in `logs`.
-    return (
-        "A migration failed to apply. New migrations cannot be applied before the error is recovered from. "
-        "Read more about how to resolve migration issues in a production database: https://pris.ly/d/migrate-resolve\n\n"
-        f"Migration name: {LANDING}\n\n"
-        f"Database error code: {error.sqlstate}\n\n"
-        f"Database error:\nERROR: {error}\n"
-    )
+    return migration_failed_logs(LANDING, error.sqlstate, str(error))
 
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Reproduce the incident in a database.")

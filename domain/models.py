@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from domain.risk import Risk, Severity
+
 # Temporal refuses payloads over 2 MB by default; keep a margin for the envelope.
 MAX_BUNDLE_BYTES = 1_500_000
 
@@ -88,10 +90,10 @@ class Action(StrEnum):
 
 
 class Finding(BaseModel):
-    """One statement-level observation from SQL analysis (see domain.sql_analysis)."""
+    """One statement-level observation from SQL analysis (see domain.sql.rules)."""
 
     code: str
-    severity: str  # info | warning | error
+    severity: Severity
     message: str
     line: int | None = None
     statement: str | None = None
@@ -105,7 +107,7 @@ class PlannedMigration(BaseModel):
     in_transaction: bool = True
     rollback: str | None = None  # "down.sql" | "derived" | None
     rollback_sql: str | None = None
-    risk: str = "low"  # low | medium | high
+    risk: Risk = Risk.low
     findings: list[Finding] = Field(default_factory=list)
     creates: list[str] = Field(default_factory=list)  # objects the migration creates (for verify)
     evidence: list[str] = Field(default_factory=list)  # failed migrations: what was found in the database
@@ -119,7 +121,7 @@ class DeployPlan(BaseModel):
     migrations: list[PlannedMigration] = Field(default_factory=list)
     blockers: list[str] = Field(default_factory=list)  # non-empty: the run stops before any change
     notes: list[str] = Field(default_factory=list)
-    risk: str = "low"
+    risk: Risk = Risk.low
     required_approvals: int = 1
     drift: dict[str, Any] | None = None
     fingerprint: str = ""

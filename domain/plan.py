@@ -25,7 +25,6 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from domain.ledger import LedgerRow, LedgerSnapshot
 from domain.models import (
     Action,
     DeployPlan,
@@ -36,8 +35,8 @@ from domain.models import (
     RunMarks,
     Stage,
 )
-
-RISK_ORDER = {"low": 0, "medium": 1, "high": 2}
+from domain.prisma.ledger import LedgerRow, LedgerSnapshot
+from domain.risk import Risk, max_risk
 
 # Stages each operation runs, in order.
 OPERATION_STAGES: dict[Operation, list[Stage]] = {
@@ -88,10 +87,6 @@ def plan_fingerprint(plan: DeployPlan, request: DeployRequest) -> str:
             "actions": [[m.name, str(m.action)] for m in plan.migrations],
         }
     )
-
-
-def max_risk(risks: Iterable[str]) -> str:
-    return max(risks, key=lambda r: RISK_ORDER.get(r, 2), default="low")
 
 
 def stage_has_work(plan: DeployPlan, stage: Stage | str) -> bool:
@@ -157,8 +152,8 @@ def build_plan(
     required_approvals: Mapping[str, int],
     server_version: str = "",
 ) -> DeployPlan:
-    """`diagnosis` is domain.state.HistoryDiagnosis, `analyses` maps bundle names to
-    domain.sql_analysis.MigrationAnalysis, `evidence` maps failed names to activities.evidence.Evidence."""
+    """`diagnosis` is domain.prisma.diagnosis.HistoryDiagnosis, `analyses` maps bundle names to
+    domain.sql.rules.MigrationAnalysis, `evidence` maps failed names to activities.evidence.Evidence."""
     bundle = {m.name: m for m in request.bundle.migrations}
     operation = request.operation
     blockers: list[str] = []
@@ -179,7 +174,7 @@ def build_plan(
         pm = PlannedMigration(name=name, action=Action.already_applied, reason="", checksum=status.checksum_local)
         if analysis is not None:
             pm.in_transaction = bool(getattr(analysis, "in_transaction", True))
-            pm.risk = str(getattr(analysis, "risk", "low"))
+            pm.risk = Risk(getattr(analysis, "risk", Risk.low))
             pm.findings = _findings(analysis)
             pm.creates = list(getattr(analysis, "creates", None) or [])
         if local is not None:

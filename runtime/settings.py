@@ -37,7 +37,7 @@ class EnvironmentSettings(BaseModel):
     # When false, the person who requested the run may not approve it.
     allow_self_approval: bool = True
     approval_timeout: timedelta = timedelta(hours=24)
-    # Distinct approvals a gate needs, by the plan's risk level (see domain.sql_analysis.Risk).
+    # Distinct approvals a gate needs, by the plan's risk level (see domain.risk.Risk).
     required_approvals: dict[str, int] = Field(default_factory=lambda: {"low": 1, "medium": 1, "high": 1})
     lock_timeout: str = "10s"
     statement_timeout: str = "0"

@@ -15,9 +15,15 @@ from temporalio.worker import Worker
 
 from activities.deploy import DeployHooks
 from domain.bundle import build_bundle
-from domain.checksum import sha256_hex
-from domain.folder import read_migrations_dir
-from domain.models import BundledMigration, DeployRequest, MigrationBundle, Operation, RunStatus
+from domain.models import (
+    BundledMigration,
+    DeployRequest,
+    MigrationBundle,
+    Operation,
+    RunStatus,
+)
+from domain.prisma.checksum import sha256_hex
+from domain.prisma.folder import read_migrations_dir
 from runtime.settings import EnvironmentSettings, Settings
 from worker import build_worker
 from workflows.start import WORKFLOW_NAME, start_options

@@ -2,7 +2,7 @@
 
 import hashlib
 
-from domain.checksum import checksum_matches, sha256_hex
+from domain.prisma.checksum import checksum_matches, sha256_hex
 
 LF = b'CREATE TABLE "a" (id int);\nCREATE TABLE "b" (id int);\n'
 CRLF = LF.replace(b"\n", b"\r\n")

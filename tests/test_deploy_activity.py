@@ -15,7 +15,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.deploy import MigrationActivities
-from domain.ledger import ADVISORY_LOCK_KEY
 from domain.models import (
     CompensateInput,
     DeployInput,
@@ -23,6 +22,7 @@ from domain.models import (
     UndoStep,
 )
 from domain.plan import RUNS_IN_DEPLOY
+from domain.prisma.ledger import ADVISORY_LOCK_KEY
 from tests.conftest import PG_TEST_PASSWORD
 from tests.helpers import ledger_rows, make_settings, migration, request
 

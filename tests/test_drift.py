@@ -6,10 +6,9 @@ import asyncpg
 import pytest
 
 from activities.drift import SHADOW_PREFIX, drift_proof, read_catalog
-from devstack.incident import INIT, PHANTOM, reproduce_incident
+from devstack.incident import INIT, MIGRATIONS_DIR, PHANTOM, reproduce_incident
 from domain.catalog import Catalog, Change, Column, DriftVerdict, Table, compare, judge
-from domain.folder import read_migrations_dir
-from devstack.incident import MIGRATIONS_DIR
+from domain.prisma.folder import read_migrations_dir
 from tests.conftest import PG_TEST_PASSWORD
 
 

@@ -6,8 +6,9 @@ import asyncpg
 
 from activities.evidence import existing_insert_keys, failed_migration_evidence
 from devstack.incident import LANDING, MIGRATIONS_DIR, reproduce_incident
-from domain.folder import read_migrations_dir
-from domain.sql_analysis import analyze_migration, split_statements
+from domain.prisma.folder import read_migrations_dir
+from domain.sql.parse import split_statements
+from domain.sql.rules import analyze_migration
 
 MIGRATION = """
 CREATE TYPE "Kind" AS ENUM ('a', 'b');

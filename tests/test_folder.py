@@ -10,8 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from domain.checksum import sha256_hex
-from domain.folder import LocalMigration, MigrationFolderError, prisma_order_key, read_migrations_dir
+from domain.prisma.checksum import sha256_hex
+from domain.prisma.folder import (
+    LocalMigration,
+    MigrationFolderError,
+    prisma_order_key,
+    read_migrations_dir,
+)
 
 
 def make(root: Path, name: str, sql: bytes | str = "SELECT 1;\n", **extra: str) -> Path:

@@ -7,11 +7,17 @@ import sys
 from pathlib import Path
 
 import asyncpg
-
 import pytest
 
-from devstack.incident import INIT, LANDING, LEADS, MIGRATIONS_DIR, PHANTOM, reproduce_incident
-from domain.folder import read_migrations_dir
+from devstack.incident import (
+    INIT,
+    LANDING,
+    LEADS,
+    MIGRATIONS_DIR,
+    PHANTOM,
+    reproduce_incident,
+)
+from domain.prisma.folder import read_migrations_dir
 from tests.conftest import PG_TEST_PASSWORD
 from tests.oracle import engine_diagnosis, prisma
 

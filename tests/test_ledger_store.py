@@ -7,9 +7,9 @@ import asyncpg
 import pytest
 
 from activities.ledger_store import LedgerShapeError, MigrationLedger, utcnow
-from domain.folder import read_migrations_dir
-from domain.ledger import CREATE_TABLE_DDL
-from domain.state import diagnose
+from domain.prisma.diagnosis import diagnose
+from domain.prisma.folder import read_migrations_dir
+from domain.prisma.ledger import CREATE_TABLE_DDL
 from tests.oracle import engine_diagnosis, prisma
 
 T = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from activities.evidence import Evidence
-from domain.ledger import LedgerRow, LedgerSnapshot
 from domain.models import Action, DeployPlan, Operation, RunMarks, Stage
 from domain.plan import build_plan, ledger_digest, run_stages
-from domain.sql_analysis import analyze_migration
-from domain.state import diagnose
+from domain.prisma.diagnosis import diagnose
+from domain.prisma.ledger import LedgerRow, LedgerSnapshot
+from domain.sql.rules import analyze_migration
 from tests.helpers import migration, request
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

@@ -7,9 +7,9 @@ import pytest
 
 from activities.drift import read_catalog
 from devstack.incident import INIT, LANDING, LEADS, MIGRATIONS_DIR
-from domain.folder import read_migrations_dir
-from domain.rollback import InsertKey, delete_keys_sql, insert_keys, select_keys_sql
-from domain.sql_analysis import analyze_migration
+from domain.prisma.folder import read_migrations_dir
+from domain.sql.rollback import InsertKey, delete_keys_sql, insert_keys, select_keys_sql
+from domain.sql.rules import analyze_migration
 
 BASE = """
 CREATE TABLE existing (id int PRIMARY KEY, name text);
@@ -137,11 +137,10 @@ async def test_select_keys_finds_exactly_the_existing_rows(db: asyncpg.Connectio
 
 
 def test_fast_drop_printer_matches_pglasts_printer() -> None:
-    from pglast import enums
+    from pglast import ast, enums
     from pglast.stream import RawStream
 
-    from domain.rollback import _drop, _fast_print, _rangevar
-    from pglast import ast
+    from domain.sql.rollback import _drop, _fast_print, _rangevar
 
     O = enums.ObjectType
     nodes = [

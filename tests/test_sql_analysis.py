@@ -11,13 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from domain.sql_analysis import (
-    Risk,
-    SqlParseError,
-    analyze_migration,
-    max_risk,
-    split_statements,
-)
+from domain.risk import Risk, max_risk
+from domain.sql.parse import SqlParseError, split_statements
+from domain.sql.rules import analyze_migration
 
 INCIDENT = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
 

@@ -4,11 +4,11 @@ import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from domain.checksum import sha256_hex
-from domain.folder import LocalMigration
-from domain.ledger import LedgerRow, LedgerSnapshot
 from domain.models import BundledMigration
-from domain.state import MigrationState, diagnose
+from domain.prisma.checksum import sha256_hex
+from domain.prisma.diagnosis import MigrationState, diagnose
+from domain.prisma.folder import LocalMigration
+from domain.prisma.ledger import LedgerRow, LedgerSnapshot
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 _clock = iter(range(10**9))

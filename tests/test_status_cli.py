@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from activities.ledger_store import MigrationLedger
-from domain.folder import read_migrations_dir
+from domain.prisma.folder import read_migrations_dir
 from tests.conftest import PG_TEST_PASSWORD
 from tests.oracle import engine_diagnosis, prisma
 

@@ -20,9 +20,17 @@ import asyncpg
 from temporalio.client import Client, WorkflowHandle
 
 from devstack.services import REPO, WorkerProcess
-from domain.ledger import ADVISORY_LOCK_KEY
-from domain.models import BundledMigration, DeployRequest, MigrationBundle, Operation, RunStatus, workflow_id_for
+from domain.models import (
+    BundledMigration,
+    DeployRequest,
+    MigrationBundle,
+    Operation,
+    RunStatus,
+    workflow_id_for,
+)
+from domain.prisma.ledger import ADVISORY_LOCK_KEY
 from runtime.settings import Settings
+
 try:  # the starter's own module, once split from the workflow
     from workflows.start import WORKFLOW_NAME, start_options
 except ImportError:  # pragma: no cover

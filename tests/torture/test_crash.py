@@ -12,8 +12,8 @@ import time
 import asyncpg
 import pytest
 
-from domain.ledger import ADVISORY_LOCK_KEY
 from domain.models import Outcome
+from domain.prisma.ledger import ADVISORY_LOCK_KEY
 from tests.oracle import oracle_script, prisma
 from tests.torture import report, scenario
 from tests.torture.conftest import seed, trials

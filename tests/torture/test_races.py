@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from domain.ledger import ADVISORY_LOCK_KEY
 from domain.models import Outcome
+from domain.prisma.ledger import ADVISORY_LOCK_KEY
 from tests.helpers import approval
 from tests.torture import report, scenario
 from tests.torture.harness import (
@@ -186,8 +186,8 @@ async def test_approval_before_the_plan_exists_is_refused_and_recorded(tclient, 
     worker = workers({env: env_config(url, gates=["deploy"])})
     with report.Trial("race: approval before the plan exists"):
         req = make_request(env, scenario.bundle())
-        from tests.torture.harness import WORKFLOW_NAME, start_options
         from domain.models import RunStatus, workflow_id_for
+        from tests.torture.harness import WORKFLOW_NAME, start_options
 
         options = start_options(req, task_queue=worker.env["MIGRATOR_TASK_QUEUE"], workflow_id=workflow_id_for(env))
         # signal-with-start: the approval is in history before preflight even runs

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-from domain.checksum import sha256_hex
+from domain.prisma.checksum import sha256_hex
 
 EXPECTED_PROVIDER = "postgresql"
 LOCK_FILE = "migration_lock.toml"

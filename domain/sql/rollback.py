@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from pglast import ast, enums
 from pglast.stream import RawStream, maybe_double_quote_name
 
-from domain.sql_analysis import (
+from domain.sql.parse import (
     DEFAULT_SCHEMA,
     StatementInfo,
     literal_value,

@@ -13,7 +13,7 @@ Classification of one migration name from all its ledger rows (REPORT.md §4.2, 
 - failed: some row has finished_at and rolled_back_at NULL (Prisma's P3009 blocks every deploy);
   this wins over an applied row of the same name, because deploy refuses to run either way.
 - applied / modified: some row is finished and not rolled back; modified when the local file no
-  longer matches that row's checksum (Prisma's own comparison, domain.checksum).
+  longer matches that row's checksum (Prisma's own comparison, domain.prisma.checksum).
 - missing_locally: applied or failed in the database, but no local folder (the "phantom").
 - pending: no row, or only rolled-back rows (deploy re-runs it). Rolled-back rows stay in `attempts`.
 A pending migration that sorts before the last migration the database has applied is out of order:
@@ -29,9 +29,9 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from domain.checksum import checksum_matches
-from domain.folder import prisma_order_key
-from domain.ledger import TABLE, LedgerRow, LedgerSnapshot
+from domain.prisma.checksum import checksum_matches
+from domain.prisma.folder import prisma_order_key
+from domain.prisma.ledger import TABLE, LedgerRow, LedgerSnapshot
 
 
 class MigrationState(StrEnum):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,12 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.deploy import DeployHooks, MigrationActivities
+from activities.apply import ApplyActivities
+from activities.compensate import CompensateActivities
+from activities.preflight import PreflightActivities
+from activities.resolve import ResolveActivities
+from activities.target import TargetDatabases
+from activities.verify import VerifyActivities
 from runtime.logs import configure_logging, get_logger
 from runtime.settings import Settings
 from workflows.deploy import DeployWorkflow
@@ -27,27 +33,33 @@ from workflows.deploy import DeployWorkflow
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
+def deploy_activities(settings: Settings) -> list[Callable[..., Any]]:
+    """Every activity DeployWorkflow calls, sharing one `TargetDatabases` for `settings`."""
+    targets = TargetDatabases(settings)
+    return [
+        PreflightActivities(targets).preflight,
+        ResolveActivities(targets).resolve,
+        ApplyActivities(targets).deploy,
+        VerifyActivities(targets).verify,
+        CompensateActivities(targets).compensate,
+    ]
+
+
 def build_worker(
     client: Client,
     settings: Settings,
     *,
     task_queue: str | None = None,
-    hooks: DeployHooks | None = None,
+    activities: list[Callable[..., Any]] | None = None,
     **worker_options: Any,
 ) -> Worker:
-    activities = MigrationActivities(settings, hooks)
+    """The worker for `settings`; tests may pass their own `activities` (registered by name)."""
     worker_options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[DeployWorkflow],
-        activities=[
-            activities.preflight,
-            activities.resolve,
-            activities.deploy,
-            activities.verify,
-            activities.compensate,
-        ],
+        activities=activities if activities is not None else deploy_activities(settings),
         **worker_options,
     )
 

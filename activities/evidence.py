@@ -12,30 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-from pydantic import BaseModel, Field
 
+from domain.evidence import Evidence, StatementEvidence, summarise
 from domain.sql.parse import DEFAULT_SCHEMA, StatementInfo, names
 from domain.sql.rollback import InsertKey, insert_key_of, insert_keys, select_keys_sql
 from domain.sql.rules import MigrationAnalysis
 
 # Statements that leave nothing behind to look for.
 _NO_EFFECT = {"VariableSetStmt", "TransactionStmt", "SelectStmt", "ExplainStmt", "VacuumStmt", "CheckPointStmt"}
-
-
-class StatementEvidence(BaseModel):
-    index: int
-    line: int
-    effect: str  # e.g. "table public.leads exists"
-    present: bool | None  # None: unknown or partial
-    detail: str = ""
-
-
-class Evidence(BaseModel):
-    migration: str
-    statements: list[StatementEvidence] = Field(default_factory=list)
-    all_absent: bool = False
-    all_present: bool = False
-    summary: list[str] = Field(default_factory=list)
 
 
 class _Probe:
@@ -190,27 +174,6 @@ class _Probe:
         return effect, None, "only some of its changes are visible, or they cannot be checked"
 
 
-def _summarise(evidence: Evidence) -> list[str]:
-    lines = []
-    for s in evidence.statements:
-        state = {True: "present", False: "absent", None: "unknown"}[s.present]
-        lines.append(f"statement {s.index + 1} (line {s.line}): {s.effect}: {state}" + (f" ({s.detail})" if s.detail else ""))
-    if evidence.all_absent:
-        lines.append(f"None of the effects of {evidence.migration} are in the database: it left nothing behind.")
-    elif evidence.all_present:
-        lines.append(f"Every effect of {evidence.migration} is in the database.")
-    elif not evidence.statements:
-        lines.append(f"{evidence.migration} has no statement whose effect can be looked for.")
-    else:
-        present = sum(1 for s in evidence.statements if s.present is True)
-        unknown = sum(1 for s in evidence.statements if s.present is None)
-        lines.append(
-            f"{evidence.migration} is partially applied or unverifiable: {present} of {len(evidence.statements)} "
-            f"effects present, {unknown} unknown."
-        )
-    return lines
-
-
 async def failed_migration_evidence(
     conn: asyncpg.Connection, analysis: MigrationAnalysis, schema: str = DEFAULT_SCHEMA
 ) -> Evidence:
@@ -227,7 +190,7 @@ async def failed_migration_evidence(
     checks = [s.present for s in evidence.statements]
     evidence.all_absent = bool(checks) and all(p is False for p in checks)
     evidence.all_present = bool(checks) and all(p is True for p in checks)
-    evidence.summary = _summarise(evidence)
+    evidence.summary = summarise(evidence)
     return evidence
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from activities.ledger_store import MigrationLedger, utcnow
+from activities.ledger import MigrationLedger, utcnow
 from bench.generate import write_folder
 from bench.report import print_table
 from devstack.pgcluster import PgCluster
@@ -35,6 +35,7 @@ from domain.models import (
     workflow_id_for,
 )
 from domain.prisma.folder import read_migrations_dir
+from workflows.messages import APPROVE_UPDATE, query_status
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -93,13 +94,13 @@ async def workflow_run(client, env_name: str, folder: Path, task_queue: str) -> 
     result_task = asyncio.create_task(handle.result())
     while not result_task.done():
         try:
-            status = await handle.query("status", result_type=RunStatus)
+            status = await query_status(handle)
         except Exception:  # noqa: BLE001 - the first query can race the first workflow task
             status = None
         if status and status.awaiting and status.awaiting not in approved:
             approved.add(status.awaiting)
             await handle.execute_update(
-                "approve_update",
+                APPROVE_UPDATE,
                 ApprovalPayload(stage=status.awaiting, approver="bench-approver", fingerprint=None),
             )
         await asyncio.wait([result_task], timeout=0.02)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 
-from activities.ledger_store import MigrationLedger
+from activities.ledger import MigrationLedger
 from bench.generate import write_folder
 from bench.overhead import RESULTS, create_db, machine, prisma_deploy  # noqa: F401
 from bench.report import print_table

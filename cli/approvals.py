@@ -7,12 +7,18 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from cli.app import app
-from cli.common import console, describe_or_fail, fail, load_settings, resolve_run, run, temporal
+from cli.common import (
+    console,
+    describe_or_fail,
+    fail,
+    load_settings,
+    resolve_run,
+    run,
+    temporal,
+)
 from domain.models import ApprovalAnswer, ApprovalPayload
+from workflows.messages import APPROVE_UPDATE, REJECT_UPDATE
 
-# Update names of DeployWorkflow (signals `approve` / `reject` carry the same payload, for the UI).
-APPROVE_UPDATE = "approve_update"
-REJECT_UPDATE = "reject_update"
 
 def _run_closed(message: str) -> bool:
     """Temporal's words when an update races the run's end."""

@@ -18,10 +18,10 @@ from rich.console import Console
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from runtime.codec import PayloadKeyError
 from domain.models import workflow_id_for
-from runtime.settings import Settings
+from runtime.codec import PayloadKeyError
 from runtime.connection import TemporalConfigError, connect
+from runtime.settings import Settings
 
 # Tables stay readable when output goes to a file or CI log (rich assumes 80 columns there).
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)

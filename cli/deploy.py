@@ -56,7 +56,7 @@ def bundle_folder(migrations_dir: Path) -> MigrationBundle:
         fail(str(exc))
     problems = bundle_problems(migrations)
     if problems:  # preflight refuses these too (bundles not built here); say it before starting a run
-        fail(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+        fail(problems[0].message + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     try:
         return build_bundle(migrations, revision=git_revision(migrations_dir), source=str(migrations_dir))
     except BundleTooLarge as exc:

@@ -7,13 +7,23 @@ import asyncio
 import json
 from dataclasses import dataclass
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.service import RPCError
 
 from cli.common import console, err_console
 from domain.models import Progress as RunProgress
 from domain.models import RunStatus
+from workflows.messages import final_status, query_status
 
 POLL_SECONDS = 0.5
 
@@ -26,32 +36,13 @@ class Snapshot:
     progress: RunProgress | None
 
 
-async def final_status(handle: WorkflowHandle) -> RunStatus | None:
-    """The RunStatus a finished run returned, or carried in its failure's details."""
-    try:
-        result = await handle.result()
-        return result if isinstance(result, RunStatus) else RunStatus.model_validate(result)
-    except WorkflowFailureError as exc:
-        cause = exc.cause
-        while cause is not None:
-            details = getattr(cause, "details", None)
-            if details:
-                for item in details:
-                    try:
-                        return RunStatus.model_validate(item)
-                    except Exception:  # noqa: BLE001 - not our model, keep looking
-                        continue
-            cause = cause.__cause__
-        return None
-
-
 async def snapshot(handle: WorkflowHandle) -> Snapshot:
     desc = await handle.describe()
     if desc.status != WorkflowExecutionStatus.RUNNING:
         closed = handle._client.get_workflow_handle(handle.id, run_id=desc.run_id)  # the run described, not a newer one
         return Snapshot(True, desc.status, await final_status(closed), None)
     try:
-        status = await handle.query("status", result_type=RunStatus)
+        status = await query_status(handle)
     except RPCError:
         status = None  # no worker polling right now
     progress = None

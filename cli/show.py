@@ -18,11 +18,22 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
 from cli.app import app
-from cli.common import console, describe_or_fail, fail, load_settings, looks_like_run_id, print_json, resolve_run, run, temporal
-from runtime.codec import PayloadKeyError
-from runtime.history import decode_history
+from cli.common import (
+    console,
+    describe_or_fail,
+    fail,
+    load_settings,
+    looks_like_run_id,
+    print_json,
+    resolve_run,
+    run,
+    temporal,
+)
 from domain.audit import Audit, SignalRecord, StageRecord, render_markdown
 from domain.models import DeployRequest, RunStatus
+from runtime.codec import PayloadKeyError
+from runtime.history import decode_history
+from workflows.messages import query_status
 
 RunArg = typer.Argument(..., help="Environment name (latest run), workflow id, WORKFLOW_ID/RUN_ID, or a run id.")
 
@@ -167,7 +178,7 @@ async def load_audit(client: Client, run_ref: str) -> Audit:
     audit = build_audit(client, desc.id, desc.run_id, status_name, list(history.events))
     if desc.status == WorkflowExecutionStatus.RUNNING:
         try:
-            audit.status = await handle.query("status", result_type=RunStatus)
+            audit.status = await query_status(handle)
         except RPCError:
             pass  # no worker up: the history alone is shown
     return audit

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from activities.db import DatabaseUnavailable, connect
-from activities.ledger_store import LedgerShapeError, MigrationLedger
+from activities.ledger import LedgerShapeError, MigrationLedger
 from cli.app import app
 from domain.dsn import InvalidDsn, check_dsn, redact_dsn, scrub
 from domain.models import Finding

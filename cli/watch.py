@@ -5,7 +5,14 @@ from __future__ import annotations
 import typer
 
 from cli.app import app
-from cli.common import console, describe_or_fail, load_settings, run, resolve_run, temporal
+from cli.common import (
+    console,
+    describe_or_fail,
+    load_settings,
+    resolve_run,
+    run,
+    temporal,
+)
 from cli.follow import follow, outcome_line
 
 RunArg = typer.Argument(..., help="Environment name, workflow id, or WORKFLOW_ID/RUN_ID.")

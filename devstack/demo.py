@@ -24,6 +24,7 @@ import time
 from devstack.incident import reproduce_incident
 from devstack.pgcluster import PgCluster
 from devstack.services import REPO, TemporalDevServer, WorkerProcess
+from workflows.messages import query_status
 
 RUN_DIR = REPO / ".run"
 EXAMPLE = REPO / "examples" / "incident" / "prisma" / "migrations"
@@ -43,7 +44,7 @@ def starter(env: dict[str, str], *args: str, check: bool = False) -> subprocess.
     return proc
 
 
-def query_status(env: dict[str, str]) -> dict | None:
+def latest_run_row(env: dict[str, str]) -> dict | None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "starter.py"), "runs", "--env", "prod", "--limit", "1", "--json"],
         env={**os.environ, **env}, cwd=REPO, capture_output=True, text=True,
@@ -60,7 +61,7 @@ async def wait_past_gate(address: str, stage: str) -> None:
     from temporalio.client import Client, WorkflowExecutionStatus
     from temporalio.contrib.pydantic import pydantic_data_converter
 
-    from domain.models import RunStatus, workflow_id_for
+    from domain.models import workflow_id_for
 
     client = await Client.connect(address, data_converter=pydantic_data_converter)
     handle = client.get_workflow_handle(workflow_id_for("prod"))
@@ -68,7 +69,7 @@ async def wait_past_gate(address: str, stage: str) -> None:
         desc = await handle.describe()
         if desc.status != WorkflowExecutionStatus.RUNNING:
             return
-        status = await handle.query("status", result_type=RunStatus)
+        status = await query_status(handle)
         if status.awaiting is not None and status.awaiting != stage:
             return
         if status.awaiting is None and status.stage not in ("preflight", stage):
@@ -150,7 +151,7 @@ def main() -> int:
 
         say("Status after the run")
         code = starter({"DATABASE_URL": dsn}, "status", "--migrations-dir", str(EXAMPLE)).returncode
-        row = query_status(starter_env)
+        row = latest_run_row(starter_env)
         outcome = row.get("outcome") if row else None
         print(f"\nrun outcome: {outcome}; status exit code: {code}")
         if keep:

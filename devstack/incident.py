@@ -24,7 +24,7 @@ import asyncpg
 import typer
 
 from activities.db import DatabaseUnavailable, connect
-from activities.ledger_store import MigrationLedger
+from activities.ledger import MigrationLedger
 from domain.prisma.checksum import sha256_hex
 from domain.prisma.errors import migration_failed_logs
 from domain.prisma.folder import MigrationFolderError, read_migrations_dir

@@ -14,7 +14,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from domain.models import ApprovalPayload, ApprovalPolicy, ApprovalRecord, DeployPlan, Stage
+from domain.models import (
+    ApprovalPayload,
+    ApprovalPolicy,
+    ApprovalRecord,
+    DeployPlan,
+    Stage,
+)
 
 DECISIONS = ("approve", "reject")
 GATE_STAGES = (Stage.resolve.value, Stage.deploy.value, Stage.verify.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from domain.models import MAX_BUNDLE_BYTES, BundledMigration, MigrationBundle
+from domain.models import MAX_BUNDLE_BYTES, Blocker, BlockerCode, BundledMigration, MigrationBundle
 
 
 class BundleTooLarge(ValueError):
@@ -15,34 +15,33 @@ class BundleTooLarge(ValueError):
 BOM = "\ufeff"
 
 
-def bundle_problems(migrations: Iterable[_Migration], runnable: Iterable[str] | None = None) -> list[str]:
-    """What makes a bundle unsafe to run, one sentence each: a name listed twice (possible in a
+def bundle_problems(migrations: Iterable[_Migration], runnable: Iterable[str] | None = None) -> list[Blocker]:
+    """What makes a bundle unsafe to run, each a blocker of one sentence: a name listed twice (possible in a
     bundle built by hand: the run would mistake the second for the first), names that differ only
     in case (two folders on Linux, one on macOS/Windows checkouts), and a migration.sql starting
     with a byte order mark (PostgreSQL rejects it, Prisma would fail mid-deploy). `runnable`
     limits the BOM check to the migrations the run would execute (default: all)."""
     migrations = list(migrations)
-    problems: list[str] = []
+    problems: list[Blocker] = []
     seen: set[str] = set()
     folded: dict[str, str] = {}
     for m in migrations:
         if m.name in seen:
-            problems.append(f"migration {m.name} appears more than once in the bundle; list each migration once")
+            problems.append(Blocker(code=BlockerCode.duplicate_name, migration=m.name, message=(
+                f"migration {m.name} appears more than once in the bundle; list each migration once")))
             continue
         seen.add(m.name)
         other = folded.setdefault(m.name.casefold(), m.name)
         if other != m.name:
-            problems.append(
+            problems.append(Blocker(code=BlockerCode.case_duplicate_name, migration=m.name, message=(
                 f"migrations {other} and {m.name} differ only in case: they are one folder on macOS and Windows "
-                "checkouts and two on Linux, so the history would depend on the machine; rename one"
-            )
+                "checkouts and two on Linux, so the history would depend on the machine; rename one")))
     wanted = None if runnable is None else set(runnable)
     for m in migrations:
         if m.sql.startswith(BOM) and (wanted is None or m.name in wanted):
-            problems.append(
+            problems.append(Blocker(code=BlockerCode.byte_order_mark, migration=m.name, message=(
                 f"{m.name}/migration.sql starts with a UTF-8 byte order mark (BOM), which PostgreSQL rejects; "
-                "save it as UTF-8 without BOM"
-            )
+                "save it as UTF-8 without BOM")))
     return problems
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from domain.risk import Risk, Severity
 
@@ -99,13 +99,53 @@ class Finding(BaseModel):
     statement: str | None = None
 
 
+class RollbackSource(StrEnum):
+    down_sql = "down.sql"  # the migration's own down.sql
+    derived = "derived"  # derived from its SQL (domain.sql.rollback)
+
+
+class BlockerCode(StrEnum):
+    """Why a plan stops the run before any change (stable: tests, the CLI and the UI switch on it)."""
+
+    needs_baseline = "needs_baseline"  # P3005: tables but no _prisma_migrations
+    modified = "modified"  # an applied migration's file changed
+    duplicate_unfinished_rows = "duplicate_unfinished_rows"
+    failed_blocks_migrate = "failed_blocks_migrate"  # P3009 under operation 'migrate'
+    failed_needs_human = "failed_needs_human"
+    failed_phantom = "failed_phantom"  # failed in the ledger, no folder
+    unknown_state = "unknown_state"
+    unparseable_sql = "unparseable_sql"
+    unparseable_verify_sql = "unparseable_verify_sql"
+    duplicate_name = "duplicate_name"
+    case_duplicate_name = "case_duplicate_name"
+    byte_order_mark = "byte_order_mark"
+    plan_too_large = "plan_too_large"
+    result_too_large = "result_too_large"
+    legacy = "legacy"  # a blocker recorded as plain text by an older version
+
+
+class Blocker(BaseModel):
+    code: BlockerCode
+    message: str
+    migration: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        # Histories recorded before blockers had codes hold plain sentences.
+        return {"code": BlockerCode.legacy, "message": value} if isinstance(value, str) else value
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class PlannedMigration(BaseModel):
     name: str
     action: Action
     reason: str
     checksum: str | None = None
     in_transaction: bool = True
-    rollback: str | None = None  # "down.sql" | "derived" | None
+    rollback: RollbackSource | None = None
     rollback_sql: str | None = None
     risk: Risk = Risk.low
     findings: list[Finding] = Field(default_factory=list)
@@ -119,7 +159,7 @@ class DeployPlan(BaseModel):
     server_version: str = ""
     ledger_exists: bool = True
     migrations: list[PlannedMigration] = Field(default_factory=list)
-    blockers: list[str] = Field(default_factory=list)  # non-empty: the run stops before any change
+    blockers: list[Blocker] = Field(default_factory=list)  # non-empty: the run stops before any change
     notes: list[str] = Field(default_factory=list)
     risk: Risk = Risk.low
     required_approvals: int = 1
@@ -293,7 +333,7 @@ class UndoStep(BaseModel):
 
     name: str
     ledger_id: str
-    rollback: str | None = None  # "down.sql" | "derived" | None
+    rollback: RollbackSource | None = None
     rollback_sql: str | None = None
     in_transaction: bool = True
     # Set for this run's failed migration when its failure provably changed nothing (rolled-back

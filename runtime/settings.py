@@ -23,6 +23,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.facts import EnvironmentPolicy
+from domain.risk import Risk
+
 GateStage = Literal["resolve", "deploy", "verify"]
 
 
@@ -38,12 +41,22 @@ class EnvironmentSettings(BaseModel):
     allow_self_approval: bool = True
     approval_timeout: timedelta = timedelta(hours=24)
     # Distinct approvals a gate needs, by the plan's risk level (see domain.risk.Risk).
-    required_approvals: dict[str, int] = Field(default_factory=lambda: {"low": 1, "medium": 1, "high": 1})
+    required_approvals: dict[Risk, int] = Field(default_factory=lambda: {Risk.low: 1, Risk.medium: 1, Risk.high: 1})
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
     # Replay the applied history into a shadow database and compare schemas during preflight:
     # auto = when the ledger has phantoms or edited migrations; needs the CREATEDB privilege.
     drift_proof: Literal["auto", "always", "never"] = "auto"
+
+    def policy(self) -> EnvironmentPolicy:
+        """The approval rules of this environment, as the plan needs them (no database URL)."""
+        return EnvironmentPolicy(
+            gates=list(self.gates),
+            approvers=list(self.approvers),
+            allow_self_approval=self.allow_self_approval,
+            approval_timeout=self.approval_timeout,
+            required_approvals=dict(self.required_approvals),
+        )
 
     @field_validator("database_url")
     @classmethod

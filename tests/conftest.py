@@ -19,7 +19,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.pgcluster import PgCluster
-from devstack.temporal import search_attribute_flags, temporal_cli_path, temporal_test_server_path
+from devstack.temporal import (
+    search_attribute_flags,
+    temporal_cli_path,
+    temporal_test_server_path,
+)
 from domain import search_attributes
 
 # A known password: the secrets tests assert it never reaches workflow history or logs.

@@ -13,7 +13,12 @@ import asyncpg
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.deploy import DeployHooks
+from activities.apply import ApplyActivities
+from activities.compensate import CompensateActivities
+from activities.preflight import PreflightActivities
+from activities.resolve import ResolveActivities
+from activities.target import TargetDatabases
+from activities.verify import VerifyActivities
 from domain.bundle import build_bundle
 from domain.models import (
     BundledMigration,
@@ -26,6 +31,7 @@ from domain.prisma.checksum import sha256_hex
 from domain.prisma.folder import read_migrations_dir
 from runtime.settings import EnvironmentSettings, Settings
 from worker import build_worker
+from workflows import messages
 from workflows.start import WORKFLOW_NAME, start_options
 
 INCIDENT_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
@@ -45,11 +51,27 @@ def new_worker(
     client: Client,
     settings: Settings,
     *,
-    hooks: DeployHooks | None = None,
     task_queue: str | None = None,
     **options: Any,
 ) -> Worker:
-    return build_worker(client, settings, task_queue=task_queue or f"tq-{uuid.uuid4()}", hooks=hooks, **options)
+    """A worker on a private task queue; `activities=[...]` replaces the real ones (registered by name)."""
+    return build_worker(client, settings, task_queue=task_queue or f"tq-{uuid.uuid4()}", **options)
+
+
+class StageActivities:
+    """The real activities of every stage for `settings`, as the worker builds them (one shared
+    TargetDatabases), for tests that call them directly (ActivityEnvironment) or wrap one."""
+
+    def __init__(self, settings: Settings) -> None:
+        targets = TargetDatabases(settings)
+        self.preflight = PreflightActivities(targets).preflight
+        self.resolve = ResolveActivities(targets).resolve
+        self.deploy = ApplyActivities(targets).deploy
+        self.verify = VerifyActivities(targets).verify
+        self.compensate = CompensateActivities(targets).compensate
+
+    def all(self) -> list[Any]:
+        return [self.preflight, self.resolve, self.deploy, self.verify, self.compensate]
 
 
 def migration(name: str, sql: str, down: str | None = None, verify: str | None = None) -> BundledMigration:
@@ -111,14 +133,9 @@ def approval(stage: str, approver: str, fingerprint: str | None = None, comment:
 
 async def final_status(handle: WorkflowHandle) -> RunStatus:
     """The RunStatus a run returned, or the one carried in its failure's details."""
-    from temporalio.client import WorkflowFailureError
-
-    try:
-        return await handle.result()
-    except WorkflowFailureError as exc:
-        details = getattr(exc.cause, "details", None) or ()
-        assert details, f"the run failed without a RunStatus in its details: {exc.cause}"
-        return RunStatus.model_validate(details[0])
+    status = await messages.final_status(handle)
+    assert status is not None, "the run ended without a RunStatus (result or failure details)"
+    return status
 
 
 async def catalog_dump(conn: asyncpg.Connection) -> dict[str, Any]:

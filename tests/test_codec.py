@@ -26,16 +26,25 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from runtime import connection as temporal_client
 from cli.common import CliError
 from cli.show import load_audit
-from runtime.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, key_id
-from runtime.history import decode_history
 from devstack.services import REPO, WorkerProcess, free_port, wait_for_port
 from devstack.temporal import search_attribute_flags, temporal_cli_path
 from domain.models import ApprovalAnswer, Outcome, RunStatus
+from runtime import connection as temporal_client
+from runtime.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, key_id
+from runtime.history import decode_history
 from runtime.settings import Settings
-from tests.helpers import approval, final_status, make_settings, migration, new_worker, request, start, wait_gate
+from tests.helpers import (
+    approval,
+    final_status,
+    make_settings,
+    migration,
+    new_worker,
+    request,
+    start,
+    wait_gate,
+)
 from tests.ui_helpers import wait_ui_backend
 from workflows.start import WORKFLOW_NAME, start_options
 

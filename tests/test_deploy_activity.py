@@ -14,7 +14,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.deploy import MigrationActivities
 from domain.models import (
     CompensateInput,
     DeployInput,
@@ -24,18 +23,24 @@ from domain.models import (
 from domain.plan import RUNS_IN_DEPLOY
 from domain.prisma.ledger import ADVISORY_LOCK_KEY
 from tests.conftest import PG_TEST_PASSWORD
-from tests.helpers import ledger_rows, make_settings, migration, request
+from tests.helpers import (
+    StageActivities,
+    ledger_rows,
+    make_settings,
+    migration,
+    request,
+)
 
 A = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT PRIMARY KEY, "v" TEXT);', down='DROP TABLE "a";')
 B = migration("20250102000000_b", """INSERT INTO "a" ("id", "v") VALUES (1, 'one');""")
 BAD = migration("20250103000000_bad", 'CREATE TABLE "half" ("id" INT);\nSELECT 1 / 0;')
 
 
-def acts(database_url: str, **env) -> MigrationActivities:
-    return MigrationActivities(make_settings("t", database_url, **env))
+def acts(database_url: str, **env) -> StageActivities:
+    return StageActivities(make_settings("t", database_url, **env))
 
 
-async def plan_and_marks(a: MigrationActivities, migs, **kwargs):
+async def plan_and_marks(a: StageActivities, migs, **kwargs):
     result = await ActivityEnvironment().run(a.preflight, request("t", list(migs), **kwargs))
     plan = result.plan
     marks = RunMarks(deploy_ids={m.name: str(uuid.uuid4()) for m in plan.by_action(*RUNS_IN_DEPLOY)},
@@ -183,7 +188,7 @@ async def test_errors_never_carry_the_password(database_url: str) -> None:
     wrong = database_url.replace(PG_TEST_PASSWORD, "not-" + PG_TEST_PASSWORD) if PG_TEST_PASSWORD in database_url else None
     if wrong is None:
         pytest.skip("the suite runs against an external server without the test password")
-    a = MigrationActivities(make_settings("t", wrong))
+    a = StageActivities(make_settings("t", wrong))
     with pytest.raises(ApplicationError) as err:
         await ActivityEnvironment().run(a.preflight, request("t", [A]))
     assert err.value.type == "DatabaseUnavailable"

@@ -20,9 +20,9 @@ import pytest
 from temporalio import activity, workflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from runtime.connection import connect
 from runtime.health import HealthConfigError, WorkerHealth, check_file, worker_runtime
 from runtime.settings import Settings
-from runtime.connection import connect
 
 REPO = Path(__file__).resolve().parents[1]
 

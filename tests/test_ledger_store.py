@@ -6,7 +6,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from activities.ledger_store import LedgerShapeError, MigrationLedger, utcnow
+from activities.ledger import LedgerShapeError, MigrationLedger, utcnow
 from domain.prisma.diagnosis import diagnose
 from domain.prisma.folder import read_migrations_dir
 from domain.prisma.ledger import CREATE_TABLE_DDL

@@ -7,8 +7,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from activities.evidence import Evidence
-from domain.models import Action, DeployPlan, Operation, RunMarks, Stage
-from domain.plan import build_plan, ledger_digest, run_stages
+from domain.models import Action, BlockerCode, DeployPlan, Operation, RunMarks, Stage
+from domain.fingerprint import ledger_digest
+from domain.plan import build_plan
+from domain.stages import run_stages
 from domain.prisma.diagnosis import diagnose
 from domain.prisma.ledger import LedgerRow, LedgerSnapshot
 from domain.sql.rules import analyze_migration
@@ -77,7 +79,8 @@ def test_failed_migration_decisions_follow_the_evidence() -> None:
     partial = Evidence(migration=UPD.name, summary=["column present", "update unknown"])
     plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: partial})
     assert actions(plan)[UPD.name] == Action.needs_human
-    assert plan.blockers and UPD.name in plan.blockers[0] and "column present" in plan.blockers[0]
+    assert [b.code for b in plan.blockers] == [BlockerCode.failed_needs_human]
+    assert plan.blockers[0].migration == UPD.name and "column present" in plan.blockers[0].message
     assert not any("up to date" in note for note in plan.notes)  # blocked is not "nothing to do"
     # every effect present: resolve --applied, never re-run
     present = Evidence(migration=UPD.name, all_present=True)
@@ -98,19 +101,19 @@ def test_idempotent_failed_migration_is_reapplied_even_with_some_effects_present
 def test_blockers_modified_baseline_duplicates_and_migrate_over_failed() -> None:
     plan = plan_for([INIT], snap(row(INIT.name, "0" * 64)))
     assert actions(plan)[INIT.name] == Action.needs_human
-    assert "modified after it was applied" in plan.blockers[0]
+    assert plan.blockers[0].code == BlockerCode.modified and "modified after it was applied" in plan.blockers[0].message
 
     plan = plan_for([INIT], snap(table=False, others=("users",)))
-    assert "P3005" in plan.blockers[0]
+    assert plan.blockers[0].code == BlockerCode.needs_baseline and "P3005" in plan.blockers[0].message
 
     dup = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, minutes=1, logs="a"),
                row(FILL.name, FILL.checksum, finished=False, minutes=2, logs="b"))
     plan = plan_for([INIT, FILL], dup, evidence={FILL.name: absent(FILL.name)})
-    assert any("2 unfinished rows" in b for b in plan.blockers)
+    assert any(b.code == BlockerCode.duplicate_unfinished_rows and "2 unfinished rows" in b.message for b in plan.blockers)
 
     failed = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, logs="x"))
     plan = plan_for([INIT, FILL], failed, evidence={FILL.name: absent(FILL.name)}, operation=Operation.migrate)
-    assert any("P3009" in b for b in plan.blockers)
+    assert any(b.code == BlockerCode.failed_blocks_migrate and "P3009" in b.message for b in plan.blockers)
 
     failed_phantom = snap(row(INIT.name, INIT.checksum), row("20230101000000_gone", "e" * 64, finished=False, logs="x"))
     plan = plan_for([INIT], failed_phantom)
@@ -176,7 +179,7 @@ def _big_plan(n: int, statement_bytes: int) -> DeployPlan:
 
 
 def test_a_plan_too_big_for_a_temporal_payload_is_trimmed_not_truncated() -> None:
-    from domain.plan import _plan_size, fit_to_budget
+    from domain.plan_budget import _plan_size, fit_to_budget
 
     plan = _big_plan(400, 3000)
     assert _plan_size(plan) > 2_000_000
@@ -190,13 +193,14 @@ def test_a_plan_too_big_for_a_temporal_payload_is_trimmed_not_truncated() -> Non
     assert fitted.fingerprint == plan.fingerprint and any("trimmed" in n for n in fitted.notes)
     # A plan that cannot fit even bare blocks the run before any change.
     bare = fit_to_budget(_big_plan(400, 10), budget=10_000)
-    assert bare.blockers and "too large" in bare.blockers[0]
+    assert bare.blockers and bare.blockers[0].code == BlockerCode.plan_too_large and "too large" in bare.blockers[0].message
 
 
 def test_a_run_whose_results_would_not_fit_is_refused_up_front() -> None:
-    from domain.plan import result_too_large
+    from domain.plan_budget import result_too_large
 
     assert result_too_large(_big_plan(50, 10)) is None
     huge = _big_plan(8000, 10)
     problem = result_too_large(huge)
-    assert problem and "smaller steps" in problem and "4000 migrations to apply" in problem
+    assert problem and problem.code == BlockerCode.result_too_large
+    assert "smaller steps" in problem.message and "4000 migrations to apply" in problem.message

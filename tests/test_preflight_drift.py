@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncpg
 from temporalio.testing import ActivityEnvironment
 
-from activities.deploy import MigrationActivities
 from devstack.incident import reproduce_incident
-from tests.helpers import incident_request, make_settings
+from domain.models import BlockerCode
+from tests.helpers import StageActivities, incident_request, make_settings
 
 
 async def _plan(database_url: str, **env):
     settings = make_settings("prod", database_url, **env)
-    result = await ActivityEnvironment().run(MigrationActivities(settings).preflight, incident_request("prod"))
+    result = await ActivityEnvironment().run(StageActivities(settings).preflight, incident_request("prod"))
     return result.plan
 
 
@@ -62,5 +62,5 @@ async def test_unparseable_verify_sql_blocks_the_plan_before_any_change(database
 
     settings = make_settings("dev", database_url)
     req = request("dev", [migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT);', verify="SELEC 1;")])
-    result = await ActivityEnvironment().run(MigrationActivities(settings).preflight, req)
-    assert any("verify.sql of 20250101000000_a" in b for b in result.plan.blockers)
+    result = await ActivityEnvironment().run(StageActivities(settings).preflight, req)
+    assert [(b.code, b.migration) for b in result.plan.blockers] == [(BlockerCode.unparseable_verify_sql, "20250101000000_a")]

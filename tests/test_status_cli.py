@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from activities.ledger_store import MigrationLedger
+from activities.ledger import MigrationLedger
 from domain.prisma.folder import read_migrations_dir
 from tests.conftest import PG_TEST_PASSWORD
 from tests.oracle import engine_diagnosis, prisma

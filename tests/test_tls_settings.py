@@ -18,8 +18,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import TLSConfig
 
-from runtime.settings import Settings
 from runtime.connection import TemporalConfigError, api_key, connect, tls_config
+from runtime.settings import Settings
 
 # -- a throwaway PKI ----------------------------------------------------------------------------
 

@@ -23,7 +23,13 @@ from cli.show import load_audit
 from domain.audit import render_markdown
 from domain.models import ApprovalAnswer, Outcome, RunStatus
 from tests.helpers import final_status, wait_gate
-from tests.ui_helpers import dev_server_with_ui, incident_run_at_gate, ui_csrf_client, ui_signal_body, ui_signal_path
+from tests.ui_helpers import (
+    dev_server_with_ui,
+    incident_run_at_gate,
+    ui_csrf_client,
+    ui_signal_body,
+    ui_signal_path,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "ui-approval"

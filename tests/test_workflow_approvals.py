@@ -10,7 +10,16 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from devstack.incident import reproduce_incident
 from domain.models import ApprovalAnswer, ApprovalPayload, Outcome, RunStatus
-from tests.helpers import approval, final_status, incident_request, make_settings, new_worker, start, wait_gate, wait_status
+from tests.helpers import (
+    approval,
+    final_status,
+    incident_request,
+    make_settings,
+    new_worker,
+    start,
+    wait_gate,
+    wait_status,
+)
 
 
 async def refused(handle, update: str, payload) -> str:

@@ -8,13 +8,14 @@ from datetime import timedelta
 
 import asyncpg
 import pytest
+from temporalio import activity
 from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
-from activities.deploy import DeployHooks
 from devstack.incident import LANDING, LEADS, reproduce_incident
-from domain.models import Outcome, RunStatus, workflow_id_for
+from domain.models import DeployInput, DeployResult, Outcome, RunStatus, workflow_id_for
 from tests.helpers import (
+    StageActivities,
     activity_attempts,
     approval,
     catalog_dump,
@@ -144,7 +145,20 @@ async def test_deploy_attempt_killed_after_commits_applies_each_migration_exactl
         migs.append(migration(name, f"INSERT INTO \"applied_log\" VALUES ('{name}');",
                               down=f"DELETE FROM \"applied_log\" WHERE name = '{name}';"))
     settings = make_settings("dev", database_url)
-    async with new_worker(client, settings, hooks=DeployHooks(crash_after=3)) as worker:
+    real = StageActivities(settings)
+
+    @activity.defn(name="deploy")
+    async def deploy_that_crashes_after_three_commits(inp: DeployInput) -> DeployResult:
+        # Attempt 1 commits three migrations, then its worker "dies": the result never reaches the
+        # workflow and Temporal retries the activity, which must skip what is already applied.
+        if activity.info().attempt == 1:
+            await real.deploy(inp.model_copy(update={"migrations": inp.migrations[:3]}))
+            raise ApplicationError("simulated worker crash after three commits")
+        return await real.deploy(inp)
+
+    stages = real.all()
+    stages[2] = deploy_that_crashes_after_three_commits
+    async with new_worker(client, settings, activities=stages) as worker:
         handle = await start(client, worker, request("dev", migs))
         final: RunStatus = await handle.result()
         history = await history_json(handle)

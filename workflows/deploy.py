@@ -1,20 +1,10 @@
 """DeployWorkflow: preflight -> [gate] resolve -> [gate] deploy -> [gate] verify, with compensation.
 
-One run per environment (workflow id `prisma-deploy-<env>`). Deterministic and I/O-free: the
-database work is in activities/deploy.py, the decisions in domain/plan.py and domain/approval.py.
-Everything the run decides from (plan, approval policy) comes back from preflight, so it is in
-history.
-
-Messages (names are the contract of the CLI and the Temporal UI):
-- signals `approve`, `reject`: payload {"stage", "approver", "comment", "fingerprint"}; any JSON is
-  accepted and judged, refused attempts are recorded, never dropped;
-- updates `approve_update`, `reject_update`: same payload, answer ApprovalAnswer; a refused attempt
-  is recorded too and fails the update with the reason (ApplicationError type ApprovalRefused);
-- query `status` -> RunStatus.
-
-Result: RunStatus when the outcome is `succeeded` (or a plan-only run); otherwise, after
-compensation, a non-retryable ApplicationError naming the cause whose details[0] is the final
-RunStatus (as JSON).
+One run per environment (workflow id `prisma-deploy-<env>`). Orchestration only, deterministic and
+I/O-free: the database work is in activities/ (one module per stage), the decisions in
+domain/plan.py (the plan) and domain/approval.py (each approval attempt), what the UI shows in
+domain/details.py, what to undo in domain/undo.py. Everything the run decides from (plan, approval
+policy) comes back from preflight, so it is in history. Messages and the result: workflows/messages.py.
 """
 
 from __future__ import annotations
@@ -28,9 +18,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.deploy import MigrationActivities
+    from activities.apply import ApplyActivities
+    from activities.compensate import CompensateActivities
     from activities.failures import NON_RETRYABLE
-    from domain import approval
+    from activities.preflight import PreflightActivities
+    from activities.resolve import ResolveActivities
+    from activities.verify import VerifyActivities
+    from domain import approval, details
     from domain import search_attributes as sa
     from domain.models import (
         Action,
@@ -50,10 +44,17 @@ with workflow.unsafe.imports_passed_through():
         RunMarks,
         RunStatus,
         Stage,
-        UndoStep,
         VerifyInput,
     )
-    from domain.plan import OPERATION_STAGES, RUNS_IN_DEPLOY, RUNS_IN_RESOLVE, stage_has_work
+    from domain.stages import (
+        OPERATION_STAGES,
+        RUNS_IN_DEPLOY,
+        RUNS_IN_RESOLVE,
+        VERIFIED,
+        run_stages,
+    )
+    from domain.undo import undo_steps
+    from workflows import messages
     from workflows.start import WORKFLOW_NAME
 
 _QUICK_RETRY = RetryPolicy(
@@ -156,8 +157,9 @@ class DeployWorkflow:
         try:
             await self._preflight()
             if not request.plan_only:
+                stages = run_stages(self._plan)
                 for stage in OPERATION_STAGES[request.operation]:
-                    if not stage_has_work(self._plan, stage):
+                    if stage not in stages:
                         self._status.notes.append(f"{stage}: nothing to do")
                         continue
                     await self._gate(stage)
@@ -174,10 +176,9 @@ class DeployWorkflow:
 
     async def _preflight(self) -> None:
         self._enter(Stage.preflight)
-        self._details(f"### Preflight on `{self._req.environment}`\nReading the ledger and analysing "
-                      f"{len(self._req.bundle.migrations)} migration(s).")
+        self._details(details.preflight(self._req.environment, len(self._req.bundle.migrations)))
         result: PreflightResult = await workflow.execute_activity_method(
-            MigrationActivities.preflight,
+            PreflightActivities.preflight,
             self._req,
             start_to_close_timeout=PREFLIGHT_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -199,9 +200,9 @@ class DeployWorkflow:
         if plan.blockers:
             raise _Stop(
                 Outcome.failed_needs_attention,
-                f"the plan is blocked, nothing was changed: {plan.blockers[0]}"
+                f"the plan is blocked, nothing was changed: {plan.blockers[0].message}"
                 + (f" (and {len(plan.blockers) - 1} more)" if len(plan.blockers) > 1 else ""),
-                human_action="; ".join(plan.blockers),
+                human_action="; ".join(b.message for b in plan.blockers),
             )
 
     async def _run_stage(self, stage: Stage) -> None:
@@ -221,10 +222,10 @@ class DeployWorkflow:
             self._status.notes.append("dry run: resolve skipped (would resolve " +
                                       ", ".join(f"{m.name} as {m.action}" for m in todo) + ")")
             return
-        self._details(f"### Resolving on `{plan.environment}`\n" + "\n".join(f"- `{m.name}`: {m.action}" for m in todo))
+        self._details(details.resolving(plan.environment, todo))
         self._resolve_started = True  # compensation is registered before the step can change anything
         result = await workflow.execute_activity_method(
-            MigrationActivities.resolve,
+            ResolveActivities.resolve,
             ResolveInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_RESOLVE), marks=self._marks),
             start_to_close_timeout=RESOLVE_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
@@ -242,13 +243,11 @@ class DeployWorkflow:
         if self._req.dry_run:
             self._status.notes.append("dry run: deploy skipped (would apply " + ", ".join(m.name for m in todo) + ")")
             return
-        self._details(f"### Deploying {len(todo)} migration(s) on `{plan.environment}`\n"
-                      + "\n".join(f"- `{m.name}`" for m in todo)
-                      + "\n\nProgress is in the deploy activity's heartbeat details.")
+        self._details(details.deploying(plan.environment, todo))
         self._status.progress = Progress(done=0, total=len(todo), current=todo[0].name if todo else None)
         self._deploy_started = True
         result = await workflow.execute_activity_method(
-            MigrationActivities.deploy,
+            ApplyActivities.deploy,
             DeployInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_DEPLOY), migrations=todo,
                         marks=self._marks),
             start_to_close_timeout=DEPLOY_TIMEOUT,
@@ -272,12 +271,12 @@ class DeployWorkflow:
         if self._req.dry_run and self._req.operation != "verify":
             self._status.notes.append("dry run: verify skipped (nothing was applied)")
             return
-        self._details(f"### Verifying `{plan.environment}`")
+        self._details(details.verifying(plan.environment))
         result = await workflow.execute_activity_method(
-            MigrationActivities.verify,
+            VerifyActivities.verify,
             VerifyInput(
                 environment=plan.environment,
-                plan=_slim(plan, *RUNS_IN_DEPLOY, Action.resolve_applied, Action.already_applied),
+                plan=_slim(plan, *VERIFIED),
                 # verify compares checksums and runs verify.sql: the migration bodies stay out
                 migrations=[m.model_copy(update={"sql": "", "down_sql": None}) for m in self._req.bundle.migrations],
             ),
@@ -303,7 +302,7 @@ class DeployWorkflow:
         self._status.awaiting = stage
         self._status.approvals_needed = needed
         self._upsert(sa.STAGE.value_set(f"awaiting-{stage}"))
-        self._details(self._gate_markdown(stage))
+        self._details(self._gate_details(stage))
         try:
             await workflow.wait_condition(
                 lambda: approval.rejection(self._status.approvals, self._status.gates_passed) is not None
@@ -325,35 +324,11 @@ class DeployWorkflow:
     def _gates(self) -> list[str]:
         if self._plan is None or self._policy is None or self._req.plan_only:
             return []
-        return [str(s) for s in OPERATION_STAGES[self._plan.operation]
-                if s in self._policy.gates and stage_has_work(self._plan, s)]
+        return [str(s) for s in run_stages(self._plan) if s in self._policy.gates]
 
-    def _gate_markdown(self, stage: Stage) -> str:
-        plan, policy = self._plan, self._policy
+    def _gate_details(self, stage: Stage) -> str:
         have = len(approval.approvers_of(self._status.approvals, stage))
-        lines = [
-            f"### Waiting for approval: **{stage}** on `{plan.environment}`",
-            "",
-            f"Plan fingerprint: `{plan.fingerprint}` · risk **{plan.risk}** · "
-            f"{policy.required_approvals} distinct approval(s) needed, {have} so far",
-            f"Approvers: {', '.join(policy.approvers) or 'anyone'}"
-            + ("" if policy.allow_self_approval else f" (not the requester, {self._req.requested_by})"),
-            f"Expires after {policy.approval_timeout} without a decision.",
-            "",
-        ]
-        for m in plan.migrations:
-            if m.action != Action.already_applied:
-                lines.append(f"- `{m.name}`: **{m.action}** — {m.reason}")
-        lines += [
-            "",
-            "To approve: More Actions → Send a Signal → `approve`, input:",
-            "```json",
-            f'{{"stage": "{stage}", "approver": "<your name>", "comment": "ok", "fingerprint": "{plan.fingerprint}"}}',
-            "```",
-            f"To reject: signal `reject` with the same payload. CLI: `starter.py approve {plan.environment} "
-            f"--stage {stage} --by <you> --fingerprint {plan.fingerprint}` (or `reject`).",
-        ]
-        return "\n".join(lines)
+        return details.gate(stage, self._plan, self._policy, self._req.requested_by, have)
 
     # -- messages -------------------------------------------------------------------------------
     def _attempt(self, decision: str, via: str, payload: Any) -> ApprovalRecord:
@@ -377,12 +352,12 @@ class DeployWorkflow:
                                        "refusal": record.refusal}
         )
         if self._status.awaiting and record.accepted:
-            self._details(self._gate_markdown(Stage(self._status.awaiting)))
+            self._details(self._gate_details(Stage(self._status.awaiting)))
         return record
 
     def _answer(self, record: ApprovalRecord) -> ApprovalAnswer:
         if not record.accepted:
-            raise ApplicationError(record.refusal or "refused", type="ApprovalRefused", non_retryable=True)
+            raise ApplicationError(record.refusal or "refused", type=messages.APPROVAL_REFUSED, non_retryable=True)
         if record.decision == "reject":
             return ApprovalAnswer(accepted=True, message=f"{record.stage} rejected by {record.approver}")
         needed = self._policy.required_approvals if self._policy else 1
@@ -390,27 +365,27 @@ class DeployWorkflow:
         more = f" ({have}/{needed}, waiting for {needed - have} more)" if have < needed else ""
         return ApprovalAnswer(accepted=True, message=f"{record.stage} approved by {record.approver}{more}")
 
-    @workflow.signal(name="approve", description=(
+    @workflow.signal(name=messages.APPROVE_SIGNAL, description=(
         'Approve the awaited gate. Input: {"stage": "resolve|deploy|verify", "approver": "<your name>", '
         '"comment": "...", "fingerprint": "<plan fingerprint from Current Details>"}'))
     def approve(self, payload: Any) -> None:
         self._attempt("approve", "signal", payload)
 
-    @workflow.signal(name="reject", description=(
+    @workflow.signal(name=messages.REJECT_SIGNAL, description=(
         'Reject a gate; the run stops and undoes its changes. Input: {"stage": "...", '
         '"approver": "<your name>", "comment": "why", "fingerprint": "..."}'))
     def reject(self, payload: Any) -> None:
         self._attempt("reject", "signal", payload)
 
-    @workflow.update(name="approve_update")
+    @workflow.update(name=messages.APPROVE_UPDATE)
     def approve_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
         return self._answer(self._attempt("approve", "update", payload))
 
-    @workflow.update(name="reject_update")
+    @workflow.update(name=messages.REJECT_UPDATE)
     def reject_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
         return self._answer(self._attempt("reject", "update", payload))
 
-    @workflow.query(name="status")
+    @workflow.query(name=messages.STATUS_QUERY)
     def status(self) -> RunStatus:
         return self._status
 
@@ -432,23 +407,11 @@ class DeployWorkflow:
     async def _compensate(self) -> tuple[bool, str | None]:
         self._enter(Stage.compensate)
         plan = self._plan
-        undo: list[UndoStep] = []
-        if self._deploy_started:
-            for m in reversed(plan.by_action(*RUNS_IN_DEPLOY)):
-                undo.append(UndoStep(
-                    name=m.name,
-                    ledger_id=self._marks.deploy_ids[m.name],
-                    rollback=m.rollback,
-                    rollback_sql=m.rollback_sql,
-                    in_transaction=m.in_transaction,
-                    failed_without_effects=bool(self._failed and self._failed.name == m.name and not self._failed.partial),
-                ))
-        self._details(f"### Undoing this run's changes on `{plan.environment}`\n"
-                      + "\n".join(f"- `{s.name}` ({s.rollback or 'no rollback'})" for s in undo)
-                      + ("\n- restore resolve decisions" if self._resolve_started else ""))
+        undo = undo_steps(plan, self._marks, deploy_started=self._deploy_started, failed=self._failed)
+        self._details(details.undoing(plan.environment, [(s.name, s.rollback) for s in undo], self._resolve_started))
         try:
             result = await workflow.execute_activity_method(
-                MigrationActivities.compensate,
+                CompensateActivities.compensate,
                 CompensateInput(environment=plan.environment, undo=undo, marks=self._marks),
                 start_to_close_timeout=COMPENSATE_TIMEOUT,
                 heartbeat_timeout=self._heartbeat,
@@ -468,8 +431,7 @@ class DeployWorkflow:
         st.stage = Stage.done
         st.awaiting = None
         self._upsert(sa.STAGE.value_set(Stage.done.value), sa.OUTCOME.value_set(str(st.outcome)))
-        self._details(f"### {st.outcome} on `{st.environment}`" + (f"\n\n{st.error}" if st.error else "")
-                      + (f"\n\n**Needs a person:** {st.human_action}" if st.human_action else ""))
+        self._details(details.finished(st))
         await workflow.wait_condition(workflow.all_handlers_finished)
         if cancelled:
             raise asyncio.CancelledError()

@@ -30,6 +30,7 @@ from domain.models import (
 )
 from domain.prisma.ledger import ADVISORY_LOCK_KEY
 from runtime.settings import Settings
+from workflows.messages import final_status
 
 try:  # the starter's own module, once split from the workflow
     from workflows.start import WORKFLOW_NAME, start_options
@@ -169,14 +170,9 @@ async def wait_status(handle: WorkflowHandle, predicate: Callable[[RunStatus], b
 
 async def run_result(handle: WorkflowHandle, timeout: float = 120) -> RunStatus:
     """The final RunStatus: the result, or details[0] of the run's non-retryable failure."""
-    from temporalio.client import WorkflowFailureError
-
-    try:
-        return await asyncio.wait_for(handle.result(), timeout)
-    except WorkflowFailureError as exc:
-        details = getattr(exc.cause, "details", None) or ()
-        assert details, f"the run failed without a RunStatus in its details: {exc.cause}"
-        return RunStatus.model_validate(details[0])
+    status = await asyncio.wait_for(final_status(handle), timeout)
+    assert status is not None, "the run ended without a RunStatus (result or failure details)"
+    return status
 
 
 # -- PostgreSQL side ---------------------------------------------------------------------------

@@ -1,0 +1,137 @@
+"""The resource every activity shares: the worker's settings and the way to a target database.
+
+`TargetDatabases` maps an environment name to its database (the URL never leaves the worker),
+opens one connection per activity call with the environment's session settings, takes Prisma's
+advisory lock with a bounded wait, and turns every failure into an ApplicationError of one
+sentence scrubbed of secrets, with no chained cause (the failure lands in workflow history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+from temporalio.exceptions import ApplicationError
+
+from activities.db import DatabaseUnavailable, connect
+from activities.failures import is_transient, pg_interval_seconds
+from activities.ledger import LedgerShapeError
+from domain.dsn import scrub
+from domain.models import RunMarks
+from domain.plan import ledger_digest
+from domain.prisma.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow
+from runtime.settings import EnvironmentSettings, Settings, UnknownEnvironment
+
+# How often a backend running one of our statements checks that the worker is still connected.
+CONNECTION_CHECK_INTERVAL = "1s"
+
+
+class TargetDatabases:
+    """The environments this worker may touch, and how to reach each one safely."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def environment(self, name: str) -> EnvironmentSettings:
+        try:
+            return self.settings.environment(name)
+        except UnknownEnvironment as exc:
+            raise ApplicationError(str(exc), type="UnknownEnvironment", non_retryable=True) from None
+
+    def dsn(self, name: str) -> str:
+        """The environment's database URL: a secret, for connections only (never logged or returned)."""
+        return self.environment(name).database_url.get_secret_value()
+
+    def _secrets(self) -> list[str]:
+        out: list[str] = []
+        for env in self.settings.environments.values():
+            dsn = env.database_url.get_secret_value()
+            out.append(dsn)
+            password = re.match(r"^[a-z]+://[^:/@]+:([^@]+)@", dsn)
+            if password:
+                out.append(password.group(1))
+        return sorted(out, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, *self._secrets())
+
+    @contextlib.contextmanager
+    def errors(self, what: str) -> Iterator[None]:
+        """Every failure becomes an ApplicationError: one scrubbed sentence, no chained cause."""
+        try:
+            yield
+        except ApplicationError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except DatabaseUnavailable as exc:
+            raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="DatabaseUnavailable") from None
+        except LedgerShapeError as exc:
+            raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="LedgerShapeError",
+                                   non_retryable=True) from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            message = self.scrub(str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+            if is_transient(exc):
+                raise ApplicationError(f"{what}: database connection or transient error: {message}",
+                                       type="TransientDatabaseError") from None
+            if isinstance(exc, asyncpg.PostgresError):
+                raise ApplicationError(f"{what}: {message}", type="DatabaseError", non_retryable=True) from None
+            raise ApplicationError(f"{what}: {exc.__class__.__name__}: {message}", type="InternalError",
+                                   non_retryable=True) from None
+
+    def _timeouts(self, env: EnvironmentSettings) -> tuple[float, float]:
+        lock = env.lock_timeout if "lock_timeout" in env.model_fields_set else self.settings.lock_timeout
+        stmt = env.statement_timeout if "statement_timeout" in env.model_fields_set else self.settings.statement_timeout
+        return pg_interval_seconds(lock), pg_interval_seconds(stmt)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, environment: str) -> AsyncIterator[asyncpg.Connection]:
+        env = self.environment(environment)
+        lock, stmt = self._timeouts(env)
+        conn = await connect(env.database_url.get_secret_value(), lock_timeout=lock, statement_timeout=stmt)
+        # A worker killed mid-statement leaves its backend running the statement, holding Prisma's lock
+        # and the transaction, until it next writes to the dead socket (hours for a big index build);
+        # PostgreSQL >= 14 can check the socket while a query runs and cancel it. Older servers: skipped.
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute(f"SET client_connection_check_interval = '{CONNECTION_CHECK_INTERVAL}'")
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 5)
+            if not conn.is_closed():
+                conn.terminate()
+
+    @contextlib.asynccontextmanager
+    async def advisory_lock(self, conn: asyncpg.Connection, environment: str) -> AsyncIterator[None]:
+        """Prisma's session lock; polled with pg_try_advisory_lock so the wait is bounded."""
+        limit = self.settings.advisory_lock_timeout.total_seconds()
+        deadline = time.monotonic() + limit
+        while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY):
+            if time.monotonic() >= deadline:
+                raise ApplicationError(
+                    f"another migration (a Prisma CLI or another run) has held the migration lock "
+                    f"pg_advisory_lock({ADVISORY_LOCK_KEY}) on {environment} for more than {limit:g}s; "
+                    "nothing was changed",
+                    type="AdvisoryLockTimeout",
+                )
+            await asyncio.sleep(0.25)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+
+def ledger_changed(plan_digest: str, rows: list[LedgerRow], marks: RunMarks, environment: str) -> str | None:
+    """Why a stage must not act (someone else changed the ledger since the plan), or None."""
+    if ledger_digest(rows, marks) == plan_digest:
+        return None
+    return (
+        f"{TABLE} on {environment} changed since the plan was made (someone ran a migration or edited the "
+        "table); nothing was changed by this stage — start a new run to plan again"
+    )

@@ -1,0 +1,59 @@
+"""The contract between DeployWorkflow and whoever talks to it (the CLI, the demo, the Temporal UI):
+message names, payload models, and how a finished run's RunStatus is recovered.
+
+Kept free of activities (and asyncpg) so starters import it cheaply.
+
+- signals `approve`, `reject`: payload ApprovalPayload as JSON; any JSON is accepted and judged,
+  refused attempts are recorded, never dropped (what a person types in the UI's Send a Signal);
+- updates `approve_update`, `reject_update`: same payload, answer ApprovalAnswer; a refused attempt
+  is recorded too and fails the update with the reason (ApplicationError type ApprovalRefused);
+- query `status` -> RunStatus.
+
+A run's result is its RunStatus when it succeeded (or only planned); otherwise the run fails with a
+non-retryable ApplicationError whose details[0] is the final RunStatus as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+
+from domain.models import ApprovalAnswer, ApprovalPayload, RunStatus
+
+APPROVE_SIGNAL = "approve"
+REJECT_SIGNAL = "reject"
+APPROVE_UPDATE = "approve_update"
+REJECT_UPDATE = "reject_update"
+STATUS_QUERY = "status"
+APPROVAL_REFUSED = "ApprovalRefused"  # ApplicationError type of a refused update
+
+__all__ = [
+    "APPROVAL_REFUSED", "APPROVE_SIGNAL", "APPROVE_UPDATE", "REJECT_SIGNAL", "REJECT_UPDATE", "STATUS_QUERY",
+    "ApprovalAnswer", "ApprovalPayload", "RunStatus", "final_status", "query_status", "status_from_failure",
+]
+
+
+def status_from_failure(failure: BaseException | None) -> RunStatus | None:
+    """The RunStatus a failed run carries in its ApplicationError's details (through any chain)."""
+    while failure is not None:
+        for detail in getattr(failure, "details", None) or ():
+            try:
+                return RunStatus.model_validate(detail)
+            except Exception:  # noqa: BLE001 - not a RunStatus; keep looking
+                continue
+        failure = getattr(failure, "cause", None) or failure.__cause__
+    return None
+
+
+async def final_status(handle: WorkflowHandle[Any, Any]) -> RunStatus | None:
+    """The RunStatus a closed run returned or carried in its failure; None when it has none
+    (terminated, cancelled, or ended before preflight)."""
+    try:
+        return RunStatus.model_validate(await handle.result())
+    except WorkflowFailureError as exc:
+        return status_from_failure(exc.cause)
+
+
+async def query_status(handle: WorkflowHandle[Any, Any]) -> RunStatus:
+    return await handle.query(STATUS_QUERY, result_type=RunStatus)

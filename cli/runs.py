@@ -9,7 +9,7 @@ from rich.table import Table
 
 from cli.app import app
 from cli.common import console, fail, load_settings, print_json, run, temporal
-from domain import search_attributes as sa
+from workflows import search_attributes as sa
 from domain.models import Outcome
 
 

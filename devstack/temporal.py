@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from domain import search_attributes
+from workflows import search_attributes
 
 
 def _venv_binary(name: str) -> str:

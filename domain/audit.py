@@ -1,6 +1,6 @@
 """The audit of one run, as reconstructed from its workflow history, and its Markdown report.
 
-Pure: `cli/show.py` fetches and decodes the history; this module only holds the shape and the text.
+Pure: workflows/history.py builds it from history events; this module only holds the shape and the text.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Audit(BaseModel):
     stages: list[StageRecord] = Field(default_factory=list)
     messages: list[SignalRecord] = Field(default_factory=list)
     failure: str | None = None
+    problems: list[str] = Field(default_factory=list)  # parts of the history that could not be read
 
 
 def _t(value: datetime | None) -> str:
@@ -81,6 +82,8 @@ def render_markdown(audit: Audit) -> str:
         out.append(f"- Error: {audit.failure}")
     if st and st.human_action:
         out.append(f"- **Human action needed:** {st.human_action}")
+    for problem in audit.problems:
+        out.append(f"- **Unreadable:** {problem}")
     out.append("")
 
     if st and st.plan:

@@ -37,10 +37,12 @@ class Stage(StrEnum):
 
 class Outcome(StrEnum):
     succeeded = "succeeded"
-    rejected = "rejected"
-    expired = "expired"
-    failed_rolled_back = "failed_rolled_back"
-    failed_needs_attention = "failed_needs_attention"
+    rejected = "rejected"  # a gate was rejected; anything the run changed was undone
+    expired = "expired"  # a gate waited past its timeout; anything the run changed was undone
+    cancelled = "cancelled"  # the run was cancelled; anything it changed was undone
+    failed_no_changes = "failed_no_changes"  # failed before changing anything in the database
+    failed_rolled_back = "failed_rolled_back"  # failed after changing the database, and its changes were undone
+    failed_needs_attention = "failed_needs_attention"  # a person must act: the remaining state is in human_action
 
 
 # -- input -----------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ Keys and the codec server for the Temporal UI: `prisma-deploy-codec keygen|serve
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag

@@ -8,12 +8,14 @@ still gets its own database, created and dropped there.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import structlog
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -24,7 +26,11 @@ from devstack.temporal import (
     temporal_cli_path,
     temporal_test_server_path,
 )
-from domain import search_attributes
+from workflows import search_attributes
+
+# Activities log with structlog; unconfigured it prints to whatever sys.stdout is at that moment,
+# which is a CLI command's captured output while an in-process command runs. Logs go to stderr.
+structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 # A known password: the secrets tests assert it never reaches workflow history or logs.
 PG_TEST_PASSWORD = "s3cr3t-pw-for-tests"

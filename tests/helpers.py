@@ -4,6 +4,7 @@ polling a run, catalog dumps and history scanning."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -179,3 +180,18 @@ def activity_attempts(history_json_text: str, activity_type: str) -> int:
     started = [e for e in events if e.get("eventType") in ("EVENT_TYPE_ACTIVITY_TASK_STARTED", "ActivityTaskStarted")
                and e["activityTaskStartedEventAttributes"]["scheduledEventId"] in ids]
     return sum(int(e["activityTaskStartedEventAttributes"].get("attempt", 1)) for e in started[-1:]) if started else 0
+
+
+async def run_cli_in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`starter.py ARGS` in this process (typer's runner), in a thread: the command's own asyncio
+    loop cannot run on the test's, and the test's worker keeps running meanwhile. The result looks
+    like a finished subprocess (returncode, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    def invoke() -> subprocess.CompletedProcess:
+        result = CliRunner().invoke(app, args, env=env, catch_exceptions=False)
+        return subprocess.CompletedProcess(["starter.py", *args], result.exit_code, result.stdout, result.stderr)
+
+    return await asyncio.to_thread(invoke)

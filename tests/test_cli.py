@@ -1,5 +1,7 @@
-"""The starter CLI as a user drives it: `python starter.py ...` subprocesses against the real
-Temporal dev server, a worker and a real PostgreSQL in the incident's state."""
+"""The starter CLI as a user drives it, against the real Temporal dev server, a worker and a real
+PostgreSQL in the incident's state. Commands run in-process (typer's runner, in a thread so the
+worker keeps running on the test's event loop); the error cases also run as real `python
+starter.py` processes, where a traceback or a stray exit code would show."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 
 from devstack.incident import reproduce_incident
 from tests.conftest import PG_TEST_PASSWORD
-from tests.helpers import INCIDENT_DIR, make_settings, new_worker
+from tests.helpers import INCIDENT_DIR, make_settings, new_worker, run_cli_in_process
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,8 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 @dataclass
 class Cli:
     env: dict[str, str]
+    subprocess: bool = False  # True: a real `python starter.py` process
 
     async def __call__(self, *args: str) -> subprocess.CompletedProcess:
+        if not self.subprocess:
+            return await run_cli_in_process(list(args), self.env)
         # A thread, so the in-process worker keeps running on this event loop meanwhile.
         return await asyncio.to_thread(
             subprocess.run,
@@ -207,11 +212,12 @@ async def test_deploy_wait_exit_code_follows_the_outcome(dev_env, database_url: 
         assert environment in unknown.stdout + unknown.stderr  # says which ones the worker knows
 
 
-async def test_errors_are_one_clear_line(dev_env, tmp_path: Path) -> None:
+@pytest.mark.parametrize("real_process", [False, True], ids=["in-process", "subprocess"])
+async def test_errors_are_one_clear_line(dev_env, tmp_path: Path, real_process: bool) -> None:
     address = dev_env.client.service_client.config.target_host
-    cli = Cli({"MIGRATOR_TEMPORAL_ADDRESS": address})
+    cli = Cli({"MIGRATOR_TEMPORAL_ADDRESS": address}, subprocess=real_process)
 
-    unreachable = await Cli({"MIGRATOR_TEMPORAL_ADDRESS": "127.0.0.1:1"})("runs")
+    unreachable = await Cli({"MIGRATOR_TEMPORAL_ADDRESS": "127.0.0.1:1"}, subprocess=real_process)("runs")
     assert unreachable.returncode == 3
     assert "cannot reach Temporal at 127.0.0.1:1" in one_line_error(unreachable)
 
@@ -224,7 +230,8 @@ async def test_errors_are_one_clear_line(dev_env, tmp_path: Path) -> None:
     broken = tmp_path / "migrations"
     (broken / "20240101000000_init").mkdir(parents=True)
     deploy = await cli("deploy", "--env", "prod", "--migrations-dir", str(broken))
-    status = await Cli({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"})("status", "--migrations-dir", str(broken))
+    status = await Cli({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}, subprocess=real_process)(
+        "status", "--migrations-dir", str(broken))
     assert deploy.returncode == 3 and status.returncode == 3
     assert one_line_error(deploy) == one_line_error(status)  # the same words as `status`
     assert "P3015" in one_line_error(deploy)

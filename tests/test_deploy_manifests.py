@@ -459,7 +459,7 @@ def test_the_compose_spec_check_catches_a_broken_file(tmp_path: Path) -> None:
 
 
 def test_compose_registers_the_workflows_search_attributes() -> None:
-    from domain.search_attributes import ALL
+    from workflows.search_attributes import ALL
 
     command = load(COMPOSE)["services"]["temporal"]["command"]
     registered = {c.split("=", 1)[1] for c in command if c.startswith("--search-attribute=")}

@@ -2,7 +2,7 @@
 
 import asyncpg
 
-from domain import search_attributes
+from workflows import search_attributes
 
 
 async def test_each_test_gets_an_empty_database_of_its_own(db: asyncpg.Connection, pg_server) -> None:

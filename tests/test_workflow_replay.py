@@ -1,15 +1,18 @@
 """Replay: the current DeployWorkflow code must reproduce recorded histories exactly.
 
-tests/histories/*.json are histories of completed runs (history.to_json()). A failure here means
-a change to workflows/deploy.py is not replay-compatible with runs already in flight: guard it
-with `workflow.patched()` instead.
+tests/histories/<version>/*.json are histories of completed runs (history.to_json()), one folder
+per workflow version that recorded them; every one is replayed. A failure here means a change to
+workflows/deploy.py is not replay-compatible with runs already in flight: guard it with
+`workflow.patched()` instead.
 
-To re-record after an intended, compatible change (or to add histories), run:
+Histories are appended, never overwritten. After changing the workflow, record the current
+version's histories into a new folder (bump RECORDING_VERSION first):
 
     RECORD_HISTORIES=1 .venv/bin/python -m pytest -q tests/test_workflow_replay.py
 
 which runs the scenarios below on the dev server and real PostgreSQL (they run in every test run
-too, to a temporary history), overwrites the files, then replays them. Commit the new files.
+too, to a temporary history), writes tests/histories/<RECORDING_VERSION>/, then replays them.
+Commit the new folder.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from tests.helpers import (
 from workflows.deploy import DeployWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
+# The folder new recordings go to; an existing recording is never overwritten.
+RECORDING_VERSION = "v2"
+RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 
 async def _record_incident(client, database_url: str) -> str:
@@ -80,13 +86,18 @@ async def test_recording_scenarios_still_end_as_recorded_and_replay(dev_client, 
     replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
     if os.environ.get("RECORD_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(text)
+        target = HISTORIES / RECORDING_VERSION / f"{name}.json"
+        assert not target.exists(), f"{target} is recorded already: bump RECORDING_VERSION to record anew"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
 
 
-@pytest.mark.parametrize("name", sorted(SCENARIOS))
-async def test_recorded_history_replays_with_the_current_code(name: str) -> None:
-    path = HISTORIES / f"{name}.json"
+def test_every_scenario_has_a_recording() -> None:
+    assert {p.stem for p in RECORDED} >= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: f"{p.parent.name}/{p.stem}")
+async def test_recorded_history_replays_with_the_current_code(path: Path) -> None:
     text = path.read_text()
     assert PG_TEST_PASSWORD not in text  # committed histories hold no secrets either
     replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)

@@ -4,28 +4,32 @@ One run per environment (workflow id `prisma-deploy-<env>`). Orchestration only,
 I/O-free: the database work is in activities/ (one module per stage), the decisions in
 domain/plan.py (the plan) and domain/approval.py (each approval attempt), what the UI shows in
 domain/details.py, what to undo in domain/undo.py. Everything the run decides from (plan, approval
-policy) comes back from preflight, so it is in history. Messages and the result: workflows/messages.py.
+policy) comes back from preflight, so it is in history. Messages and the result: workflows/messages.py;
+activity timeouts and retries: workflows/activity_options.py.
+
+Long module: one workflow class, whose stages, gates, message handlers and saga share the run's state.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.apply import ApplyActivities
     from activities.compensate import CompensateActivities
-    from activities.failures import NON_RETRYABLE
     from activities.preflight import PreflightActivities
     from activities.resolve import ResolveActivities
     from activities.verify import VerifyActivities
     from domain import approval, details
-    from domain import search_attributes as sa
     from domain.models import (
         Action,
         ApprovalAnswer,
@@ -55,60 +59,29 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.undo import undo_steps
     from workflows import messages
+    from workflows import search_attributes as sa
+    from workflows.activity_options import (
+        COMPENSATE_RETRY,
+        COMPENSATE_TIMEOUT,
+        DEPLOY_RETRY,
+        DEPLOY_TIMEOUT,
+        HEARTBEAT_TIMEOUT,
+        PREFLIGHT_TIMEOUT,
+        QUICK_RETRY,
+        RESOLVE_TIMEOUT,
+        VERIFY_TIMEOUT,
+        slim_plan,
+    )
     from workflows.start import WORKFLOW_NAME
-
-_QUICK_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=5,
-    non_retryable_error_types=NON_RETRYABLE,
-)
-PREFLIGHT_TIMEOUT = timedelta(minutes=5)
-RESOLVE_TIMEOUT = timedelta(minutes=5)
-VERIFY_TIMEOUT = timedelta(minutes=15)
-# Deploy runs every planned migration in one attempt: generous overall, but a stuck or orphaned
-# attempt is noticed within the heartbeat timeout and cancelled.
-DEPLOY_TIMEOUT = timedelta(hours=6)
-# Preflight's; later activities use the worker's settings.heartbeat_timeout, which preflight returns.
-# Every activity heartbeats, so one on a dead worker is retried elsewhere after this, not after
-# its start_to_close timeout (verify: 15 minutes).
-HEARTBEAT_TIMEOUT = timedelta(seconds=30)
-DEPLOY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-    non_retryable_error_types=NON_RETRYABLE,
-)
-COMPENSATE_TIMEOUT = timedelta(hours=2)
-COMPENSATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=10,
-    non_retryable_error_types=NON_RETRYABLE,
-)
 
 ERROR_TYPES = {
     Outcome.rejected: "DeployRejected",
     Outcome.expired: "DeployExpired",
+    Outcome.cancelled: "DeployCancelled",
+    Outcome.failed_no_changes: "DeployFailedNoChanges",
     Outcome.failed_rolled_back: "DeployFailedRolledBack",
     Outcome.failed_needs_attention: "DeployNeedsAttention",
 }
-
-
-def _slim(plan: DeployPlan, *actions: Action) -> DeployPlan:
-    """The plan as an activity needs it: only the migrations it acts on, without the review
-    material (findings, evidence, rollback SQL) already recorded once in preflight's result.
-    Keeps activity inputs, and so history, small."""
-    return plan.model_copy(update={
-        "migrations": [m.model_copy(update={"findings": [], "evidence": [], "rollback_sql": None})
-                       for m in plan.migrations if m.action in actions],
-        "notes": [],
-        "blockers": [],
-        "drift": None,
-    })
 
 
 class _Stop(Exception):
@@ -168,10 +141,14 @@ class DeployWorkflow:
         except _Stop as stop:
             await self._stop(stop)
         except ActivityError as err:
-            await self._stop(_Stop(Outcome.failed_rolled_back, f"{_activity_error_text(err)}"))
+            if is_cancelled_exception(err):  # the run was cancelled while an activity ran
+                cancelled = True
+                await self._stop(_Stop(Outcome.cancelled, "the run was cancelled"))
+            else:
+                await self._stop(_Stop(Outcome.failed_rolled_back, f"{_activity_error_text(err)}"))
         except asyncio.CancelledError:
             cancelled = True
-            await self._stop(_Stop(Outcome.failed_rolled_back, "the run was cancelled"))
+            await self._stop(_Stop(Outcome.cancelled, "the run was cancelled"))
         return await self._finish(cancelled)
 
     async def _preflight(self) -> None:
@@ -182,7 +159,7 @@ class DeployWorkflow:
             self._req,
             start_to_close_timeout=PREFLIGHT_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=_QUICK_RETRY,
+            retry_policy=QUICK_RETRY,
             summary=f"preflight: read the ledger of {self._req.environment} and plan",
         )
         self._leave(Stage.preflight)
@@ -226,10 +203,11 @@ class DeployWorkflow:
         self._resolve_started = True  # compensation is registered before the step can change anything
         result = await workflow.execute_activity_method(
             ResolveActivities.resolve,
-            ResolveInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_RESOLVE), marks=self._marks),
+            ResolveInput(environment=plan.environment, plan=slim_plan(plan, *RUNS_IN_RESOLVE), marks=self._marks),
             start_to_close_timeout=RESOLVE_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
-            retry_policy=_QUICK_RETRY,
+            retry_policy=QUICK_RETRY,
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"resolve {len(todo)} failed migration(s) on {plan.environment}",
         )
         if result.stopped:
@@ -248,11 +226,13 @@ class DeployWorkflow:
         self._deploy_started = True
         result = await workflow.execute_activity_method(
             ApplyActivities.deploy,
-            DeployInput(environment=plan.environment, plan=_slim(plan, *RUNS_IN_DEPLOY), migrations=todo,
+            DeployInput(environment=plan.environment, plan=slim_plan(plan, *RUNS_IN_DEPLOY), migrations=todo,
                         marks=self._marks),
             start_to_close_timeout=DEPLOY_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
             retry_policy=DEPLOY_RETRY,
+            # A cancelled run waits for the deploy attempt to stop before compensating.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=f"deploy {len(todo)} migration(s) on {plan.environment} under pg_advisory_lock(72707369)",
         )
         self._status.applied = result.applied
@@ -276,13 +256,13 @@ class DeployWorkflow:
             VerifyActivities.verify,
             VerifyInput(
                 environment=plan.environment,
-                plan=_slim(plan, *VERIFIED),
+                plan=slim_plan(plan, *VERIFIED),
                 # verify compares checksums and runs verify.sql: the migration bodies stay out
                 migrations=[m.model_copy(update={"sql": "", "down_sql": None}) for m in self._req.bundle.migrations],
             ),
             start_to_close_timeout=VERIFY_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
-            retry_policy=_QUICK_RETRY,
+            retry_policy=QUICK_RETRY,
             summary=f"verify {len(self._req.bundle.migrations)} migration(s) on {plan.environment}",
         )
         self._status.verification = result.checks
@@ -397,11 +377,14 @@ class DeployWorkflow:
         self._status.human_action = stop.human_action
         outcome = stop.outcome
         workflow.logger.warning("run stopping", extra={"outcome": str(outcome), "reason": stop.reason})
-        if (self._resolve_started or self._deploy_started) and not self._req.dry_run:
+        changed = (self._resolve_started or self._deploy_started) and not self._req.dry_run
+        if changed:
             complete, human = await self._compensate()
             if not complete:
                 outcome = Outcome.failed_needs_attention
                 self._status.human_action = "; ".join(x for x in (stop.human_action, human) if x)
+        elif outcome == Outcome.failed_rolled_back:
+            outcome = Outcome.failed_no_changes  # nothing to roll back: say so
         self._status.outcome = outcome
 
     async def _compensate(self) -> tuple[bool, str | None]:
@@ -416,6 +399,7 @@ class DeployWorkflow:
                 start_to_close_timeout=COMPENSATE_TIMEOUT,
                 heartbeat_timeout=self._heartbeat,
                 retry_policy=COMPENSATE_RETRY,
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"compensate: undo this run's changes on {plan.environment}",
             )
         except ActivityError as err:

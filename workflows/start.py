@@ -9,8 +9,8 @@ from typing import Any
 
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from domain import search_attributes as sa
 from domain.models import DeployRequest, Stage, workflow_id_for
+from workflows import search_attributes as sa
 
 WORKFLOW_NAME = "DeployWorkflow"
 

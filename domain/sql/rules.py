@@ -1,6 +1,9 @@
 """Static safety analysis of a migration's SQL: every statement classified with stable finding
 codes (squawk / Atlas style) and a severity; the migration's risk is the worst severity found.
 Pure: no I/O. Parsing is domain/sql/parse.py; derived rollbacks are domain/sql/rollback.py.
+
+Long module: every rule is one `_on_<NodeType>` handler of one visitor, so a statement kind's rules are
+found in one place.
 """
 
 from __future__ import annotations

@@ -1,0 +1,204 @@
+"""DeployWorkflow's orchestration with mocked activities (registered by name, as the SDK's samples
+do), on the time-skipping server: no database, so each case runs in well under a second.
+
+What the real activities do is tested elsewhere against PostgreSQL; here only the workflow's own
+decisions: blocked plans, expiry, cancellation during an activity, compensation that cannot run,
+and failures before any change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from domain.models import (
+    Action,
+    ApprovalPolicy,
+    Blocker,
+    BlockerCode,
+    CompensateInput,
+    CompensateResult,
+    CompensationStep,
+    DeployInput,
+    DeployPlan,
+    DeployRequest,
+    DeployResult,
+    Outcome,
+    PlannedMigration,
+    PreflightResult,
+    ResolveInput,
+    ResolveResult,
+    RollbackSource,
+    VerifyCheck,
+    VerifyInput,
+    VerifyResult,
+)
+from tests.helpers import migration, request
+from workflows import messages
+from workflows.deploy import DeployWorkflow
+from workflows.start import WORKFLOW_NAME, start_options
+
+A = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT);', down='DROP TABLE "a";')
+
+
+def plan_for(req: DeployRequest, *, blockers: list[Blocker] | None = None) -> DeployPlan:
+    return DeployPlan(
+        environment=req.environment,
+        operation=req.operation,
+        migrations=[PlannedMigration(name=A.name, action=Action.apply, reason="pending", checksum=A.checksum,
+                                     rollback=RollbackSource.down_sql, rollback_sql=A.down_sql)],
+        blockers=blockers or [],
+        fingerprint="f" * 64,
+        ledger_digest="d" * 64,
+    )
+
+
+class FakeActivities:
+    """Activities registered under the real names; each call is recorded in `calls`."""
+
+    def __init__(self, *, gates: list[str] | None = None, blockers: list[Blocker] | None = None,
+                 preflight_error: ApplicationError | None = None, deploy_blocks: bool = False,
+                 verify_fails: bool = False, compensate_error: ApplicationError | None = None) -> None:
+        self.gates = gates or []
+        self.blockers = blockers
+        self.preflight_error = preflight_error
+        self.deploy_blocks = deploy_blocks
+        self.verify_fails = verify_fails
+        self.compensate_error = compensate_error
+        self.calls: list[str] = []
+        self.deploy_started = asyncio.Event()
+        self.deploy_finished_at: float | None = None
+        self.compensate_started_at: float | None = None
+
+    def all(self) -> list:
+        @activity.defn(name="preflight")
+        async def preflight(req: DeployRequest) -> PreflightResult:
+            self.calls.append("preflight")
+            if self.preflight_error:
+                raise self.preflight_error
+            policy = ApprovalPolicy(gates=self.gates, approval_timeout=timedelta(hours=2))
+            # A short heartbeat timeout: cancellation reaches an activity with its next (throttled) heartbeat.
+            return PreflightResult(plan=plan_for(req, blockers=self.blockers), policy=policy,
+                                   heartbeat_timeout=timedelta(seconds=1))
+
+        @activity.defn(name="resolve")
+        async def resolve(inp: ResolveInput) -> ResolveResult:
+            self.calls.append("resolve")
+            return ResolveResult()
+
+        @activity.defn(name="deploy")
+        async def deploy(inp: DeployInput) -> DeployResult:
+            self.calls.append("deploy")
+            self.deploy_started.set()
+            if self.deploy_blocks:
+                try:
+                    while True:  # a long migration: heartbeats deliver the cancellation
+                        activity.heartbeat()
+                        await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(0.3)  # asyncpg cancelling the query, the transaction rolling back
+                    self.deploy_finished_at = asyncio.get_running_loop().time()
+                    raise
+            return DeployResult()
+
+        @activity.defn(name="verify")
+        async def verify(inp: VerifyInput) -> VerifyResult:
+            self.calls.append("verify")
+            if self.verify_fails:
+                return VerifyResult(checks=[VerifyCheck(check="verify.sql line 1", migration=A.name, passed=False,
+                                                        detail="returned no rows")])
+            return VerifyResult()
+
+        @activity.defn(name="compensate")
+        async def compensate(inp: CompensateInput) -> CompensateResult:
+            self.calls.append("compensate")
+            self.compensate_started_at = asyncio.get_running_loop().time()
+            if self.compensate_error:
+                raise self.compensate_error
+            return CompensateResult(steps=[CompensationStep(name=s.name, action="ran down.sql", ok=True)
+                                           for s in inp.undo])
+
+        return [preflight, resolve, deploy, verify, compensate]
+
+
+async def run_to_end(env: WorkflowEnvironment, fakes: FakeActivities, req: DeployRequest | None = None,
+                     *, while_running=None):
+    req = req or request("dev", [A])
+    queue = f"mocked-{uuid.uuid4()}"
+    async with Worker(env.client, task_queue=queue, workflows=[DeployWorkflow], activities=fakes.all(),
+                      max_cached_workflows=0):
+        options = start_options(req, task_queue=queue, workflow_id=f"mocked-{uuid.uuid4()}")
+        handle = await env.client.start_workflow(WORKFLOW_NAME, req, **options)
+        if while_running is not None:
+            await while_running(handle)
+        status = await messages.final_status(handle)
+        description = await handle.describe()
+    return status, description.status, handle
+
+
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    return time_skipping_env
+
+
+async def test_a_blocked_plan_stops_before_any_stage_with_the_blockers_for_a_person(env) -> None:
+    blocker = Blocker(code=BlockerCode.modified, migration=A.name, message=f"migration {A.name} was modified")
+    fakes = FakeActivities(blockers=[blocker])
+    status, execution, _ = await run_to_end(env, fakes)
+    assert fakes.calls == ["preflight"]
+    assert status.outcome == Outcome.failed_needs_attention
+    assert status.human_action == blocker.message and blocker.message in status.error
+    assert execution == WorkflowExecutionStatus.FAILED
+
+
+async def test_a_gate_nobody_answers_expires_without_touching_the_database(env) -> None:
+    fakes = FakeActivities(gates=["deploy"])
+    status, _, _ = await run_to_end(env, fakes)  # the time-skipping server jumps the 2 hours
+    assert status.outcome == Outcome.expired and "not approved within 2:00:00" in status.error
+    assert fakes.calls == ["preflight"]  # nothing started, so nothing to compensate
+
+
+async def test_a_failure_before_any_change_says_nothing_was_changed(env) -> None:
+    fakes = FakeActivities(preflight_error=ApplicationError("preflight on dev: database dev does not exist",
+                                                            type="DatabaseUnavailable", non_retryable=True))
+    status, _, _ = await run_to_end(env, fakes)
+    assert status.outcome == Outcome.failed_no_changes
+    assert "does not exist" in status.error and fakes.calls == ["preflight"]
+
+
+async def test_compensation_that_cannot_run_asks_a_person_to_check(env) -> None:
+    fakes = FakeActivities(verify_fails=True,
+                           compensate_error=ApplicationError("compensate on dev: lost the server", non_retryable=True))
+    status, _, _ = await run_to_end(env, fakes)
+    assert fakes.calls == ["preflight", "deploy", "verify", "compensate"]
+    assert status.outcome == Outcome.failed_needs_attention
+    assert "compensation could not run" in status.human_action and "lost the server" in status.human_action
+    assert status.error.startswith("verification failed")
+
+
+async def test_cancel_during_deploy_waits_for_the_attempt_then_compensates_and_ends_cancelled(env) -> None:
+    fakes = FakeActivities(deploy_blocks=True)
+    observed = {}
+
+    async def cancel_when_deploying(handle) -> None:
+        await asyncio.wait_for(fakes.deploy_started.wait(), 10)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        observed["cause"] = failure.value.cause
+        observed["status"] = await messages.query_status(handle)  # a closed run still answers its query
+
+    _, execution, _ = await run_to_end(env, fakes, while_running=cancel_when_deploying)
+    assert execution == WorkflowExecutionStatus.CANCELED and isinstance(observed["cause"], CancelledError)
+    assert observed["status"].outcome == Outcome.cancelled
+    assert fakes.calls == ["preflight", "deploy", "compensate"]
+    # Compensation began only after the cancelled deploy attempt had stopped.
+    assert fakes.deploy_finished_at is not None and fakes.compensate_started_at >= fakes.deploy_finished_at

@@ -104,6 +104,6 @@ async def test_verify_only_on_an_empty_database_fails_with_nothing_to_undo(dev_c
     async with new_worker(dev_client, settings) as worker:
         handle = await start(dev_client, worker, incident_request("empty", operation="verify"))
         final = await final_status(handle)
-    # verify on an empty database: nothing applied, so verification fails; nothing to undo
-    assert final.outcome == Outcome.failed_rolled_back
+    # verify on an empty database: nothing applied, so verification fails; nothing was changed
+    assert final.outcome == Outcome.failed_no_changes
     assert final.compensation == []

@@ -131,7 +131,10 @@ def _changed_sentence(ref: ObjectRef, want: SchemaObject, have: SchemaObject, ch
     the one-line definitions show the difference; otherwise one clause per differing attribute."""
     e, l = want.describe(), have.describe()
     definitional = not any(name in _ACCESS_ATTRIBUTES for name in changed)
-    if definitional and e and l and e != l:
+    # Whole definitions when they are short or the definition itself differs; a long trigger that
+    # was only disabled reads better as "differs in enabled state: expected enabled, ...".
+    readable = bool({"definition", "type"} & set(changed)) or max(len(_flat(e)), len(_flat(l))) <= SHORT // 2
+    if definitional and readable and e and l and e != l:
         return f"{ref} differs: expected {_excerpt(e, l)}, live has {_excerpt(l, e)}"
     a, b = want.attributes(), have.attributes()
     if len(changed) == 1 and changed[0] not in ("grants", "column grants"):

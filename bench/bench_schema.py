@@ -80,14 +80,14 @@ async def bench_history(pg: PgCluster, history: str) -> dict:
     n = len(migrations)
     folder = CORPUS / history / "migrations"
     prisma_s, prisma_rc = [], None
-    for i in range(RUNS):
+    for _ in range(RUNS):
         result = prisma_deploy(await fresh_database(pg, f"bench_prisma_{history}"), folder)
         if result is not None:
             prisma_s.append(result[0])
             prisma_rc = result[1]
     live = pg.url("postgres")
     cold, three, failure = [], [], None
-    for i in range(RUNS):
+    for _ in range(RUNS):
         replay = await expected_schemas(live, migrations, [n], run_key=f"bench-{history}", cache=None)
         cold.append(replay.seconds)
         failure = replay.failure

@@ -10,7 +10,6 @@ without secrets, `?schema=`, role mapping, and failed-migration evidence from th
 from __future__ import annotations
 
 import asyncio
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path

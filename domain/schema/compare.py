@@ -180,7 +180,7 @@ def _excerpt(text: str, other: str) -> str:
     flat, against = _flat(text), _flat(other)
     if len(flat) <= SHORT:
         return flat
-    at = next((i for i, (x, y) in enumerate(zip(flat, against)) if x != y), min(len(flat), len(against)))
+    at = next((i for i, (x, y) in enumerate(zip(flat, against, strict=False)) if x != y), min(len(flat), len(against)))
     start = max(0, at - SHORT // 3)
     piece = flat[start : start + SHORT]
     return ("…" if start > 0 else "") + piece + ("…" if start + SHORT < len(flat) else "")

@@ -187,6 +187,22 @@ async def test_a_leftover_shadow_is_dropped_first_and_none_is_left_after(pg_serv
     stale.terminate()
 
 
+async def test_a_second_attempt_of_the_same_run_waits_for_the_first(database_url: str) -> None:
+    """The advisory lock on the shadow's name: an attempt never drops a shadow another one uses."""
+    from activities.shadow import _LOCK_CLASS, _lock_key
+
+    holder = await asyncpg.connect(database_url)
+    try:
+        name = shadow_database_name("busy-run")
+        await holder.execute("SELECT pg_advisory_lock($1::int, $2::int)", _LOCK_CLASS, _lock_key(name))
+        with pytest.raises(ShadowError) as caught:
+            await expected_schemas(database_url, HISTORY, [1], run_key="busy-run", cache=None, lock_wait=0.3)
+        assert str(caught.value) == f"another replay of this run is still using the shadow database {name}; try again"
+    finally:
+        await holder.close()
+    assert (await expected_schemas(database_url, HISTORY, [1], run_key="busy-run", cache=None)).failure is None
+
+
 async def test_cancellation_drops_the_shadow(pg_server, database_url: str) -> None:
     slow = HISTORY[:1] + [mig("m2_slow", "SELECT pg_sleep(60);")]
     name = shadow_database_name("cancel-me")

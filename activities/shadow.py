@@ -1,0 +1,361 @@
+"""The expected schema after local migrations 1..k, by replaying them into a shadow database.
+
+How a replay runs (and why):
+- The shadow database lives on the live server (same version, same extensions available, same
+  roles), is created by the live role (so owners match), and is named from the caller's run key:
+  `migrator_shadow_<16 hex of sha256(run key)>`. It is dropped before use, so the leftovers of a
+  killed worker are removed by the next attempt of the same run, and always dropped at the end,
+  also when the caller is cancelled. A session advisory lock on the name (held by the connection
+  to the live database) keeps two attempts of one run from using, or dropping, each other's shadow.
+- Each migration.sql is sent as ONE simple-query script (`conn.execute(sql)`), on one session, as
+  Prisma's engine sends it: PostgreSQL's implicit transaction applies, `BEGIN; ... COMMIT;` inside
+  the script works, and `CREATE INDEX CONCURRENTLY` fails exactly where Prisma's would.
+- One call can ask for several prefixes k1 < k2 < ...: migrations are replayed once, in order, and
+  the model is read at each requested k.
+- Models are cached in process, keyed by the server identity and the chain of checksums of
+  migrations 1..k (ReplayCache): a run asking again for a prefix it has seen replays nothing.
+  Failures are not cached (they may be transient).
+
+A migration that fails comes back as a typed ReplayFailure (which migration, SQLSTATE, the server's
+message); problems with the shadow itself (cannot connect, no CREATEDB, lock held) raise
+ShadowError with one sentence. Neither ever contains the DSN or the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import asyncpg
+import structlog
+from pydantic import BaseModel, ConfigDict
+
+from activities.catalog import read_schema_model
+from activities.db import DatabaseUnavailable, connect
+from domain.checksum import sha256_hex
+from domain.dsn import scrub
+from domain.schema import SchemaModel
+
+log = structlog.get_logger(__name__)
+
+SHADOW_PREFIX = "migrator_shadow_"
+_LOCK_CLASS = 0x5348_4457  # advisory lock namespace ("SHDW"), apart from Prisma's bigint lock key
+# SQLSTATE classes that mean "the server or the connection", not "this migration's SQL".
+_INFRASTRUCTURE_CLASSES = ("08", "53", "57", "58")
+
+
+class MigrationScript(Protocol):
+    """A local migration (domain.folder.LocalMigration, domain.models.BundledMigration...)."""
+
+    name: str
+    sql: str
+
+
+class ShadowError(RuntimeError):
+    """The shadow database could not be used (not a migration's fault). One sentence, no DSN."""
+
+
+class ReplayFailure(BaseModel):
+    """Migration `position` of `total` failed in the shadow database (as it would in Prisma)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    migration: str
+    position: int
+    total: int
+    sqlstate: str | None = None
+    error: str
+    detail: str | None = None
+
+    @property
+    def sentence(self) -> str:
+        code = f" (SQLSTATE {self.sqlstate})" if self.sqlstate else ""
+        return (
+            f"migration {self.migration} ({self.position} of {self.total}) failed when replayed "
+            f"in the shadow database: {self.error}{code}"
+        )
+
+
+class ExpectedSchemas(BaseModel):
+    """The expected schema after each requested prefix that could be replayed."""
+
+    shadow_database: str
+    models: dict[int, SchemaModel]  # k -> model after migrations 1..k (0: the empty database)
+    failure: ReplayFailure | None = None
+    replayed: int = 0  # migrations executed by this call (0 when every prefix was cached)
+    from_cache: tuple[int, ...] = ()
+    seconds: float = 0.0
+
+    def after(self, k: int) -> SchemaModel:
+        """The model after migrations 1..k; KeyError when k was not requested or not reached."""
+        return self.models[k]
+
+
+class ReplayCache:
+    """In-process LRU of replayed models, keyed by (server identity, checksum chain of 1..k).
+
+    The chain (ReplayCache.chain) makes a key name the exact SQL of every migration up to k, in
+    order; the server identity (host, port, role, Prisma schema, server version, template) makes it
+    name the place it was replayed. One worker process serves every run it executes from it."""
+
+    def __init__(self, max_entries: int = 32) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[tuple[str, str], SchemaModel] = OrderedDict()
+
+    @staticmethod
+    def chain(migrations: Sequence[MigrationScript]) -> list[str]:
+        """chain[k] identifies migrations 1..k: sha256 over the previous link and the k-th
+        migration's checksum (of the SQL we execute, not of a checksum someone handed us)."""
+        links = [hashlib.sha256(b"migrator-shadow-chain").hexdigest()]
+        for m in migrations:
+            links.append(hashlib.sha256((links[-1] + sha256_hex(m.sql.encode("utf-8"))).encode()).hexdigest())
+        return links
+
+    def get(self, server: str, link: str) -> SchemaModel | None:
+        model = self._items.get((server, link))
+        if model is not None:
+            self._items.move_to_end((server, link))
+        return model
+
+    def put(self, server: str, link: str, model: SchemaModel) -> None:
+        self._items[(server, link)] = model
+        self._items.move_to_end((server, link))
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+DEFAULT_CACHE = ReplayCache()
+
+
+def shadow_database_name(run_key: str) -> str:
+    """Deterministic per run, short enough for PostgreSQL's 63-byte names, safe unquoted."""
+    return SHADOW_PREFIX + hashlib.sha256(run_key.encode("utf-8")).hexdigest()[:16]
+
+
+async def expected_schemas(
+    dsn: str,
+    migrations: Sequence[MigrationScript],
+    prefixes: Iterable[int],
+    *,
+    run_key: str,
+    cache: ReplayCache | None = DEFAULT_CACHE,
+    template: str | None = None,
+    lock_wait: float = 30.0,
+    statement_timeout: float | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> ExpectedSchemas:
+    """The expected schema models after migrations 1..k for every k in `prefixes` (0 <= k <= n).
+
+    `dsn` is the live database's URL: the shadow is created beside it and replayed with its role
+    and its `?schema=`. `template` is the CREATE DATABASE template (default: the server's,
+    template1, as Prisma's own shadow database). `on_progress(done, total, migration)` is called
+    after each replayed migration (an activity heartbeats there)."""
+    wanted = sorted(set(prefixes))
+    if any(k < 0 or k > len(migrations) for k in wanted):
+        raise ValueError(f"prefixes must be between 0 and {len(migrations)}, got {wanted}")
+    started = time.perf_counter()
+    name = shadow_database_name(run_key)
+    chain = ReplayCache.chain(migrations)
+    admin = await _connect(dsn, "the live database", lock_timeout=lock_wait)
+    try:
+        server = await _server_identity(admin, dsn, template)
+        models = {k: m for k in wanted if cache is not None and (m := cache.get(server, chain[k])) is not None}
+        todo = [k for k in wanted if k not in models]
+        result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)))
+        if todo:
+            result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result)
+            if cache is not None:
+                for k in todo:
+                    if k in result.models:
+                        cache.put(server, chain[k], result.models[k])
+    finally:
+        await _quietly_close(admin)
+    result = result.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
+    log.info(
+        "shadow_replay",
+        shadow=name,
+        prefixes=wanted,
+        from_cache=list(result.from_cache),
+        replayed=result.replayed,
+        failed=result.failure.migration if result.failure else None,
+        seconds=result.seconds,
+    )
+    return result
+
+
+async def drop_shadow(dsn: str, run_key: str) -> None:
+    """Drop the run's shadow database if it exists (e.g. when a run ends for good)."""
+    admin = await _connect(dsn, "the live database")
+    try:
+        await _drop(admin, shadow_database_name(run_key), dsn)
+    finally:
+        await _quietly_close(admin)
+
+
+# -- the replay --------------------------------------------------------------------------------
+
+
+async def _replay(
+    admin: asyncpg.Connection,
+    dsn: str,
+    name: str,
+    migrations: Sequence[MigrationScript],
+    todo: list[int],
+    template: str | None,
+    statement_timeout: float | None,
+    on_progress: Callable[[int, int, str], None] | None,
+    result: ExpectedSchemas,
+) -> ExpectedSchemas:
+    await _lock(admin, name, dsn)
+    shadow: asyncpg.Connection | None = None
+    models, failure, replayed = dict(result.models), None, 0
+    try:
+        await _drop(admin, name, dsn)  # a killed attempt's leftover
+        await _create(admin, name, template, dsn)
+        shadow = await _connect(_with_database(dsn, name), f"the shadow database {name}", statement_timeout=statement_timeout)
+        # The shadow is thrown away, also after a crash: waiting for each commit's WAL flush buys
+        # nothing (schema and catalog are the same), and is most of a durable server's replay time.
+        await shadow.execute("SET synchronous_commit = off")
+        schema = _prisma_schema(dsn)
+        if schema:  # Prisma's engine creates the ?schema= schema when it is missing
+            await shadow.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema.replace(chr(34), chr(34) * 2)}"')
+        target, total = max(todo), len(migrations)
+        if 0 in todo:
+            models[0] = await read_schema_model(shadow)
+        for position, migration in enumerate(migrations[:target], start=1):
+            try:
+                await shadow.execute(migration.sql)
+            except asyncpg.PostgresError as exc:
+                if _is_infrastructure(exc):
+                    raise ShadowError(_sentence(f"the shadow database {name} failed during {migration.name}", exc, dsn)) from None
+                failure = _failure(migration, position, total, exc, dsn)
+                break
+            replayed = position
+            if on_progress is not None:
+                on_progress(position, total, migration.name)
+            if position in todo:
+                models[position] = await read_schema_model(shadow)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
+        raise ShadowError(_sentence(f"the shadow database {name} could not be read", exc, dsn)) from None
+    finally:
+        await _always_clean_up(admin, shadow, name, dsn)
+    return result.model_copy(update={"models": models, "failure": failure, "replayed": replayed})
+
+
+def _failure(migration: MigrationScript, position: int, total: int, exc: asyncpg.PostgresError, dsn: str) -> ReplayFailure:
+    message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    detail = getattr(exc, "detail", None)
+    return ReplayFailure(
+        migration=migration.name,
+        position=position,
+        total=total,
+        sqlstate=getattr(exc, "sqlstate", None),
+        error=scrub(message, dsn, urlsplit(dsn).password),
+        detail=scrub(detail, dsn, urlsplit(dsn).password) if detail else None,
+    )
+
+
+def _is_infrastructure(exc: asyncpg.PostgresError) -> bool:
+    return (getattr(exc, "sqlstate", None) or "")[:2] in _INFRASTRUCTURE_CLASSES
+
+
+async def _always_clean_up(admin: asyncpg.Connection, shadow: asyncpg.Connection | None, name: str, dsn: str) -> None:
+    """Close the shadow session, drop the shadow, release the lock: to the end even when the caller
+    is cancelled meanwhile (then the cancellation goes on)."""
+
+    async def clean() -> None:
+        if shadow is not None:
+            shadow.terminate()  # never waits: an in-flight statement is ended by the forced drop
+        try:
+            await _drop(admin, name, dsn)
+        except ShadowError as exc:
+            # Not raised over the replay's own outcome: the next attempt of the run drops it first.
+            log.warning("shadow_left_behind", shadow=name, reason=str(exc))
+        try:
+            await admin.execute("SELECT pg_advisory_unlock($1::int, $2::int)", _LOCK_CLASS, _lock_key(name))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass  # the lock is the session's: closing the connection releases it too
+
+    task = asyncio.ensure_future(clean())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+# -- small steps -------------------------------------------------------------------------------
+
+
+async def _connect(dsn: str, what: str, **timeouts: float | None) -> asyncpg.Connection:
+    try:
+        return await connect(dsn, **timeouts)
+    except DatabaseUnavailable as exc:
+        raise ShadowError(f"cannot open {what} for the shadow replay: {exc}") from None
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
+
+
+async def _lock(admin: asyncpg.Connection, name: str, dsn: str) -> None:
+    try:
+        await admin.execute("SELECT pg_advisory_lock($1::int, $2::int)", _LOCK_CLASS, _lock_key(name))
+    except asyncpg.LockNotAvailableError:
+        raise ShadowError(f"another replay of this run is still using the shadow database {name}; try again") from None
+    except asyncpg.PostgresError as exc:
+        raise ShadowError(_sentence(f"cannot lock the shadow database {name}", exc, dsn)) from None
+
+
+async def _create(admin: asyncpg.Connection, name: str, template: str | None, dsn: str) -> None:
+    sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+    try:
+        await admin.execute(sql)
+    except asyncpg.PostgresError as exc:
+        hint = " (the migration role needs CREATEDB)" if isinstance(exc, asyncpg.InsufficientPrivilegeError) else ""
+        raise ShadowError(_sentence(f"cannot create the shadow database {name}{hint}", exc, dsn)) from None
+
+
+async def _drop(admin: asyncpg.Connection, name: str, dsn: str) -> None:
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except asyncpg.PostgresError as exc:
+        raise ShadowError(_sentence(f"cannot drop the shadow database {name}; drop it by hand", exc, dsn)) from None
+
+
+async def _server_identity(admin: asyncpg.Connection, dsn: str, template: str | None) -> str:
+    parts = urlsplit(dsn)
+    version = await admin.fetchval("SHOW server_version_num")
+    user = await admin.fetchval("SELECT current_user")
+    return f"{parts.hostname}:{parts.port or 5432}|{user}|{_prisma_schema(dsn) or ''}|{version}|{template or ''}"
+
+
+def _prisma_schema(dsn: str) -> str | None:
+    return next((v for k, v in parse_qsl(urlsplit(dsn).query) if k == "schema"), None) or None
+
+
+def _with_database(dsn: str, database: str) -> str:
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
+def _sentence(what: str, exc: BaseException, dsn: str) -> str:
+    reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+    return f"{what}: {scrub(reason, dsn, urlsplit(dsn).password)}"
+
+
+async def _quietly_close(conn: asyncpg.Connection) -> None:
+    try:
+        await asyncio.wait_for(conn.close(), timeout=5)
+    except Exception:  # closing is best effort; the server ends the session (and its lock) anyway
+        conn.terminate()

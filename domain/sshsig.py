@@ -116,7 +116,7 @@ def parse_armored(text: str) -> SshSignature:
 
 
 def parse_blob(blob: bytes) -> SshSignature:
-    reader = _Reader(blob)
+    reader = WireReader(blob)
     if reader.take(len(MAGIC)) != MAGIC:
         raise SshSigError("this is not an SSH signature (no SSHSIG preamble); make it with `ssh-keygen -Y sign`")
     version = reader.uint32()
@@ -129,7 +129,7 @@ def parse_blob(blob: bytes) -> SshSignature:
     signature = reader.string()
     if not reader.done():
         raise SshSigError("the SSH signature has trailing data")
-    key_type = _Reader(public_key).text()
+    key_type = WireReader(public_key).text()
     if hash_algorithm not in MESSAGE_HASHES:
         raise SshSigError(f"the signature hashes with '{hash_algorithm}'; only sha256 and sha512 are accepted")
     return SshSignature(key_type, public_key, namespace, hash_algorithm, signature)
@@ -169,7 +169,7 @@ def verify_raw(key_type: str, public_key: bytes, signature: bytes, signed: bytes
     """One SSH signature blob (RFC 4253 §6.6 framing) checked by `cryptography` over `signed`."""
     key = load_public_key(key_type, public_key)
     try:
-        reader = _Reader(signature)
+        reader = WireReader(signature)
         algorithm = reader.text()
         raw = reader.string()
         if not reader.done():
@@ -186,7 +186,7 @@ def verify_raw(key_type: str, public_key: bytes, signature: bytes, signed: bytes
             if algorithm != key_type:
                 return False
             # RFC 5656 §3.1.2: mpint r || mpint s, which `cryptography` takes as DER.
-            parts = _Reader(raw)
+            parts = WireReader(raw)
             r, s = parts.mpint(), parts.mpint()
             if not parts.done():
                 return False
@@ -205,7 +205,7 @@ def _string(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-class _Reader:
+class WireReader:
     """RFC 4251 §5 data types over a byte string; a short or malformed input is an SshSigError."""
 
     def __init__(self, data: bytes) -> None:

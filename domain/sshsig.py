@@ -6,10 +6,13 @@ allowed-signers verification accepts only `*` principals without validity dates.
 framing (PROTOCOL.sshsig in openssh-portable; RFC 4251 strings), not cryptography, so parsing it is
 a few lines; key decoding, hashing rules and signature checks are `cryptography`'s.
 
-Pure and deterministic (no I/O, no clock): it runs inside the workflow's update and signal handlers.
-The workflow imports it through `workflow.unsafe.imports_passed_through()`, so `cryptography` (a
-native module that must be imported once per process) is shared with the worker, not re-imported in
-the sandbox.
+Pure and deterministic (no I/O, no clock): it runs inside the workflow's update and signal handlers,
+in Temporal's workflow sandbox. `cryptography` is a native (Rust) module that can be loaded only once
+per process, and the sandbox re-imports whatever is imported inside it: so workflow code imports
+this module through `workflow.unsafe.imports_passed_through()`, and every call into `cryptography`
+here runs under `_shared_modules()`, because its Rust code imports Python modules (curve classes,
+exception types) lazily, on first use, which inside the sandbox would otherwise fail with
+"SystemError: ... bad argument to internal function" and fail the workflow task.
 
 Signed data, per PROTOCOL.sshsig:
     "SSHSIG" || string(namespace) || string("") || string(hash_algorithm) || string(H(message))
@@ -24,6 +27,8 @@ import base64
 import binascii
 import hashlib
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -31,6 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from temporalio import workflow
 
 ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 ARMOR_END = "-----END SSH SIGNATURE-----"
@@ -43,14 +49,16 @@ MESSAGE_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 ED25519 = "ssh-ed25519"
 RSA = "ssh-rsa"
-ECDSA_CURVES: dict[str, tuple[type[ec.EllipticCurve], hashes.HashAlgorithm]] = {
+# Built once, at import (under the workflow's passthrough): `ec.ECDSA()` imports the OpenSSL backend lazily.
+ECDSA_CURVES: dict[str, tuple[type[ec.EllipticCurve], ec.ECDSA]] = {
     # RFC 5656 §6.2.1: the curve fixes the hash.
-    "ecdsa-sha2-nistp256": (ec.SECP256R1, hashes.SHA256()),
-    "ecdsa-sha2-nistp384": (ec.SECP384R1, hashes.SHA384()),
-    "ecdsa-sha2-nistp521": (ec.SECP521R1, hashes.SHA512()),
+    "ecdsa-sha2-nistp256": (ec.SECP256R1, ec.ECDSA(hashes.SHA256())),
+    "ecdsa-sha2-nistp384": (ec.SECP384R1, ec.ECDSA(hashes.SHA384())),
+    "ecdsa-sha2-nistp521": (ec.SECP521R1, ec.ECDSA(hashes.SHA512())),
 }
 # RFC 8332; plain "ssh-rsa" signatures use SHA-1 and are refused, as OpenSSH does for SSHSIG.
 RSA_SIGNATURES = {"rsa-sha2-256": hashes.SHA256(), "rsa-sha2-512": hashes.SHA512()}
+_PKCS1 = padding.PKCS1v15()
 SUPPORTED_KEY_TYPES = (ED25519, RSA, *ECDSA_CURVES)
 
 
@@ -154,7 +162,8 @@ def load_public_key(key_type: str, public_key: bytes):
         raise SshSigError(reason)
     line = key_type.encode("ascii") + b" " + base64.b64encode(public_key)
     try:
-        key = load_ssh_public_key(line)
+        with _shared_modules():
+            key = load_ssh_public_key(line)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise SshSigError(f"the {key_type} public key cannot be read ({exc})") from None
     expected = {ED25519: ed25519.Ed25519PublicKey, RSA: rsa.RSAPublicKey}.get(key_type, ec.EllipticCurvePublicKey)
@@ -169,31 +178,45 @@ def verify_raw(key_type: str, public_key: bytes, signature: bytes, signed: bytes
     """One SSH signature blob (RFC 4253 §6.6 framing) checked by `cryptography` over `signed`."""
     key = load_public_key(key_type, public_key)
     try:
-        reader = WireReader(signature)
-        algorithm = reader.text()
-        raw = reader.string()
-        if not reader.done():
-            return False
-        if key_type == ED25519:
-            if algorithm != ED25519:
-                return False
-            key.verify(raw, signed)
-        elif key_type == RSA:
-            if algorithm not in RSA_SIGNATURES:
-                return False
-            key.verify(raw, signed, padding.PKCS1v15(), RSA_SIGNATURES[algorithm])
-        else:
-            if algorithm != key_type:
-                return False
-            # RFC 5656 §3.1.2: mpint r || mpint s, which `cryptography` takes as DER.
-            parts = WireReader(raw)
-            r, s = parts.mpint(), parts.mpint()
-            if not parts.done():
-                return False
-            key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(ECDSA_CURVES[key_type][1]))
+        with _shared_modules():
+            return _verify(key, key_type, signature, signed)
     except (InvalidSignature, SshSigError, ValueError):
         return False
+
+
+def _verify(key, key_type: str, signature: bytes, signed: bytes) -> bool:
+    """Raises InvalidSignature (or returns False) unless the signature is good."""
+    reader = WireReader(signature)
+    algorithm = reader.text()
+    raw = reader.string()
+    if not reader.done():
+        return False
+    if key_type == ED25519:
+        if algorithm != ED25519:
+            return False
+        key.verify(raw, signed)
+    elif key_type == RSA:
+        if algorithm not in RSA_SIGNATURES:
+            return False
+        key.verify(raw, signed, _PKCS1, RSA_SIGNATURES[algorithm])
+    else:
+        if algorithm != key_type:
+            return False
+        # RFC 5656 §3.1.2: mpint r || mpint s, which `cryptography` takes as DER.
+        parts = WireReader(raw)
+        r, s = parts.mpint(), parts.mpint()
+        if not parts.done():
+            return False
+        key.verify(encode_dss_signature(r, s), signed, ECDSA_CURVES[key_type][1])
     return True
+
+
+@contextmanager
+def _shared_modules() -> Iterator[None]:
+    """Imports made by `cryptography` during the call use the worker's modules, in the workflow
+    sandbox as outside it (where this changes nothing)."""
+    with workflow.unsafe.imports_passed_through():
+        yield
 
 
 def _signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:

@@ -60,6 +60,8 @@ ECDSA_CURVES: dict[str, tuple[type[ec.EllipticCurve], ec.ECDSA]] = {
 RSA_SIGNATURES = {"rsa-sha2-256": hashes.SHA256(), "rsa-sha2-512": hashes.SHA512()}
 _PKCS1 = padding.PKCS1v15()
 SUPPORTED_KEY_TYPES = (ED25519, RSA, *ECDSA_CURVES)
+# OpenSSH's own floor is 1024 bits; 2048 is the floor NIST SP 800-131A allows for signatures.
+MIN_RSA_BITS = 2048
 
 
 class SshSigError(ValueError):
@@ -171,6 +173,9 @@ def load_public_key(key_type: str, public_key: bytes):
         raise SshSigError(f"the public key is not a {key_type} key")
     if key_type in ECDSA_CURVES and not isinstance(key.curve, ECDSA_CURVES[key_type][0]):
         raise SshSigError(f"the public key's curve does not match {key_type}")
+    if key_type == RSA and key.key_size < MIN_RSA_BITS:
+        raise SshSigError(f"RSA keys of {key.key_size} bits are too weak to prove an approval "
+                          f"(at least {MIN_RSA_BITS}); use an ed25519 key")
     return key
 
 

@@ -304,6 +304,14 @@ def test_a_bad_allowed_signers_line_is_reported_with_its_number(keys, line: str,
     assert error in str(err.value)
 
 
+def test_weak_rsa_keys_are_refused_when_the_list_is_read(tmp_path) -> None:
+    weak = make_key(tmp_path, "old", "rsa", 1024)
+    with pytest.raises(AllowedSignersError) as err:
+        parse_allowed_signers(f"# legacy\nold {weak.public}\n")
+    assert str(err.value) == ("allowed signers line 2: RSA keys of 1024 bits are too weak to prove an approval "
+                              "(at least 2048); use an ed25519 key")
+
+
 def test_openssh_patterns() -> None:
     assert match_pattern_list("alice", "bob,alice")
     assert match_pattern_list("alice@example.com", "*@example.com")

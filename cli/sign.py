@@ -1,0 +1,177 @@
+"""`starter.py sign`: sign an approval with your SSH key, for pasting into the Temporal UI.
+
+The Temporal UI sends whatever JSON is typed into it, under no verified name (docs/approver-identity.md),
+so a proven approval carries its own proof: an SSH signature (`ssh-keygen -Y sign`, the tool git's
+commit signing uses) over the canonical statement of domain/approval_proof.py, checked by the
+workflow against the environment's allowed signers. The signing is done by OpenSSH itself, so any
+key it can use works: a private key file (its passphrase asked on the terminal), or a `.pub` file
+whose private half is held by ssh-agent (SSH_AUTH_SOCK), a hardware token's agent included.
+
+The JSON goes to stdout alone, on one line, so it can be piped (`| pbcopy`, `| xclip`) and is never
+wrapped; the explanation goes to stderr.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from cli.app import app
+from cli.common import describe_or_fail, err_console, fail, load_settings, resolve_run, run, temporal
+from domain.allowed_signers import AllowedSignersError, parse_allowed_signers
+from domain.approval_proof import (
+    DECISIONS,
+    NAMESPACE,
+    STAGES,
+    ApprovalStatement,
+    Refused,
+    payload_json,
+    signed_payload,
+    verify_approval,
+)
+from domain.models import RunStatus
+from domain.sshsig import SshSigError, parse_armored
+
+SIGN_TIMEOUT_SECONDS = 300  # long enough to type a passphrase or touch a security key
+
+
+class SigningError(Exception):
+    """ssh-keygen could not sign; the message is one sentence saying what to do."""
+
+
+def sign_message(
+    message: bytes,
+    key: Path,
+    *,
+    namespace: str = NAMESPACE,
+    env: Mapping[str, str] | None = None,
+    timeout: float = SIGN_TIMEOUT_SECONDS,
+) -> str:
+    """The armored signature `ssh-keygen -Y sign -f KEY -n NAMESPACE` makes over `message`.
+
+    The message is written to a private temporary file rather than piped in, so ssh-keygen's
+    standard input stays the terminal and it can ask for a passphrase there."""
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise SigningError("ssh-keygen not found: install OpenSSH's client tools (Debian/Ubuntu: openssh-client)")
+    key = key.expanduser()
+    if not key.is_file():
+        raise SigningError(f"no key file {key}: give your private key, or its .pub with the key loaded in ssh-agent")
+    with tempfile.TemporaryDirectory(prefix="approval-") as tmp:
+        statement = Path(tmp) / "approval.txt"
+        statement.write_bytes(message)
+        try:
+            done = subprocess.run(
+                [keygen, "-Y", "sign", "-f", str(key), "-n", namespace, str(statement)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
+                env=dict(env) if env is not None else None,
+            )
+        except subprocess.TimeoutExpired:
+            raise SigningError(f"ssh-keygen did not finish signing within {timeout:.0f} s") from None
+        signature_file = Path(f"{statement}.sig")
+        if done.returncode != 0 or not signature_file.is_file():
+            raise SigningError(f"ssh-keygen could not sign with {key}: {_reason(done.stderr, key)}")
+        signature = signature_file.read_text(encoding="ascii")
+    try:
+        parse_armored(signature)
+    except SshSigError as exc:
+        raise SigningError(f"ssh-keygen's output is not a usable signature: {exc}") from None
+    return signature
+
+
+def _reason(stderr: str, key: Path) -> str:
+    lines = [line.strip() for line in (stderr or "").splitlines()
+             if line.strip() and not line.startswith(("Signing file", "Write signature"))]
+    text = lines[-1] if lines else "no reason given"
+    if key.suffix == ".pub" and ("agent" in text.lower() or "private key" in text.lower()):
+        text += " (a .pub key signs through ssh-agent: is SSH_AUTH_SOCK set and the key added with ssh-add?)"
+    return text
+
+
+def statement_for(workflow_id: str, run_id: str, status: RunStatus, stage: str, decision: str,
+                  approver: str) -> ApprovalStatement:
+    """The statement to sign for this run, from what its `status` query says. Fails (one line)
+    when the run cannot take this decision, rather than printing a signature that will be refused."""
+    if stage not in STAGES:
+        fail(f"unknown stage '{stage}': gates are named {', '.join(STAGES)}")
+    if decision not in DECISIONS:
+        fail(f"unknown decision '{decision}': approve or reject")
+    if status.plan is None or not status.plan.fingerprint:
+        fail(f"run {workflow_id} has no plan yet (preflight is still running): sign when it waits at a gate")
+    gates = status.policy.gates if status.policy else []
+    if stage not in gates:
+        fail(f"run {workflow_id} has no '{stage}' gate (its gates: {', '.join(gates) or 'none'})")
+    if stage in status.gates_passed:
+        fail(f"the '{stage}' gate of run {workflow_id} was already passed")
+    statement = ApprovalStatement(workflow_id, run_id, stage, decision, approver, status.plan.fingerprint)
+    problem = statement.problem()
+    if problem:
+        fail(problem)
+    return statement
+
+
+def check_against_policy(status: RunStatus, statement: ApprovalStatement, signature: str) -> None:
+    """When the run's policy lists its allowed signers (it will once proofs are wired into the
+    workflow), check the signature here too, so a wrong key is said before anything is pasted."""
+    signers = getattr(status.policy, "allowed_signers", None) if status.policy else None
+    if not signers:
+        return
+    try:
+        allowed = parse_allowed_signers(signers)
+    except AllowedSignersError:
+        return  # the worker reports its own settings
+    verdict = verify_approval(signature, statement, allowed, at=datetime.now(timezone.utc))
+    if isinstance(verdict, Refused):
+        fail(f"this signature would be refused: {verdict.reason}", exit_code=1)
+
+
+RunArg = typer.Argument(..., help="Environment name, workflow id, or WORKFLOW_ID/RUN_ID.")
+
+
+@app.command("sign")
+@run
+async def sign(
+    run_ref: str = RunArg,
+    stage: str = typer.Option(..., "--stage", "-s", help="The gate: resolve, deploy or verify."),
+    by: str = typer.Option(..., "--by", help="Your name, exactly as the allowed signers list it."),
+    key: Path = typer.Option(
+        ..., "--key", "-k",
+        help="Your SSH private key, or its .pub file with the private key in ssh-agent (SSH_AUTH_SOCK)."),
+    decision: str = typer.Option("approve", "--decision", help="approve or reject."),
+    comment: str = typer.Option(None, "--comment", "-m", help="Why (kept in the audit; not signed)."),
+) -> int:
+    """Sign an approval (or rejection) of a waiting run with your SSH key and print the one-line JSON
+    to paste into the Temporal UI (Send an Update / Send a Signal)."""
+    settings = load_settings()
+    client = await temporal(settings)
+    handle = resolve_run(client, run_ref)
+    desc = await describe_or_fail(handle)
+    if desc.status is None or desc.status.name != "RUNNING":
+        fail(f"run {desc.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
+    status = await handle.query("status", result_type=RunStatus)
+    statement = statement_for(desc.id, desc.run_id, status, stage, decision, by)
+    try:
+        signature = sign_message(statement.message(), key)
+    except SigningError as exc:
+        fail(str(exc))
+    check_against_policy(status, statement, signature)
+    key_fp = parse_armored(signature).key_fingerprint
+    update, signal = f"{decision}_update", decision
+    err_console.print(
+        f"Signed: {decision} {stage} of {desc.id} (run {desc.run_id}), plan {statement.fingerprint}, "
+        f"as {by} with key {key_fp}.\n"
+        f"Paste the line below in the Temporal UI: More Actions → Send an Update → {update} "
+        f"(answers at once), or Send a Signal → {signal}.",
+        markup=False, soft_wrap=True,
+    )
+    sys.stdout.write(payload_json(signed_payload(statement, signature, comment)) + "\n")
+    sys.stdout.flush()
+    return 0
+

@@ -18,6 +18,7 @@ import subprocess
 import unicodedata
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from domain.prisma.order import ICU_VERSION, prisma_compare, prisma_sort_key, prisma_sorted
@@ -196,9 +197,6 @@ async def test_real_prisma_deploy_applies_in_this_order(tmp_path: Path, database
         )
     result = prisma(database_url, mdir, "deploy")
     assert result.returncode == 0, result.stdout + result.stderr
-
-    import asyncpg
-
     conn = await asyncpg.connect(database_url)
     try:
         applied = [r["name"] for r in await conn.fetch("SELECT name FROM applied_order ORDER BY seq")]

@@ -29,6 +29,7 @@ from activities.verify import VerifyActivities
 from runtime.logs import configure_logging, get_logger
 from runtime.settings import Settings
 from workflows.deploy import DeployWorkflow
+from workflows.sandbox import workflow_runner
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
@@ -59,6 +60,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[DeployWorkflow],
+        workflow_runner=workflow_runner(),
         activities=activities if activities is not None else deploy_activities(settings),
         **worker_options,
     )

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from activities.catalog import read_schema_model
 from activities.db import DatabaseUnavailable, connect
-from domain.checksum import sha256_hex
+from domain.prisma.checksum import sha256_hex
 from domain.dsn import scrub
 from domain.schema import SchemaModel
 

@@ -26,7 +26,7 @@ from activities.catalog import read_schema_model
 from activities.shadow import ReplayCache, expected_schemas
 from bench.report import print_table
 from devstack.pgcluster import PgCluster
-from domain.folder import LocalMigration, prisma_order_key
+from domain.prisma.folder import LocalMigration, prisma_order_key
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"

@@ -8,11 +8,8 @@ a few lines; key decoding, hashing rules and signature checks are `cryptography`
 
 Pure and deterministic (no I/O, no clock): it runs inside the workflow's update and signal handlers,
 in Temporal's workflow sandbox. `cryptography` is a native (Rust) module that can be loaded only once
-per process, and the sandbox re-imports whatever is imported inside it: so workflow code imports
-this module through `workflow.unsafe.imports_passed_through()`, and every call into `cryptography`
-here runs under `_shared_modules()`, because its Rust code imports Python modules (curve classes,
-exception types) lazily, on first use, which inside the sandbox would otherwise fail with
-"SystemError: ... bad argument to internal function" and fail the workflow task.
+per process and imports Python modules lazily on first use: the sandbox passes the whole package
+through (workflows/sandbox.py), which every worker and replayer of this project uses.
 
 Signed data, per PROTOCOL.sshsig:
     "SSHSIG" || string(namespace) || string("") || string(hash_algorithm) || string(H(message))
@@ -27,8 +24,6 @@ import base64
 import binascii
 import hashlib
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -36,7 +31,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from temporalio import workflow
 
 ARMOR_BEGIN = "-----BEGIN SSH SIGNATURE-----"
 ARMOR_END = "-----END SSH SIGNATURE-----"
@@ -49,7 +43,7 @@ MESSAGE_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 ED25519 = "ssh-ed25519"
 RSA = "ssh-rsa"
-# Built once, at import (under the workflow's passthrough): `ec.ECDSA()` imports the OpenSSL backend lazily.
+# Built once, at import: `ec.ECDSA()` imports the OpenSSL backend lazily.
 ECDSA_CURVES: dict[str, tuple[type[ec.EllipticCurve], ec.ECDSA]] = {
     # RFC 5656 §6.2.1: the curve fixes the hash.
     "ecdsa-sha2-nistp256": (ec.SECP256R1, ec.ECDSA(hashes.SHA256())),
@@ -164,8 +158,7 @@ def load_public_key(key_type: str, public_key: bytes):
         raise SshSigError(reason)
     line = key_type.encode("ascii") + b" " + base64.b64encode(public_key)
     try:
-        with _shared_modules():
-            key = load_ssh_public_key(line)
+        key = load_ssh_public_key(line)
     except (ValueError, UnsupportedAlgorithm) as exc:
         raise SshSigError(f"the {key_type} public key cannot be read ({exc})") from None
     expected = {ED25519: ed25519.Ed25519PublicKey, RSA: rsa.RSAPublicKey}.get(key_type, ec.EllipticCurvePublicKey)
@@ -183,8 +176,7 @@ def verify_raw(key_type: str, public_key: bytes, signature: bytes, signed: bytes
     """One SSH signature blob (RFC 4253 §6.6 framing) checked by `cryptography` over `signed`."""
     key = load_public_key(key_type, public_key)
     try:
-        with _shared_modules():
-            return _verify(key, key_type, signature, signed)
+        return _verify(key, key_type, signature, signed)
     except (InvalidSignature, SshSigError, ValueError):
         return False
 
@@ -214,14 +206,6 @@ def _verify(key, key_type: str, signature: bytes, signed: bytes) -> bool:
             return False
         key.verify(encode_dss_signature(r, s), signed, ECDSA_CURVES[key_type][1])
     return True
-
-
-@contextmanager
-def _shared_modules() -> Iterator[None]:
-    """Imports made by `cryptography` during the call use the worker's modules, in the workflow
-    sandbox as outside it (where this changes nothing)."""
-    with workflow.unsafe.imports_passed_through():
-        yield
 
 
 def _signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:

@@ -18,10 +18,21 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key
 from temporalio.worker import Worker
 
-from domain.allowed_signers import AllowedSignersError, match_pattern_list, parse_allowed_signers
-from domain.approval_proof import NAMESPACE, ApprovalStatement, Proven, Refused, verify_approval
+from domain.allowed_signers import (
+    AllowedSignersError,
+    match_pattern_list,
+    parse_allowed_signers,
+)
+from domain.approval_proof import (
+    NAMESPACE,
+    ApprovalStatement,
+    Proven,
+    Refused,
+    verify_approval,
+)
 from tests.proof_workflow import ApprovalProofProbe
 from tests.ssh_keys import SshKey, armor, dearmor, keygen_verifies, make_key, sign
+from workflows.sandbox import workflow_runner
 
 NOW = datetime(2026, 11, 20, 12, 0, 0, tzinfo=timezone.utc)
 FINGERPRINT = hashlib.sha256(b"the plan").hexdigest()
@@ -335,7 +346,7 @@ async def test_verification_runs_in_an_update_handler_in_the_sandbox(
     async def update(handle, payload: dict) -> dict:
         return await asyncio.wait_for(handle.execute_update("approve_update", payload, result_type=dict), 30)
 
-    async with Worker(client, task_queue=queue, workflows=[ApprovalProofProbe]):
+    async with Worker(client, task_queue=queue, workflows=[ApprovalProofProbe], workflow_runner=workflow_runner()):
         for who in ("carol", "bob", "alice", "dave"):
             handle = await client.start_workflow(ApprovalProofProbe.run, args=[allowed_text, FINGERPRINT],
                                                  id=f"prisma-deploy-proof-{uuid.uuid4()}", task_queue=queue)

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from activities.evidence import Evidence
-from domain.models import Action, BlockerCode, DeployPlan, Operation, RunMarks, Stage
 from domain.fingerprint import ledger_digest
+from domain.models import Action, BlockerCode, DeployPlan, Operation, RunMarks, Stage
 from domain.plan import build_plan
-from domain.stages import run_stages
 from domain.prisma.diagnosis import diagnose
 from domain.prisma.ledger import LedgerRow, LedgerSnapshot
 from domain.sql.rules import analyze_migration
+from domain.stages import run_stages
 from tests.helpers import migration, request
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

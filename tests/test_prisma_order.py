@@ -21,7 +21,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from domain.prisma.order import ICU_VERSION, prisma_compare, prisma_sort_key, prisma_sorted
+from domain.prisma.order import (
+    ICU_VERSION,
+    prisma_compare,
+    prisma_sort_key,
+    prisma_sorted,
+)
 from tests.oracle import prisma
 
 POOLS = {

@@ -19,8 +19,13 @@ import asyncpg
 import pytest
 
 from activities.catalog import read_schema_model
-from activities.shadow import ReplayCache, ShadowError, expected_schemas, shadow_database_name
-from domain.folder import LocalMigration, prisma_order_key
+from activities.shadow import (
+    ReplayCache,
+    ShadowError,
+    expected_schemas,
+    shadow_database_name,
+)
+from domain.prisma.folder import LocalMigration, prisma_order_key
 from domain.schema import EffectsVerdict, ObjectState, compare, migration_effects
 from tests.conftest import PG_TEST_PASSWORD
 from tests.oracle import prisma

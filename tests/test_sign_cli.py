@@ -22,7 +22,14 @@ import pytest
 from cli.sign import SigningError, sign_message
 from devstack.incident import reproduce_incident
 from domain.allowed_signers import parse_allowed_signers
-from domain.approval_proof import NAMESPACE, ApprovalStatement, Proven, payload_json, signed_payload, verify_approval
+from domain.approval_proof import (
+    NAMESPACE,
+    ApprovalStatement,
+    Proven,
+    payload_json,
+    signed_payload,
+    verify_approval,
+)
 from domain.models import ApprovalAnswer
 from tests.helpers import incident_request, make_settings, new_worker, start, wait_gate
 from tests.ssh_keys import keygen_verifies, make_key

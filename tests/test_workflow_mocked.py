@@ -44,6 +44,7 @@ from domain.models import (
 from tests.helpers import migration, request
 from workflows import messages
 from workflows.deploy import DeployWorkflow
+from workflows.sandbox import workflow_runner
 from workflows.start import WORKFLOW_NAME, start_options
 
 A = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT);', down='DROP TABLE "a";')
@@ -134,6 +135,7 @@ async def run_to_end(env: WorkflowEnvironment, fakes: FakeActivities, req: Deplo
     req = req or request("dev", [A])
     queue = f"mocked-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[DeployWorkflow], activities=fakes.all(),
+                      workflow_runner=workflow_runner(),
                       max_cached_workflows=0):
         options = start_options(req, task_queue=queue, workflow_id=f"mocked-{uuid.uuid4()}")
         handle = await env.client.start_workflow(WORKFLOW_NAME, req, **options)

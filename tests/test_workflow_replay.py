@@ -41,6 +41,7 @@ from tests.helpers import (
     wait_gate,
 )
 from workflows.deploy import DeployWorkflow
+from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
@@ -83,7 +84,8 @@ async def test_recording_scenarios_still_end_as_recorded_and_replay(dev_client, 
     """The scenarios behind the committed histories still reach their outcome, and their fresh
     histories replay; with RECORD_HISTORIES=1 they also overwrite the committed files."""
     text = await SCENARIOS[name](dev_client, database_url)
-    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
     await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
     if os.environ.get("RECORD_HISTORIES"):
         target = HISTORIES / RECORDING_VERSION / f"{name}.json"
@@ -100,7 +102,8 @@ def test_every_scenario_has_a_recording() -> None:
 async def test_recorded_history_replays_with_the_current_code(path: Path) -> None:
     text = path.read_text()
     assert PG_TEST_PASSWORD not in text  # committed histories hold no secrets either
-    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
     await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, text))
 
 
@@ -116,5 +119,6 @@ async def test_a_fresh_history_with_signals_updates_and_compensation_replays(dev
         final = await final_status(handle)
         text = await history_json(handle)
     assert final.outcome == Outcome.rejected
-    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
+                        workflow_runner=workflow_runner())
     await replayer.replay_workflow(WorkflowHistory.from_json(handle.id, text))

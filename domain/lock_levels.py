@@ -104,21 +104,26 @@ def blocks_application(modes: Iterable[LockMode]) -> bool:
 
 @dataclass(frozen=True)
 class RelationLock:
-    """One lock a statement takes. `schema` is None when the SQL leaves it to the search_path;
-    `is_index` means the name is an index (its table is locked too, found in the catalog)."""
+    """One lock a statement takes. `schema` is None when the SQL leaves it to the search_path.
+    `is_index`: the name is an index; `table_mode` is then the lock taken on its table (found in
+    the catalog), None when the table is not locked."""
 
     schema: str | None
     name: str
     mode: LockMode
     reason: str
     is_index: bool = False
+    table_mode: LockMode | None = None
 
     def qualified(self, default_schema: str = "public") -> str:
         return f"{self.schema or default_schema}.{self.name}"
 
     def lint_sentence(self, default_schema: str = "public") -> str:
-        what = "the table of index " if self.is_index else ""
-        return f"takes {self.mode.label} on {what}{self.qualified(default_schema)} ({IMPACT[self.mode]})"
+        if not self.is_index:
+            return f"takes {self.mode.label} on {self.qualified(default_schema)} ({IMPACT[self.mode]})"
+        on_table = f" and {self.table_mode.label} on its table" if self.table_mode else ""
+        impact = IMPACT[max(self.mode, self.table_mode or self.mode)]
+        return f"takes {self.mode.label} on index {self.qualified(default_schema)}{on_table} ({impact})"
 
 
 @dataclass(frozen=True)
@@ -142,13 +147,17 @@ class _Collector:
     multi_transaction: bool = False
     unknown: str = ""
 
-    def add(self, rangevar: dict[str, Any] | None, mode: LockMode, reason: str, is_index: bool = False) -> None:
+    def add(self, rangevar: dict[str, Any] | None, mode: LockMode, reason: str, is_index: bool = False,
+            table_mode: LockMode | None = None) -> None:
         if rangevar and rangevar.get("relname"):
-            self.locks.append(RelationLock(rangevar.get("schemaname"), rangevar["relname"], mode, reason, is_index))
+            self.locks.append(RelationLock(rangevar.get("schemaname"), rangevar["relname"], mode, reason, is_index,
+                                           table_mode))
 
-    def add_names(self, parts: list[str], mode: LockMode, reason: str, is_index: bool = False) -> None:
+    def add_names(self, parts: list[str], mode: LockMode, reason: str, is_index: bool = False,
+                  table_mode: LockMode | None = None) -> None:
         if parts:
-            self.locks.append(RelationLock(parts[-2] if len(parts) > 1 else None, parts[-1], mode, reason, is_index))
+            self.locks.append(RelationLock(parts[-2] if len(parts) > 1 else None, parts[-1], mode, reason, is_index,
+                                           table_mode))
 
 
 # -- ALTER TABLE ------------------------------------------------------------------------------
@@ -300,7 +309,8 @@ def _drop(node: dict[str, Any], out: _Collector) -> None:
             concurrent = bool(node.get("concurrent"))
             out.multi_transaction |= concurrent
             mode = _A.SHARE_UPDATE_EXCLUSIVE if concurrent else _A.ACCESS_EXCLUSIVE
-            out.add_names(parts, mode, "DROP INDEX" + (" CONCURRENTLY" if concurrent else ""), is_index=True)
+            out.add_names(parts, mode, "DROP INDEX" + (" CONCURRENTLY" if concurrent else ""), is_index=True,
+                          table_mode=mode)
         elif kind in ("OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"):  # [schema.]table.name
             out.add_names(parts[:-1], _A.ACCESS_EXCLUSIVE, f"DROP {kind.removeprefix('OBJECT_')}")
 
@@ -318,6 +328,8 @@ def _create_table(node: dict[str, Any], out: _Collector) -> None:
     constraints = list(node.get("constraints", []))
     for elt in node.get("tableElts", []):
         constraints += elt.get("ColumnDef", {}).get("constraints", [])
+        if "Constraint" in elt:  # a table constraint: FOREIGN KEY (...) REFERENCES ...
+            constraints.append(elt)
         if "TableLikeClause" in elt:
             out.add(elt["TableLikeClause"].get("relation"), _A.ACCESS_SHARE, "CREATE TABLE ... LIKE")
     for fk in _foreign_keys(constraints):
@@ -335,7 +347,8 @@ def _reindex(node: dict[str, Any], out: _Collector) -> None:
     kind = node.get("kind", "")
     if kind == "REINDEX_OBJECT_INDEX":
         mode = _A.SHARE_UPDATE_EXCLUSIVE if concurrent else _A.ACCESS_EXCLUSIVE
-        out.add(node.get("relation"), mode, "REINDEX INDEX", is_index=True)
+        table = _A.SHARE_UPDATE_EXCLUSIVE if concurrent else _A.SHARE
+        out.add(node.get("relation"), mode, "REINDEX INDEX", is_index=True, table_mode=table)
     elif kind == "REINDEX_OBJECT_TABLE":
         mode = _A.SHARE_UPDATE_EXCLUSIVE if concurrent else _A.SHARE
         out.add(node.get("relation"), mode, "REINDEX TABLE")

@@ -17,7 +17,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from domain.durations import format_ms
+from domain.durations import format_ms, parse_pg_duration
 
 QUERY_PREVIEW_CHARS = 60
 _STRING_LITERAL = re.compile(r"(?:[eE]|[uU]&)?'(?:[^']|'')*'?")
@@ -163,7 +163,8 @@ class LockBudgetExhausted(Exception):
 @dataclass(frozen=True)
 class LockRetryPolicy:
     """How politely to ask for locks. Defaults: 5 minutes in all, attempts of 50 ms rising to
-    200 ms, jittered backoff from 50 ms to 1 s, blockers polled every 200 ms."""
+    200 ms (x1.5 each), jittered backoff growing from 25-50 ms to 0.5-1 s, blockers polled every
+    200 ms (+-25%)."""
 
     budget_s: float = 300.0
     first_attempt_ms: int = 50
@@ -181,6 +182,16 @@ class LockRetryPolicy:
                              "or more each; keep the longest attempt under 1000 ms")
         if self.budget_s <= 0 or self.growth < 1 or self.poll_s <= 0 or not 0 < self.backoff_min_s <= self.backoff_max_s:
             raise ValueError("the lock budget, poll interval and backoff must be positive and the growth at least 1")
+
+    @classmethod
+    def from_settings(cls, budget: str = "5min", first_attempt: str = "50ms", max_attempt: str = "200ms",
+                      **overrides: float) -> LockRetryPolicy:
+        """From PostgreSQL-style duration settings (MIGRATOR_LOCK_WAIT_BUDGET, ..._LOCK_ATTEMPT_TIMEOUT,
+        ..._LOCK_ATTEMPT_TIMEOUT_MAX); raises InvalidDuration / ValueError with one sentence."""
+        total = parse_pg_duration(budget, "lock_wait_budget", allow_disabled=False)
+        first = parse_pg_duration(first_attempt, "lock_attempt_timeout", allow_disabled=False, max_ms=999)
+        longest = parse_pg_duration(max_attempt, "lock_attempt_timeout_max", allow_disabled=False, max_ms=999)
+        return cls(budget_s=total.seconds, first_attempt_ms=first.ms, max_attempt_ms=longest.ms, **overrides)
 
     def attempt_ms(self, attempt: int) -> int:
         """lock_timeout of attempt number `attempt` (1-based)."""

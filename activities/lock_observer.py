@@ -27,6 +27,8 @@ import asyncpg
 from domain.lock_levels import LockMode, RelationLock, conflicting_modes
 from domain.lock_waits import BlockingSession, query_preview
 
+# What pg_stat_activity.query says about another role's session to an unprivileged role.
+HIDDEN = "<insufficient privilege>"
 _ACTIVITY = """
     a.application_name, a.state, a.query_start, a.query,
     extract(epoch FROM clock_timestamp() - a.xact_start)::float8 AS xact_age,
@@ -104,7 +106,7 @@ class LockObserver:
         return BlockingSession(
             pid=pid, application_name=row["application_name"] or None, state=row["state"],
             transaction_age_s=age, query_start=row["query_start"], query_age_s=row["query_age"],
-            query=query_preview(row["query"]), relation=row["relation"],
+            query=query_preview(None if row["query"] == HIDDEN else row["query"]), relation=row["relation"],
             mode=mode.label if mode else row["mode"], granted=row["granted"], virtual_transaction=vxid)
 
     async def conflicts(self, locks: Sequence[RelationLock]) -> list[BlockingSession]:

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -277,3 +278,38 @@ async def test_refuses_to_run_inside_a_transaction(executor: LockPoliteExecutor)
     async with executor.conn.transaction():
         with pytest.raises(ValueError, match="must start outside a transaction"):
             await executor.run_statement("SELECT 1", [], what="x")
+
+
+async def test_unprivileged_migration_role_still_names_the_blocker(orders: str, db: asyncpg.Connection) -> None:
+    """A migration role without pg_read_all_stats sees other roles' pid, application_name and
+    locks but not their state or query: the blocker is still named, ages come from what we saw,
+    and the report says how to see more."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    role = f"migrator_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'np-pw'; ALTER TABLE orders OWNER TO {role}")
+    parts = urlsplit(orders)
+    url = urlunsplit(parts._replace(netloc=f"{role}:np-pw@{parts.hostname}:{parts.port}"))
+    conn = await asyncpg.connect(url)
+    observer = await asyncpg.connect(url)
+    try:
+        executor = LockPoliteExecutor(conn, observer, POLICY)
+        sql = "ALTER TABLE orders ADD COLUMN note text"
+        async with AppLoad(orders).running() as load:
+            reader = await Reader(orders, READER_S).start()
+            deploy = asyncio.create_task(executor.run_script(sql, all_locks(script_locks(sql)), what="m"))
+            await asyncio.sleep(READER_S / 2)
+            assert executor.report is not None and executor.report.waiting
+            (blocker,) = executor.report.blockers
+            message = executor.report.message()
+            report = await deploy
+            await reader.finish()
+    finally:
+        await conn.close()
+        await observer.close()
+        await db.execute(f"ALTER TABLE orders OWNER TO postgres; DROP ROLE {role}")
+    assert (blocker.pid, blocker.application_name, blocker.state, blocker.query) == (reader.pid, "report", None, None)
+    assert blocker.transaction_age_s is not None and blocker.transaction_age_s > 0.5
+    assert "details hidden: grant pg_read_all_stats" in message
+    assert report.applied and await column_exists(db, "orders", "note")
+    assert max(load.latencies) < MAX_APP_LATENCY_S

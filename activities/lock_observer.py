@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
-from domain.lock_levels import LockMode, RelationLock, conflicting_modes
+from domain.lock_modes import LockMode, RelationLock, conflicting_modes
 from domain.lock_waits import BlockingSession, query_preview
 
 # What pg_stat_activity.query says about another role's session to an unprivileged role.
@@ -37,14 +37,15 @@ _ACTIVITY = """
 
 _CONFLICTS_SQL = f"""
 WITH target AS (
-    SELECT t.conflicts,
+    SELECT t.conflicts, t.table_conflicts,
            to_regclass(CASE WHEN t.schema IS NULL THEN quote_ident(t.name)
                             ELSE quote_ident(t.schema) || '.' || quote_ident(t.name) END) AS oid
-    FROM unnest($1::text[], $2::text[], $3::text[]) AS t(schema, name, conflicts)
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(schema, name, conflicts, table_conflicts)
 ), rel AS (
     SELECT oid, conflicts FROM target WHERE oid IS NOT NULL
-    UNION ALL  -- an index's table is locked with it (DROP INDEX, REINDEX, ALTER INDEX)
-    SELECT i.indrelid, t.conflicts FROM target t JOIN pg_index i ON i.indexrelid = t.oid
+    UNION ALL  -- an index's table, when the statement locks it too (DROP INDEX, REINDEX INDEX)
+    SELECT i.indrelid, t.table_conflicts FROM target t JOIN pg_index i ON i.indexrelid = t.oid
+    WHERE t.table_conflicts IS NOT NULL
 )
 SELECT DISTINCT ON (l.virtualtransaction, l.relation)
     l.pid, l.mode, l.granted, l.virtualtransaction, n.nspname || '.' || c.relname AS relation, {_ACTIVITY}
@@ -55,7 +56,7 @@ JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = rel.oid
 JOIN pg_class c ON c.oid = l.relation
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.pid IS NULL OR NOT (l.pid = ANY ($4::int[]))
+WHERE l.pid IS NULL OR NOT (l.pid = ANY ($5::int[]))
 ORDER BY l.virtualtransaction, l.relation, l.granted DESC
 """
 
@@ -119,9 +120,10 @@ class LockObserver:
         per_relation: dict[tuple[str | None, str], set[LockMode]] = {}
         for lock in locks:
             per_relation.setdefault((lock.schema, lock.name), set()).add(lock.mode)
-        conflicts = [",".join(sorted(m.pg_name for m in conflicting_modes(per_relation[(s, n)])))
-                     for s, n in zip(schemas, names)]
-        rows = await self.conn.fetch(_CONFLICTS_SQL, schemas, names, conflicts, self.exclude)
+        conflicts = [_names(conflicting_modes(per_relation[(s, n)])) for s, n in zip(schemas, names)]
+        table_conflicts = [_names(conflicting_modes([lock.table_mode])) if lock.is_index and lock.table_mode else None
+                           for lock in locks]
+        rows = await self.conn.fetch(_CONFLICTS_SQL, schemas, names, conflicts, table_conflicts, self.exclude)
         return _oldest_first([self._session(r) for r in rows])
 
     async def blocking(self, pid: int) -> list[BlockingSession]:
@@ -143,6 +145,10 @@ class LockObserver:
                                           "mode": old.mode if old else None,
                                           "granted": old.granted if old else True}))
         return _oldest_first(out)
+
+
+def _names(modes: Iterable[LockMode]) -> str:
+    return ",".join(sorted(m.pg_name for m in modes))
 
 
 def _oldest_first(sessions: list[BlockingSession]) -> list[BlockingSession]:

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import asyncpg
 
 from activities.lock_observer import LockObserver
-from domain.lock_levels import RelationLock
+from domain.lock_modes import RelationLock, blocks_application
 from domain.lock_waits import BlockingSession, LockBudgetExhausted, LockRetryPolicy, LockWaitReport
 
 Attempt = Callable[[], Awaitable[object]]
@@ -111,13 +111,18 @@ class LockPoliteExecutor:
         relations = sorted({lock.qualified(self._schema or "public") for lock in locks})
         report = self.report = LockWaitReport(what=what, relations=relations, budget_s=policy.budget_s)
         known: list[BlockingSession] = []  # transactions pg_blocking_pids() named in earlier attempts
+        # A patient attempt whose locks block no application traffic (the CONCURRENTLY family) may
+        # as well queue at once: nobody waits behind it, and PostgreSQL then cancels a conflicting
+        # autovacuum for it, which waiting outside the queue would never get.
+        look_first = retry or blocks_application(lock.mode for lock in locks)
         original = await self.conn.fetchval("SELECT current_setting('lock_timeout')")
         try:
             while True:
                 number = report.attempts + 1
                 planned_ms = policy.attempt_ms(number) if retry else None
                 patience_s = (planned_ms or policy.max_attempt_ms) / 1000
-                await self._wait_out_blockers(locks, known, patience_s, deadline, report, start)
+                if look_first:
+                    await self._wait_out_blockers(locks, known, patience_s, deadline, report, start)
                 remaining_ms = int((deadline - loop.time()) * 1000)
                 if remaining_ms < 1:
                     raise LockBudgetExhausted(report)

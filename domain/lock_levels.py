@@ -10,9 +10,9 @@ in tablecmds.c (per ALTER TABLE subcommand; a statement takes the strongest of i
 subcommands). tests/test_lock_levels.py checks them against a real server's `pg_locks`.
 
 What a parse tree cannot show is marked instead of guessed: locks on tables found only in the
-catalog (partitions an ALTER TABLE recurses into, tables a DROP ... CASCADE reaches, the
-table of an index named by DROP INDEX) and statements that run code (DO, CALL). The executor
-covers those at run time with `pg_blocking_pids()`.
+catalog (partitions an ALTER TABLE recurses into, the table a dropped foreign key references,
+whatever DROP ... CASCADE reaches) and statements that run code (DO, CALL). The executor covers
+those at run time with `pg_blocking_pids()`; the table of a named index it finds in pg_index.
 """
 
 from __future__ import annotations
@@ -20,125 +20,22 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 from pglast import parser as pg_parser
 
-
-class LockMode(IntEnum):
-    """PostgreSQL's eight table-level lock modes, numbered as in lockdefs.h (LOCK TABLE's parse tree)."""
-
-    ACCESS_SHARE = 1
-    ROW_SHARE = 2
-    ROW_EXCLUSIVE = 3
-    SHARE_UPDATE_EXCLUSIVE = 4
-    SHARE = 5
-    SHARE_ROW_EXCLUSIVE = 6
-    EXCLUSIVE = 7
-    ACCESS_EXCLUSIVE = 8
-
-    @property
-    def label(self) -> str:
-        """As the documentation writes it: "ACCESS EXCLUSIVE"."""
-        return self.name.replace("_", " ")
-
-    @property
-    def pg_name(self) -> str:
-        """As `pg_locks.mode` shows it: "AccessExclusiveLock"."""
-        return "".join(part.capitalize() for part in self.name.split("_")) + "Lock"
-
-    @classmethod
-    def from_pg_name(cls, name: str) -> LockMode | None:
-        return _BY_PG_NAME.get(name)
-
-    def conflicts_with(self, other: LockMode) -> bool:
-        return other in CONFLICTS[self]
-
+from domain.lock_modes import (  # noqa: F401 - re-exported: callers need only this module
+    APPLICATION_MODES,
+    CONFLICTS,
+    IMPACT,
+    LockMode,
+    RelationLock,
+    StatementLocks,
+    blocks_application,
+    conflicting_modes,
+)
 
 _A = LockMode
-# The conflict table of "Explicit Locking" (symmetric).
-CONFLICTS: dict[LockMode, frozenset[LockMode]] = {
-    _A.ACCESS_SHARE: frozenset({_A.ACCESS_EXCLUSIVE}),
-    _A.ROW_SHARE: frozenset({_A.EXCLUSIVE, _A.ACCESS_EXCLUSIVE}),
-    _A.ROW_EXCLUSIVE: frozenset({_A.SHARE, _A.SHARE_ROW_EXCLUSIVE, _A.EXCLUSIVE, _A.ACCESS_EXCLUSIVE}),
-    _A.SHARE_UPDATE_EXCLUSIVE: frozenset(
-        {_A.SHARE_UPDATE_EXCLUSIVE, _A.SHARE, _A.SHARE_ROW_EXCLUSIVE, _A.EXCLUSIVE, _A.ACCESS_EXCLUSIVE}),
-    _A.SHARE: frozenset(
-        {_A.ROW_EXCLUSIVE, _A.SHARE_UPDATE_EXCLUSIVE, _A.SHARE_ROW_EXCLUSIVE, _A.EXCLUSIVE, _A.ACCESS_EXCLUSIVE}),
-    _A.SHARE_ROW_EXCLUSIVE: frozenset(
-        {_A.ROW_EXCLUSIVE, _A.SHARE_UPDATE_EXCLUSIVE, _A.SHARE, _A.SHARE_ROW_EXCLUSIVE, _A.EXCLUSIVE,
-         _A.ACCESS_EXCLUSIVE}),
-    _A.EXCLUSIVE: frozenset(set(LockMode) - {_A.ACCESS_SHARE}),
-    _A.ACCESS_EXCLUSIVE: frozenset(LockMode),
-}
-_BY_PG_NAME = {m.pg_name: m for m in LockMode}
-# The modes ordinary application traffic takes: SELECT, SELECT ... FOR UPDATE/SHARE, INSERT/UPDATE/DELETE.
-APPLICATION_MODES = frozenset({_A.ACCESS_SHARE, _A.ROW_SHARE, _A.ROW_EXCLUSIVE})
-
-# What a queued or granted lock of this mode does to the application, for lint and plans.
-IMPACT = {
-    _A.ACCESS_EXCLUSIVE: "blocks reads and writes while it waits and runs",
-    _A.EXCLUSIVE: "blocks writes and SELECT ... FOR UPDATE while it waits and runs; plain reads go on",
-    _A.SHARE_ROW_EXCLUSIVE: "blocks writes while it waits and runs; reads go on",
-    _A.SHARE: "blocks writes while it waits and runs; reads go on",
-    _A.SHARE_UPDATE_EXCLUSIVE: "blocks other schema changes and VACUUM, not reads or writes",
-    _A.ROW_EXCLUSIVE: "does not block reads or writes; waits for and blocks schema changes",
-    _A.ROW_SHARE: "does not block reads or writes; waits for EXCLUSIVE and ACCESS EXCLUSIVE locks",
-    _A.ACCESS_SHARE: "does not block reads or writes; waits for ACCESS EXCLUSIVE locks",
-}
-
-
-def conflicting_modes(modes: Iterable[LockMode]) -> frozenset[LockMode]:
-    """Every mode that conflicts with at least one of `modes` (a statement may take several)."""
-    out: set[LockMode] = set()
-    for mode in modes:
-        out |= CONFLICTS[mode]
-    return frozenset(out)
-
-
-def blocks_application(modes: Iterable[LockMode]) -> bool:
-    """Whether waiting for (or holding) these modes stalls ordinary reads or writes."""
-    return bool(conflicting_modes(modes) & APPLICATION_MODES)
-
-
-@dataclass(frozen=True)
-class RelationLock:
-    """One lock a statement takes. `schema` is None when the SQL leaves it to the search_path.
-    `is_index`: the name is an index; `table_mode` is then the lock taken on its table (found in
-    the catalog), None when the table is not locked."""
-
-    schema: str | None
-    name: str
-    mode: LockMode
-    reason: str
-    is_index: bool = False
-    table_mode: LockMode | None = None
-
-    def qualified(self, default_schema: str = "public") -> str:
-        return f"{self.schema or default_schema}.{self.name}"
-
-    def lint_sentence(self, default_schema: str = "public") -> str:
-        if not self.is_index:
-            return f"takes {self.mode.label} on {self.qualified(default_schema)} ({IMPACT[self.mode]})"
-        on_table = f" and {self.table_mode.label} on its table" if self.table_mode else ""
-        impact = IMPACT[max(self.mode, self.table_mode or self.mode)]
-        return f"takes {self.mode.label} on index {self.qualified(default_schema)}{on_table} ({impact})"
-
-
-@dataclass(frozen=True)
-class StatementLocks:
-    """The locks of one statement of a script. `multi_transaction`: PostgreSQL runs it in several
-    transactions of its own (the CONCURRENTLY family), so a lock timeout part-way can leave a
-    trace (an INVALID index) and it must not be retried blindly. `unknown`: why its locks cannot
-    be read from the SQL (empty when they can)."""
-
-    index: int
-    line: int
-    kind: str
-    locks: tuple[RelationLock, ...]
-    multi_transaction: bool = False
-    unknown: str = ""
 
 
 @dataclass
@@ -283,12 +180,10 @@ def _cte_names(node: Any) -> set[str]:
     return names
 
 
-def _reads(node: Any, out: _Collector, exclude: dict[str, Any] | None = None, mode: LockMode = _A.ACCESS_SHARE,
-           reason: str = "read") -> None:
-    skip = _cte_names(node)
-    for rv in _rangevars(node, skip):
-        if rv is not exclude:
-            out.add(rv, mode, reason)
+def _reads(node: Any, out: _Collector, mode: LockMode = _A.ACCESS_SHARE, reason: str = "read") -> None:
+    """Every table `node` reads (CTE names excepted) with `mode`."""
+    for rv in _rangevars(node, _cte_names(node)):
+        out.add(rv, mode, reason)
 
 
 def _dml(kind: str, node: dict[str, Any], out: _Collector) -> None:
@@ -396,6 +291,17 @@ def _view(node: dict[str, Any], out: _Collector) -> None:
     _reads(node.get("query"), out)
 
 
+def _each(node: dict[str, Any], out: _Collector, mode: LockMode, reason: str) -> None:
+    for item in node.get("relations", []):
+        out.add(item.get("RangeVar"), mode, reason)
+
+
+def _set(node: dict[str, Any], out: _Collector) -> None:
+    if node.get("name") == "lock_timeout" and node.get("kind") != "VAR_RESET":
+        out.unknown = ("sets lock_timeout itself: later statements of the script wait for locks as long as it says, "
+                       "not one short attempt at a time")
+
+
 _HANDLERS = {
     "AlterTableStmt": _alter_table,
     "IndexStmt": _index,
@@ -412,26 +318,25 @@ _HANDLERS = {
     "DeleteStmt": lambda n, o: _dml("DeleteStmt", n, o),
     "MergeStmt": lambda n, o: _dml("MergeStmt", n, o),
     "CreateTableAsStmt": lambda n, o: _reads(n.get("query"), o),
-    "TruncateStmt": lambda n, o: [o.add(r.get("RangeVar"), _A.ACCESS_EXCLUSIVE, "TRUNCATE") for r in n.get("relations", [])],
+    "TruncateStmt": lambda n, o: _each(n, o, _A.ACCESS_EXCLUSIVE, "TRUNCATE"),
     "CreateTrigStmt": lambda n, o: o.add(n.get("relation"), _A.SHARE_ROW_EXCLUSIVE, "CREATE TRIGGER"),
     "CreatePolicyStmt": lambda n, o: o.add(n.get("table"), _A.ACCESS_EXCLUSIVE, "CREATE POLICY"),
     "AlterPolicyStmt": lambda n, o: o.add(n.get("table"), _A.ACCESS_EXCLUSIVE, "ALTER POLICY"),
     "RuleStmt": lambda n, o: o.add(n.get("relation"), _A.ACCESS_EXCLUSIVE, "CREATE RULE"),
     "ClusterStmt": lambda n, o: o.add(n.get("relation"), _A.ACCESS_EXCLUSIVE, "CLUSTER"),
     "AlterObjectSchemaStmt": lambda n, o: o.add(n.get("relation"), _A.ACCESS_EXCLUSIVE, "SET SCHEMA"),
-    "CreateStatsStmt": lambda n, o: [o.add(r.get("RangeVar"), _A.SHARE_UPDATE_EXCLUSIVE, "CREATE STATISTICS")
-                                     for r in n.get("relations", [])],
+    "CreateStatsStmt": lambda n, o: _each(n, o, _A.SHARE_UPDATE_EXCLUSIVE, "CREATE STATISTICS"),
     "RefreshMatViewStmt": lambda n, o: o.add(
         n.get("relation"), _A.EXCLUSIVE if n.get("concurrent") else _A.ACCESS_EXCLUSIVE, "REFRESH MATERIALIZED VIEW"),
-    "LockStmt": lambda n, o: [o.add(r.get("RangeVar"), LockMode(n.get("mode", 8)), "LOCK TABLE")
-                              for r in n.get("relations", [])],
+    "LockStmt": lambda n, o: _each(n, o, LockMode(n.get("mode", 8)), "LOCK TABLE"),
+    "VariableSetStmt": _set,
 }
 _RUNS_CODE = {"DoStmt": "DO runs code whose locks cannot be read from the SQL",
               "CallStmt": "CALL runs a procedure whose locks cannot be read from the SQL",
               "AlterDomainStmt": "ALTER DOMAIN checks every column of the domain, found only in the catalog"}
 
 
-def statement_locks(kind: str, node: dict[str, Any]) -> _Collector:
+def statement_locks(kind: str, node: dict[str, Any], index: int = 0, line: int = 1) -> StatementLocks:
     """The locks one parsed statement (`{kind: node}` of pglast's JSON parse tree) takes."""
     out = _Collector()
     handler = _HANDLERS.get(kind)
@@ -439,7 +344,7 @@ def statement_locks(kind: str, node: dict[str, Any]) -> _Collector:
         handler(node, out)
     elif kind in _RUNS_CODE:
         out.unknown = _RUNS_CODE[kind]
-    return out
+    return StatementLocks(index, line, kind, tuple(out.locks), out.multi_transaction, out.unknown)
 
 
 def script_locks(sql: str) -> list[StatementLocks]:
@@ -451,8 +356,7 @@ def script_locks(sql: str) -> list[StatementLocks]:
         chunk = data[start : start + (raw.get("stmt_len") or len(data))]
         line = data.count(b"\n", 0, start) + chunk[: len(chunk) - len(chunk.lstrip())].count(b"\n") + 1
         ((kind, node),) = raw["stmt"].items()
-        found = statement_locks(kind, node)
-        out.append(StatementLocks(index, line, kind, tuple(found.locks), found.multi_transaction, found.unknown))
+        out.append(statement_locks(kind, node, index, line))
     return out
 
 
@@ -464,6 +368,13 @@ def strongest_locks(locks: Iterable[RelationLock]) -> list[RelationLock]:
         if key not in best or lock.mode > best[key].mode:
             best[key] = lock
     return list(best.values())
+
+
+def script_is_atomic(statements: Iterable[StatementLocks]) -> bool:
+    """Whether a failure anywhere in the script leaves nothing behind when it is sent as one
+    simple query: no BEGIN/COMMIT/SAVEPOINT of its own and no statement PostgreSQL runs in several
+    transactions. Only such a script may be retried after a lock timeout."""
+    return all(st.kind != "TransactionStmt" and not st.multi_transaction for st in statements)
 
 
 def all_locks(statements: Iterable[StatementLocks]) -> list[RelationLock]:

@@ -20,6 +20,8 @@ from datetime import datetime
 from domain.durations import format_ms, parse_pg_duration
 
 QUERY_PREVIEW_CHARS = 60
+# Heartbeat details stay small however many sessions pile up (the oldest come first).
+DETAIL_BLOCKERS = 5
 _STRING_LITERAL = re.compile(r"(?:[eE]|[uU]&)?'(?:[^']|'')*'?")
 _DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_]\w*)?\$.*?(?:\$\1\$|$)", re.S)
 
@@ -134,7 +136,8 @@ class LockWaitReport:
         return {"what": self.what, "relations": self.relations, "budget_s": self.budget_s,
                 "attempts": self.attempts, "lock_timeouts": self.lock_timeouts,
                 "waited_s": round(self.waited_s, 3), "waiting": self.waiting, "applied": self.applied,
-                "blockers": [b.as_dict() for b in self.blockers], "seen_pids": self.seen_pids,
+                "blockers": [b.as_dict() for b in self.blockers[:DETAIL_BLOCKERS]],
+                "blocker_count": len(self.blockers), "seen_pids": self.seen_pids[-DETAIL_BLOCKERS * 4:],
                 "message": self.message()}
 
 

@@ -13,6 +13,7 @@ from domain.lock_levels import (
     all_locks,
     blocks_application,
     conflicting_modes,
+    script_is_atomic,
     script_locks,
     strongest_locks,
 )
@@ -200,3 +201,11 @@ def test_cte_names_are_not_tables() -> None:
     (st,) = script_locks("WITH recent AS (SELECT * FROM orders) INSERT INTO archive SELECT * FROM recent")
     assert {(lock.name, lock.mode) for lock in st.locks} == {
         ("archive", LockMode.ROW_EXCLUSIVE), ("orders", LockMode.ACCESS_SHARE)}
+
+
+def test_retry_safety_and_own_lock_timeout() -> None:
+    assert script_is_atomic(script_locks("ALTER TABLE a ADD COLUMN b int; CREATE INDEX ON a (b);"))
+    assert not script_is_atomic(script_locks("BEGIN; ALTER TABLE a ADD COLUMN b int; COMMIT;"))
+    assert not script_is_atomic(script_locks("CREATE INDEX CONCURRENTLY i ON a (b);"))
+    first, _ = script_locks("SET lock_timeout = '30s'; ALTER TABLE a ADD COLUMN b int;")
+    assert first.unknown.startswith("sets lock_timeout itself")

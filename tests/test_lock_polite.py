@@ -313,3 +313,20 @@ async def test_unprivileged_migration_role_still_names_the_blocker(orders: str, 
     assert "details hidden: grant pg_read_all_stats" in message
     assert report.applied and await column_exists(db, "orders", "note")
     assert max(load.latencies) < MAX_APP_LATENCY_S
+
+
+async def test_drop_index_waits_for_readers_of_its_table(orders: str, db: asyncpg.Connection,
+                                                         executor: LockPoliteExecutor) -> None:
+    """DROP INDEX names only the index; its table's ACCESS EXCLUSIVE lock is found through pg_index,
+    so the reader of the table is waited out without queueing."""
+    await db.execute("CREATE INDEX orders_total_idx ON orders (total)")
+    sql = "DROP INDEX orders_total_idx;\n"
+    (statement,) = script_locks(sql)
+    assert statement.locks[0].is_index and statement.locks[0].table_mode is not None
+    async with AppLoad(orders).running() as load:
+        reader = await Reader(orders, 2.0).start()
+        report = await executor.run_script(sql, statement.locks, what="20240105_drop_idx")
+        await reader.finish()
+    assert report.applied and reader.pid in report.seen_pids and report.lock_timeouts <= 1
+    assert await db.fetchval("SELECT to_regclass('orders_total_idx')") is None
+    assert max(load.latencies) < MAX_APP_LATENCY_S

@@ -8,6 +8,7 @@ Setup, per run, on a fresh copy of a 200,000-row `orders` table (durable Postgre
                    create_index: a batch job, `UPDATE orders ... WHERE id = 1` then idle (ROW EXCLUSIVE;
                                  a reader would not block CREATE INDEX's SHARE lock)
   t=WARMUP+1     the migration is deployed by one of:
+                   none     nothing (control: what the stall metric reads from machine noise alone)
                    prisma   the real `prisma migrate deploy` (../shared/tools/prisma-oracle/prisma.sh)
                    today    the product before this change: lock_timeout 10 s, Temporal's retries
                    gitlab   GitLab's with_lock_retries schedule (bench/lock_schedules.py)
@@ -66,7 +67,7 @@ RUNS = int(os.environ.get("BENCH_RUNS", "1"))
 RATE = float(os.environ.get("BENCH_RATE", "200"))
 ROWS = int(os.environ.get("BENCH_ROWS", "200000"))
 BUDGET_S = float(os.environ.get("BENCH_BUDGET_S", "300"))
-VARIANTS = os.environ.get("BENCH_VARIANTS", "prisma,today,gitlab,pgroll,polite").split(",")
+VARIANTS = os.environ.get("BENCH_VARIANTS", "none,prisma,today,gitlab,pgroll,polite").split(",")
 POOL = 16
 WARMUP_S, DEPLOY_AFTER_S, TAIL_S = 4.0, 1.0, 2.0
 
@@ -139,6 +140,8 @@ async def ledger_row(conn: asyncpg.Connection, sql: str) -> None:
 
 async def deploy(variant: str, url: str, scenario: Scenario, workdir: Path) -> dict:
     """Deploy the scenario's migration with `variant`; {"ok", "attempts", "error"}."""
+    if variant == "none":
+        return {"ok": False, "attempts": 0, "error": None}
     if variant == "prisma":
         folder = workdir / "migrations"
         (folder / MIGRATION).mkdir(parents=True, exist_ok=True)
@@ -219,7 +222,8 @@ async def one_run(pg: PgCluster, scenario: Scenario, variant: str, run: int) -> 
     conn = await asyncpg.connect(url)
     applied = await conn.fetchval(scenario.applied_sql)
     await conn.close()
-    row = {"scenario": scenario.name, "variant": variant, "run": run, "applied": bool(applied),
+    row = {"scenario": scenario.name, "variant": variant, "run": run,
+           "applied": bool(applied) if variant != "none" else None,
            "deploy_s": round(deploy_s, 2), "attempts": outcome["attempts"], **metrics(records, blocker_at)}
     if outcome.get("error"):
         row["error"] = outcome["error"]
@@ -241,7 +245,7 @@ def summarise(rows: list[dict]) -> list[dict]:
                         "stall_s (median)": stall, "max_s (worst)": max(r["max_s"] for r in mine),
                         "p99_s (worst)": max(r["p99_s"] for r in mine),
                         "failed": sum(r["failed"] for r in mine),
-                        "applied": f"{sum(r['applied'] for r in mine)}/{len(mine)}",
+                        "applied": "-" if variant == "none" else f"{sum(r['applied'] for r in mine)}/{len(mine)}",
                         "vs prisma": f"{stall / statistics.median(prisma):.3f}" if prisma and statistics.median(prisma) else "-"})
     return out
 

@@ -51,12 +51,12 @@ from pathlib import Path
 
 import asyncpg
 
-from activities.ledger_store import MigrationLedger, utcnow
+from activities.ledger import MigrationLedger, utcnow
 from activities.locks import LockPoliteExecutor
 from bench.lock_schedules import SCHEDULES, run_blind
 from bench.report import print_table
 from devstack.pgcluster import PgCluster
-from domain.checksum import sha256_hex
+from domain.prisma.checksum import sha256_hex
 from domain.lock_levels import all_locks, script_locks
 from domain.lock_waits import LockBudgetExhausted, LockRetryPolicy
 

@@ -5,7 +5,6 @@ say; and every existing table it locks must be one we name (except catalog-only 
 from __future__ import annotations
 
 import asyncpg
-import pytest
 
 from domain.lock_levels import (
     CONFLICTS,

@@ -1,4 +1,4 @@
-"""The worker: runs DeployWorkflow and its activities for the environments in settings.
+"""The worker: runs DeployWorkflow, RolloutWorkflow and their activities for the environments in settings.
 
     python worker.py
 
@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from activities.apply import ApplyActivities
 from activities.compensate import CompensateActivities
+from activities.fleet import FleetActivities
 from activities.preflight import PreflightActivities
 from activities.resolve import ResolveActivities
 from activities.target import TargetDatabases
@@ -29,20 +30,25 @@ from activities.verify import VerifyActivities
 from runtime.logs import configure_logging, get_logger
 from runtime.settings import Settings
 from workflows.deploy import DeployWorkflow
+from workflows.rollout import RolloutWorkflow
 from workflows.sandbox import workflow_runner
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+WORKFLOWS = [DeployWorkflow, RolloutWorkflow]
 
 
 def deploy_activities(settings: Settings) -> list[Callable[..., Any]]:
-    """Every activity DeployWorkflow calls, sharing one `TargetDatabases` for `settings`."""
+    """Every activity DeployWorkflow and RolloutWorkflow call, sharing one `TargetDatabases` for `settings`."""
     targets = TargetDatabases(settings)
+    fleet = FleetActivities(targets)
     return [
         PreflightActivities(targets).preflight,
         ResolveActivities(targets).resolve,
         ApplyActivities(targets).deploy,
         VerifyActivities(targets).verify,
         CompensateActivities(targets).compensate,
+        fleet.discover_targets,
+        fleet.plan_targets,
     ]
 
 
@@ -59,7 +65,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[DeployWorkflow],
+        workflows=WORKFLOWS,
         workflow_runner=workflow_runner(),
         activities=activities if activities is not None else deploy_activities(settings),
         **worker_options,

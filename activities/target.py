@@ -24,10 +24,13 @@ from domain.dsn import scrub
 from domain.models import RunMarks
 from domain.plan import ledger_digest
 from domain.prisma.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow
+from runtime.fleets import FleetSettings, split_member
 from runtime.settings import EnvironmentSettings, Settings, UnknownEnvironment
 
 # How often a backend running one of our statements checks that the worker is still connected.
 CONNECTION_CHECK_INTERVAL = "1s"
+# How long a fleet's discovered databases are trusted before the query runs again.
+DISCOVERY_CACHE_SECONDS = 30.0
 
 
 class TargetDatabases:
@@ -35,6 +38,7 @@ class TargetDatabases:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._discovered: dict[str, tuple[float, list[str]]] = {}
 
     def environment(self, name: str) -> EnvironmentSettings:
         try:
@@ -48,8 +52,10 @@ class TargetDatabases:
 
     def _secrets(self) -> list[str]:
         out: list[str] = []
-        for env in self.settings.environments.values():
-            dsn = env.database_url.get_secret_value()
+        urls = [env.database_url for env in self.settings.environments.values()]
+        urls += [f.discover.server_url for f in self.settings.fleets.values() if f.discover is not None]
+        for url in urls:
+            dsn = url.get_secret_value()
             out.append(dsn)
             password = re.match(r"^[a-z]+://[^:/@]+:([^@]+)@", dsn)
             if password:
@@ -88,9 +94,49 @@ class TargetDatabases:
         stmt = env.statement_timeout if "statement_timeout" in env.model_fields_set else self.settings.statement_timeout
         return pg_interval_seconds(lock), pg_interval_seconds(stmt)
 
+    def fleet(self, name: str) -> FleetSettings:
+        try:
+            return self.settings.fleets[name]
+        except KeyError:
+            raise ApplicationError(
+                f"unknown environment or fleet '{name}' (environments: {', '.join(sorted(self.settings.environments)) or 'none'}; "
+                f"fleets: {', '.join(sorted(self.settings.fleets)) or 'none'})", type="UnknownEnvironment",
+                non_retryable=True) from None
+
+    async def discover(self, fleet_name: str, *, fresh: bool = False) -> list[str]:
+        """The database names a discovered fleet's query lists now (cached briefly)."""
+        fleet = self.fleet(fleet_name)
+        assert fleet.discover is not None
+        cached = self._discovered.get(fleet_name)
+        if cached and not fresh and time.monotonic() - cached[0] < DISCOVERY_CACHE_SECONDS:
+            return cached[1]
+        with self.errors(f"listing the databases of fleet {fleet_name}"):
+            conn = await connect(fleet.discover.server_url.get_secret_value(), lock_timeout=5, statement_timeout=60)
+            try:
+                rows = await conn.fetch(fleet.discover.query)
+            finally:
+                await conn.close()
+        names = [str(r[0]) for r in rows if r[0] is not None]
+        self._discovered[fleet_name] = (time.monotonic(), names)
+        return names
+
+    async def check_member(self, environment: str) -> None:
+        """A discovered fleet's member may be reached only while the fleet's query lists it."""
+        member = split_member(environment)
+        if environment in self.settings.environments or member is None:
+            return
+        fleet = self.settings.fleets.get(member[0])
+        if fleet is None or fleet.discover is None:
+            return
+        if member[1] in await self.discover(member[0]) or member[1] in await self.discover(member[0], fresh=True):
+            return
+        raise ApplicationError(f"{member[1]} is not a database of fleet {member[0]} (its discovery query does not list it)",
+                               type="UnknownEnvironment", non_retryable=True)
+
     @contextlib.asynccontextmanager
     async def connection(self, environment: str) -> AsyncIterator[asyncpg.Connection]:
         env = self.environment(environment)
+        await self.check_member(environment)
         lock, stmt = self._timeouts(env)
         conn = await connect(env.database_url.get_secret_value(), lock_timeout=lock, statement_timeout=stmt)
         # A worker killed mid-statement leaves its backend running the statement, holding Prisma's lock

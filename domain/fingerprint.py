@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.models import DeployPlan, DeployRequest, RunMarks
+from domain.prisma.diagnosis import HistoryDiagnosis
 from domain.prisma.ledger import LedgerRow
 
 
@@ -51,5 +52,32 @@ def plan_fingerprint(plan: DeployPlan, request: DeployRequest) -> str:
             "bundle": [[m.name, m.checksum] for m in request.bundle.migrations],
             "ledger": plan.ledger_digest,
             "actions": [[m.name, str(m.action)] for m in plan.migrations],
+        }
+    )
+
+
+def state_fingerprint(plan: DeployPlan, request: DeployRequest, diagnosis: HistoryDiagnosis) -> str:
+    """The plan's identity across databases: the bundle's checksums, the ledger's (name, checksum,
+    state) per migration, and everything the plan decided from them (actions, how each runs and is
+    undone, risk, approvals needed, blockers, the drift verdict). No environment name, row id or
+    timestamp: two databases with equal state fingerprints get the same plan, so one approval of
+    it covers both (a rollout's groups, domain/rollout.py). Anything that could make a reviewer
+    judge them differently is in the hash, so they land in different groups."""
+    return _sha256(
+        {
+            "operation": str(plan.operation),
+            "bundle": [[m.name, m.checksum] for m in request.bundle.migrations],
+            "ledger_table": diagnosis.table_exists,
+            "ledger": sorted([m.name, m.checksum_db, str(m.state)] for m in diagnosis.migrations
+                             if m.checksum_db is not None or m.attempts),
+            "actions": [
+                [m.name, str(m.action), m.in_transaction, str(m.rollback) if m.rollback else None, str(m.risk),
+                 sorted(f.code for f in m.findings)]
+                for m in plan.migrations
+            ],
+            "risk": str(plan.risk),
+            "required_approvals": plan.required_approvals,
+            "blockers": sorted([str(b.code), b.migration or ""] for b in plan.blockers),
+            "drift": (plan.drift or {}).get("verdict"),
         }
     )

@@ -72,6 +72,8 @@ class DeployRequest(BaseModel):
     bundle: MigrationBundle
     # Stop after preflight and return the plan (`starter.py plan`): nothing waits, nothing is written.
     plan_only: bool = False
+    # Set by a rollout (workflows/rollout.py) for its runs: the approvals it accepted for one plan state.
+    approved_plan: ApprovedPlan | None = None
 
 
 def workflow_id_for(environment: str) -> str:
@@ -170,6 +172,8 @@ class DeployPlan(BaseModel):
     # Digest of the ledger rows the plan was made from (part of the fingerprint): deploy and resolve
     # re-read the ledger under the advisory lock and stop if anyone else changed it since.
     ledger_digest: str = ""
+    # The plan without environment name or row ids (fingerprint.state_fingerprint): one rollout approval.
+    state_fingerprint: str = ""
 
     def by_action(self, *actions: Action) -> list[PlannedMigration]:
         return [m for m in self.migrations if m.action in actions]
@@ -200,9 +204,19 @@ class ApprovalRecord(BaseModel):
     comment: str | None = None
     fingerprint: str | None = None
     at: datetime
-    via: str  # signal | update
+    via: str  # signal | update | rollout (accepted by the rollout that started this run)
     accepted: bool
     refusal: str | None = None  # why it was refused
+
+
+class ApprovedPlan(BaseModel):
+    """A rollout's accepted approvals for one plan state: a run takes them only as that rollout's child
+    whose plan has `state_fingerprint`, judging each again by its own rules (domain/rollout_approval.py)."""
+
+    state_fingerprint: str
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    rollout_workflow_id: str
+    rollout_run_id: str  # the first run of the rollout (stable across continue-as-new)
 
 
 class ApprovalAnswer(BaseModel):
@@ -380,3 +394,4 @@ class RunStatus(BaseModel):
     policy: ApprovalPolicy | None = None
     gates_passed: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)  # e.g. what a dry run skipped
+

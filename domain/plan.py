@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from domain.catalog import DriftVerdict
 from domain.evidence import Evidence
 from domain.facts import EnvironmentPolicy, PreflightFacts
-from domain.fingerprint import ledger_digest, plan_fingerprint
+from domain.fingerprint import ledger_digest, plan_fingerprint, state_fingerprint
 from domain.models import (
     Action,
     ApprovalPolicy,
@@ -77,6 +77,7 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
     too_large = result_too_large(plan, facts.verify_statements)
     if too_large:
         plan.blockers.append(too_large)
+    plan.state_fingerprint = state_fingerprint(plan, request, facts.diagnosis)
     approval_policy = ApprovalPolicy(
         gates=list(policy.gates),
         approvers=list(policy.approvers),

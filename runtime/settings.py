@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.facts import EnvironmentPolicy
 from domain.risk import Risk
+from runtime.fleets import FleetSettings, split_member
 
 GateStage = Literal["resolve", "deploy", "verify"]
 
@@ -89,6 +90,8 @@ class Settings(BaseSettings):
     temporal_api_key: SecretStr | None = None
 
     environments: dict[str, EnvironmentSettings] = Field(default_factory=dict)
+    # Named sets of databases for rollouts (runtime/fleets.py): environments, or discovered on a server.
+    fleets: dict[str, FleetSettings] = Field(default_factory=dict)
 
     # Session settings applied to every connection the worker opens on a target database.
     lock_timeout: str = "10s"
@@ -131,9 +134,15 @@ class Settings(BaseSettings):
         return keys
 
     def environment(self, name: str) -> EnvironmentSettings:
+        """An environment, or a member `<fleet>:<database>` of a discovered fleet (whether the fleet's
+        query lists that database is checked before connecting: activities/target.py)."""
         try:
             return self.environments[name]
         except KeyError:
+            member = split_member(name)
+            fleet = self.fleets.get(member[0]) if member else None
+            if fleet is not None and fleet.discover is not None:
+                return fleet.member_settings(member[1])
             known = ", ".join(sorted(self.environments)) or "none configured"
             raise UnknownEnvironment(f"unknown environment '{name}' (this worker knows: {known})") from None
 

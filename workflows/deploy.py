@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         VERIFIED,
         run_stages,
     )
+    from domain.rollout_approval import accept_for_child
     from domain.undo import undo_steps
     from workflows import messages
     from workflows import search_attributes as sa
@@ -73,6 +74,9 @@ with workflow.unsafe.imports_passed_through():
         slim_plan,
     )
     from workflows.start import WORKFLOW_NAME
+
+# Runs started by a rollout may carry its approvals for their plan state (workflows/rollout.py).
+ROLLOUT_APPROVALS_PATCH = "rollout-approved-plan"
 
 ERROR_TYPES = {
     Outcome.rejected: "DeployRejected",
@@ -174,6 +178,8 @@ class DeployWorkflow:
             resolve_ids={m.name: str(workflow.uuid4()) for m in plan.by_action(Action.resolve_applied)},
             resolve_at=workflow.now(),
         )
+        if self._req.approved_plan is not None and not plan.blockers and workflow.patched(ROLLOUT_APPROVALS_PATCH):
+            self._take_rollout_approvals()
         if plan.blockers:
             raise _Stop(
                 Outcome.failed_needs_attention,
@@ -181,6 +187,16 @@ class DeployWorkflow:
                 + (f" (and {len(plan.blockers) - 1} more)" if len(plan.blockers) > 1 else ""),
                 human_action="; ".join(b.message for b in plan.blockers),
             )
+
+    def _take_rollout_approvals(self) -> None:
+        """The rollout's approvals for this plan state, judged again by this run's rules (never
+        taken unless this run is that rollout's child and its own plan has that state)."""
+        parent = workflow.info().parent
+        records, note = accept_for_child(
+            self._req.approved_plan, parent_workflow_id=parent.workflow_id if parent else None, plan=self._plan,
+            policy=self._policy, requested_by=self._req.requested_by, gates=self._gates(), at=workflow.now())
+        self._status.approvals.extend(records)
+        self._status.notes.append(note)
 
     async def _run_stage(self, stage: Stage) -> None:
         self._enter(stage)

@@ -34,12 +34,13 @@ __all__ = [
 ]
 
 
-def status_from_failure(failure: BaseException | None) -> RunStatus | None:
-    """The RunStatus a failed run carries in its ApplicationError's details (through any chain)."""
+def status_from_failure(failure: BaseException | None, model: type[Any] = RunStatus) -> Any:
+    """The RunStatus (or another status `model`, e.g. a rollout's) a failed run carries in its
+    ApplicationError's details (through any chain); None when it has none."""
     while failure is not None:
         for detail in getattr(failure, "details", None) or ():
             try:
-                return RunStatus.model_validate(detail)
+                return model.model_validate(detail)
             except Exception:  # noqa: BLE001 - not a RunStatus; keep looking
                 continue
         failure = getattr(failure, "cause", None) or failure.__cause__
@@ -57,3 +58,16 @@ async def final_status(handle: WorkflowHandle[Any, Any]) -> RunStatus | None:
 
 async def query_status(handle: WorkflowHandle[Any, Any]) -> RunStatus:
     return await handle.query(STATUS_QUERY, result_type=RunStatus)
+
+
+# -- rollouts (workflows/rollout.py) -------------------------------------------------------------
+# approve / reject: the same signal and update names as a deploy run (payload ApprovalPayload; the
+# fingerprint names the plan state, or stage "wave" continues to the next wave). Controls take
+# ControlPayload ({"by": "<your name>", "reason": "..."}); the query `status` -> RolloutStatus.
+PAUSE_SIGNAL = "pause"
+RESUME_SIGNAL = "resume"
+CANCEL_SIGNAL = "cancel"
+PAUSE_UPDATE = "pause_update"
+RESUME_UPDATE = "resume_update"
+CANCEL_UPDATE = "cancel_update"
+CONTROL_REFUSED = "ControlRefused"  # ApplicationError type of a refused control update

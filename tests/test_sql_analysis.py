@@ -56,8 +56,14 @@ RULES = [
     ("foreign-key", "ALTER TABLE other ADD CONSTRAINT other_fk FOREIGN KEY (existing_id) REFERENCES existing (id)",
      "CREATE TABLE fresh (id int, existing_id int); "
      "ALTER TABLE fresh ADD CONSTRAINT fresh_fk FOREIGN KEY (existing_id) REFERENCES existing (id)"),
-    ("foreign-key", "ALTER TABLE other ADD COLUMN e2 int REFERENCES existing (id)",
-     "ALTER TABLE other ADD COLUMN e2 int"),
+    ("foreign-key", "ALTER TABLE other ADD COLUMN e2 int DEFAULT 1 REFERENCES existing (id)",
+     "ALTER TABLE other ADD COLUMN e2 int REFERENCES existing (id)"),
+    ("foreign-key", "ALTER TABLE other ADD COLUMN e2 int; UPDATE other SET e2 = 1; "
+     "ALTER TABLE other ADD CONSTRAINT other_e2_fk FOREIGN KEY (e2) REFERENCES existing (id)",
+     "ALTER TABLE other ADD COLUMN e2 int; "
+     "ALTER TABLE other ADD CONSTRAINT other_e2_fk FOREIGN KEY (e2) REFERENCES existing (id)"),
+    ("foreign-key-new-column", "ALTER TABLE other ADD COLUMN e2 int REFERENCES existing (id)",
+     "ALTER TABLE other ADD COLUMN e2 int DEFAULT 1 REFERENCES existing (id)"),
     ("add-unique-constraint", "ALTER TABLE existing ADD COLUMN code text UNIQUE",
      "ALTER TABLE existing ADD COLUMN code text"),
     ("add-unique-constraint", "ALTER TABLE existing ADD CONSTRAINT name_uq UNIQUE (name)",
@@ -236,3 +242,24 @@ def test_analysis_serialises() -> None:
     assert again.model_dump() == a.model_dump()
     # The statement's parse tree comes back by re-parsing after a round trip.
     assert again.statements[1].node()["removeType"] == "OBJECT_TABLE"
+
+
+DOCUMENSO = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "documenso" / "migrations"
+
+
+@pytest.mark.skipif(not DOCUMENSO.exists(), reason="the corpus is not on this machine")
+async def test_foreign_keys_on_columns_added_in_the_same_migration_are_no_warning(db: asyncpg.Connection) -> None:
+    """documenso's add_email_transports: two optional relations, each a new NULL column plus its
+    foreign key. Nothing can fail the check, so it is an info finding, not a warning; and the
+    migration really does run on tables that hold rows."""
+    sql = (DOCUMENSO / "20260604143030_add_email_transports" / "migration.sql").read_text()
+    analysis = analyze_migration("20260604143030_add_email_transports", sql)
+    codes = [f.code for f in analysis.findings]
+    assert "foreign-key" not in codes
+    assert codes.count("foreign-key-new-column") == 2
+    assert analysis.risk == Risk.low
+    await db.execute('CREATE TABLE "OrganisationClaim" (id text PRIMARY KEY); '
+                     'CREATE TABLE "SubscriptionClaim" (id text PRIMARY KEY); '
+                     "INSERT INTO \"OrganisationClaim\" VALUES ('a'); INSERT INTO \"SubscriptionClaim\" VALUES ('b');")
+    await db.execute(sql)
+    assert await db.fetchval('SELECT count(*) FROM "OrganisationClaim" WHERE "emailTransportId" IS NULL') == 1

@@ -68,6 +68,21 @@ def _column_constraints(coldef: dict[str, Any]) -> list[dict[str, Any]]:
     return [c["Constraint"] for c in coldef.get("constraints", []) if "Constraint" in c]
 
 
+def _starts_all_null(coldef: dict[str, Any]) -> bool:
+    """True when ADD COLUMN leaves the new column NULL in every existing row: no DEFAULT (or
+    DEFAULT NULL), not identity, generated or serial. A foreign key on such a column has nothing
+    to validate. (A domain type's own DEFAULT is not visible here; such columns are rare.)"""
+    typename = names(coldef.get("typeName", {}).get("names"))
+    if (typename and typename[-1].lower() in SERIAL_TYPES) or coldef.get("identity"):
+        return False
+    for con in _column_constraints(coldef):
+        if con.get("contype") in ("CONSTR_IDENTITY", "CONSTR_GENERATED"):
+            return False
+        if con.get("contype") == "CONSTR_DEFAULT" and literal_value(con.get("raw_expr", {})) != (True, None):
+            return False
+    return True
+
+
 def _volatile_default(coldef: dict[str, Any]) -> str | None:
     """Why adding this column rewrites the table, or None."""
     typename = names(coldef.get("typeName", {}).get("names"))
@@ -99,6 +114,9 @@ class _Analyzer:
         self.schema = default_schema
         self.server_version = server_version
         self.new_tables: set[str] = set()
+        # Columns this migration added to existing tables that are still NULL in every row
+        # (table -> column names). Any statement that may write rows forgets them.
+        self.null_columns: dict[str, set[str]] = {}
         self.creates: list[str] = []
         self.in_transaction = True
         self.idempotent = True
@@ -106,6 +124,8 @@ class _Analyzer:
 
     # Each handler returns findings as (code, severity, message) and may update the state.
     def analyze(self, info: StatementInfo, kind: str, node: dict[str, Any]) -> None:
+        if kind not in _CANNOT_FILL_COLUMNS:
+            self.null_columns.clear()
         handler = getattr(self, f"_on_{kind}", None)
         result = handler(node) if handler else self._other(kind, node)
         findings, creates, idempotent = result
@@ -212,13 +232,15 @@ class _Analyzer:
                 idempotent &= bool(cmd.get("missing_ok"))
                 if new:
                     continue
+                if _starts_all_null(coldef):
+                    self.null_columns.setdefault(table, set()).add(col)
                 why = _volatile_default(coldef)
                 if why:
                     findings.append(("add-column-volatile-default", Severity.warning,
                                      f"adding column {col} to {table} rewrites the whole table under an "
                                      f"exclusive lock: {why}"))
                 for con in _column_constraints(coldef):  # inline REFERENCES / CHECK / UNIQUE
-                    findings.extend(self._constraint(table, new, con)[0])
+                    findings.extend(self._constraint(table, new, con, columns=[col])[0])
                 cons = {c.get("contype") for c in _column_constraints(coldef)}
                 if "CONSTR_NOTNULL" in cons and not cons & {"CONSTR_DEFAULT", "CONSTR_IDENTITY", "CONSTR_GENERATED"}:
                     findings.append(("add-column-required", Severity.warning,
@@ -229,6 +251,7 @@ class _Analyzer:
                                  f"drops column {table}.{cmd.get('name')} and its data; the running app may still read it"))
                 idempotent &= bool(cmd.get("missing_ok"))
             elif sub == "AT_AlterColumnType":
+                self.null_columns.get(table, set()).discard(cmd.get("name"))  # USING may fill it
                 if not new:
                     findings.append(("alter-column-type", Severity.warning,
                                      f"changing the type of {table}.{cmd.get('name')} usually rewrites the "
@@ -253,14 +276,25 @@ class _Analyzer:
             # Other subcommands (defaults, DROP NOT NULL, storage, RLS...) are metadata-only.
         return findings, creates, idempotent
 
-    def _constraint(self, table: str, new: bool, con: dict[str, Any]):
+    def _constraint(self, table: str, new: bool, con: dict[str, Any], columns: list[str] | None = None):
         contype = con.get("contype")
         name = con.get("conname")
         findings = []
         if new:
             return findings, name
         validated = not con.get("skip_validation")
-        if contype == "CONSTR_FOREIGN" and validated:
+        fk_columns = columns or names(con.get("fk_attrs"))
+        # A foreign key on columns this migration just added, still NULL in every row (what Prisma
+        # writes for each new optional relation): no row can fail the check. PostgreSQL still scans
+        # the table once to validate it, under the ACCESS EXCLUSIVE lock ADD COLUMN already holds;
+        # that is worth knowing on a large table, not a warning on every such migration.
+        fresh = bool(fk_columns) and set(fk_columns) <= self.null_columns.get(table, set())
+        if contype == "CONSTR_FOREIGN" and validated and fresh:
+            findings.append(("foreign-key-new-column", Severity.info,
+                             f"foreign key {name or ''} on {table}.{', '.join(fk_columns)}, added in this migration "
+                             "and NULL in every row, cannot fail; validating it still reads the whole table while "
+                             "it is locked (on a large table: add it NOT VALID, VALIDATE CONSTRAINT later)"))
+        elif contype == "CONSTR_FOREIGN" and validated:
             findings.append(("foreign-key", Severity.warning,
                              f"foreign key {name or ''} on existing table {table} is validated while both "
                              "tables are locked against writes; add it NOT VALID, then VALIDATE CONSTRAINT"))
@@ -396,6 +430,17 @@ class _Analyzer:
 
     def _on_DoStmt(self, node):
         return [("opaque-code", Severity.warning, "a DO block cannot be analysed statically; review it by hand")], [], False
+
+
+# Statement kinds that cannot write a value into an existing row (DDL that adds, creates or
+# comments). Anything else (UPDATE, INSERT, COPY, DO, CALL, SELECT f(), ...) may fill a column.
+_CANNOT_FILL_COLUMNS = frozenset(
+    {
+        "AlterTableStmt", "CreateStmt", "IndexStmt", "CreateEnumStmt", "CompositeTypeStmt",
+        "CreateDomainStmt", "CreateSeqStmt", "ViewStmt", "CreateSchemaStmt", "CreateExtensionStmt",
+        "CommentStmt", "VariableSetStmt", "GrantStmt", "AlterEnumStmt", "RenameStmt", "DropStmt",
+    }
+)
 
 
 def _is_excluded(node: dict[str, Any]) -> bool:

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import asyncpg
 
+from domain.prisma.baseline import TABLE_NAMES_SQL
 from domain.prisma.ledger import (
     CREATE_TABLE_DDL,
     EXPECTED_COLUMNS,
@@ -61,10 +62,9 @@ class MigrationLedger:
             # search_path names no existing schema (Prisma's `?schema=` before its first deploy): empty.
             path = await self.conn.fetchval("SELECT current_setting('search_path')")
             return LedgerSnapshot(table_exists=False, rows=[], other_tables=[], schema_name=path)
-        others = await self.conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = $1 AND tablename <> $2 ORDER BY 1", schema, TABLE
-        )
-        other_tables = [r["tablename"] for r in others]
+        # Prisma's own catalog query for its "schema not empty" check (P3005): ordinary tables only.
+        others = await self.conn.fetch(TABLE_NAMES_SQL, [schema])
+        other_tables = sorted(r["table_name"] for r in others if r["table_name"] != TABLE)
         if not await self.table_exists():
             return LedgerSnapshot(table_exists=False, rows=[], other_tables=other_tables, schema_name=schema)
         columns = await self.conn.fetch(

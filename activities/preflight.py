@@ -53,11 +53,13 @@ class PreflightActivities:
         server_version = str(await conn.fetchval("SHOW server_version"))
         major = int(await conn.fetchval("SHOW server_version_num")) // 10000
         snapshot = await MigrationLedger(conn).read()
-        diagnosis = diagnose(request.bundle.migrations, snapshot)
+        diagnosis = diagnose(request.bundle.migrations, snapshot, request.bundle.unreadable)
         states = {m.name: m.state for m in diagnosis.migrations}
         runnable = [n for n, st in states.items() if st in _RUNNABLE]
+        extensions = await conn.fetch("SELECT name FROM pg_available_extensions")
         facts = PreflightFacts(server_version=server_version, snapshot=snapshot, diagnosis=diagnosis,
-                               input_problems=bundle_problems(request.bundle.migrations, runnable))
+                               input_problems=bundle_problems(request.bundle.migrations, runnable),
+                               available_extensions=sorted(r["name"] for r in extensions))
         for m in request.bundle.migrations:
             try:
                 facts.analyses[m.name] = analyze_migration(

@@ -26,7 +26,8 @@ from activities.catalog import read_schema_model
 from activities.shadow import ReplayCache, expected_schemas
 from bench.report import print_table
 from devstack.pgcluster import PgCluster
-from domain.prisma.folder import LocalMigration, prisma_order_key
+from domain.prisma.folder import LocalMigration
+from domain.prisma.order import prisma_sort_key
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpus"
@@ -40,7 +41,7 @@ def corpus_migrations(history: str) -> list[LocalMigration]:
     """In Prisma's order, up to the first directory without migration.sql (where Prisma stops)."""
     found = []
     root = CORPUS / history / "migrations"
-    for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: prisma_order_key(p.name)):
+    for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: prisma_sort_key(p.name)):
         if not (d / "migration.sql").is_file():
             break
         found.append(LocalMigration(name=d.name, sql=(d / "migration.sql").read_bytes().decode("utf-8")))

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cli.app import app
-from cli.common import console, fail, load_settings, print_json, run, run_url, temporal
+from cli.common import console, err_console, fail, load_settings, print_json, run, run_url, temporal
 from cli.follow import final_status, follow, outcome_line, snapshot
 from cli.render import render_plan
 from domain.bundle import BundleTooLarge, build_bundle, bundle_problems
@@ -24,13 +24,11 @@ from domain.models import (
     RunStatus,
     workflow_id_for,
 )
-from domain.prisma.folder import MigrationFolderError, read_migrations_dir
+from domain.prisma.folder import MigrationFolderError, read_folder
 from workflows.start import WORKFLOW_NAME, start_options
 
 EnvOpt = typer.Option(..., "--env", "-e", help="Environment name, as configured on the worker (e.g. prod).")
-DirOpt = typer.Option(
-    ..., "--migrations-dir", "-d", help="The Prisma migrations folder (prisma/migrations).", file_okay=False
-)
+DirOpt = typer.Option(..., "--migrations-dir", "-d", help="The Prisma migrations folder (prisma/migrations).")
 
 
 def git_revision(folder: Path) -> str | None:
@@ -50,15 +48,20 @@ def git_revision(folder: Path) -> str | None:
 
 
 def bundle_folder(migrations_dir: Path) -> MigrationBundle:
+    """The folder as Prisma reads it (a missing folder is empty, with a warning; a directory without
+    migration.sql travels by name: the plan says where Prisma would stop)."""
     try:
-        migrations = read_migrations_dir(migrations_dir)
+        folder = read_folder(migrations_dir)
     except MigrationFolderError as exc:
         fail(str(exc))
-    problems = bundle_problems(migrations)
+    if folder.problem:
+        err_console.print(f"warning: {folder.problem}", markup=False, soft_wrap=True)
+    problems = bundle_problems(folder.migrations)
     if problems:  # preflight refuses these too (bundles not built here); say it before starting a run
         fail(problems[0].message + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     try:
-        return build_bundle(migrations, revision=git_revision(migrations_dir), source=str(migrations_dir))
+        return build_bundle(folder.migrations, revision=git_revision(migrations_dir), source=str(migrations_dir),
+                            unreadable=folder.unreadable, folder_problem=folder.problem)
     except BundleTooLarge as exc:
         fail(str(exc))
 

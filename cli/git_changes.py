@@ -3,7 +3,7 @@
 Contract:
 
     class GitChangesError(Exception)          # str(e): one sentence for the user
-    class MigrationChanges:  changed: frozenset[str], removed: frozenset[str]
+    class MigrationChanges:  changed: frozenset[str], removed: frozenset[str], at_base: frozenset[str]
     def migration_changes(migrations_dir: str | Path, base_ref: str) -> MigrationChanges
 
 A migration directory counts as changed when any file under it differs between the tree of
@@ -11,7 +11,8 @@ A migration directory counts as changed when any file under it differs between t
 tracked at all (ignored files excepted). That is the question a pull-request check asks ("what
 does this change add or alter?"), so old findings in untouched migrations stay out of it.
 `removed` are directories that differ but no longer exist in the working tree (deleted since
-REF); they cannot be linted, but a caller may want to say so.
+REF); they cannot be linted, but a caller may want to say so. `at_base` are the migration
+directories in REF's tree: a changed one not among them was added by the change.
 
 In CI, pass the merge base of the pull request (`git merge-base origin/main HEAD`), or the
 base commit the CI system names: with the tip of a base branch that has moved on, migrations
@@ -41,6 +42,11 @@ class GitChangesError(Exception):
 class MigrationChanges:
     changed: frozenset[str]
     removed: frozenset[str]
+    at_base: frozenset[str] = frozenset()
+
+    @property
+    def added(self) -> frozenset[str]:
+        return self.changed - self.at_base
 
 
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -95,7 +101,11 @@ def migration_changes(migrations_dir: str | Path, base_ref: str) -> MigrationCha
         raise GitChangesError(f"git ls-files failed in {root}: {_first_line(untracked.stderr)}")
     names = _names(tracked.stdout) | _names(untracked.stdout)
     present = frozenset(n for n in names if (root / n).is_dir())
-    return MigrationChanges(changed=present, removed=frozenset(names - present))
+    base_tree = _git(root, "ls-tree", "-d", "-z", "--name-only", sha, "--", "./")
+    if base_tree.returncode != 0:
+        raise GitChangesError(f"git ls-tree of {base_ref!r} failed in {root}: {_first_line(base_tree.stderr)}")
+    at_base = frozenset(os.fsdecode(n) for n in base_tree.stdout.split(b"\0") if n)
+    return MigrationChanges(changed=present, removed=frozenset(names - present), at_base=at_base)
 
 
 def _first_line(stderr: bytes) -> str:

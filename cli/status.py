@@ -34,8 +34,10 @@ from domain.prisma.diagnosis import (
 from domain.prisma.folder import (
     LocalMigration,
     MigrationFolderError,
-    read_migrations_dir,
+    MigrationsFolder,
+    read_folder,
 )
+from domain.prisma.folder_rules import NOT_MANAGED_MESSAGE, FolderEntry
 from domain.sql.parse import SqlParseError
 from domain.sql.rules import analyze_migration, parse_error_finding
 
@@ -49,10 +51,10 @@ class StatusError(Exception):
     """Bad input or an unusable database: one line for stderr, exit 3."""
 
 
-async def read_status(migrations_dir: Path, dsn: str) -> tuple[list[LocalMigration], HistoryDiagnosis]:
+async def read_status(migrations_dir: Path, dsn: str) -> tuple[MigrationsFolder, HistoryDiagnosis]:
     """Read the folder, then the ledger, and compare them. Never writes: the session is read-only."""
     try:
-        local = read_migrations_dir(migrations_dir)
+        local = read_folder(migrations_dir)
         check_dsn(dsn)
     except (MigrationFolderError, InvalidDsn) as exc:
         raise StatusError(str(exc)) from None
@@ -70,13 +72,13 @@ async def read_status(migrations_dir: Path, dsn: str) -> tuple[list[LocalMigrati
         raise StatusError(f"cannot read the migration ledger of {redact_dsn(dsn)}: {detail}") from None
     finally:
         await conn.close()
-    return local, diagnose(local, snapshot)
+    return local, diagnose(local.migrations, snapshot, local.unreadable)
 
 
 def exit_code(diagnosis: HistoryDiagnosis) -> int:
     if diagnosis.needs_resolution:
         return EXIT_NEEDS_RESOLUTION
-    if diagnosis.has_pending:
+    if diagnosis.has_pending or diagnosis.not_managed:  # "not managed": Prisma's status exits 1 too
         return EXIT_PENDING
     return EXIT_OK
 
@@ -95,7 +97,8 @@ def safety_findings(local: list[LocalMigration], diagnosis: HistoryDiagnosis) ->
     return found
 
 
-def to_json(diagnosis: HistoryDiagnosis, findings: dict[str, list[Finding]] | None = None) -> dict:
+def to_json(diagnosis: HistoryDiagnosis, findings: dict[str, list[Finding]] | None = None,
+            folder_problem: str | None = None) -> dict:
     findings = findings or {}
     return {
         "migrations": [
@@ -103,6 +106,7 @@ def to_json(diagnosis: HistoryDiagnosis, findings: dict[str, list[Finding]] | No
                 "name": m.name,
                 "state": m.state.value,
                 "out_of_order": m.out_of_order,
+                "unreadable": m.unreadable,
                 "checksum_local": m.checksum_local,
                 "checksum_db": m.checksum_db,
                 "attempts": [a.model_dump(mode="json") for a in m.attempts],
@@ -113,6 +117,11 @@ def to_json(diagnosis: HistoryDiagnosis, findings: dict[str, list[Finding]] | No
         "summary": diagnosis.summary,
         "problems": diagnosis.problems,
         "needs_baseline": diagnosis.needs_baseline,
+        "blocking_tables": diagnosis.blocking_tables,
+        "deploy_stop": diagnosis.deploy_stop,
+        "status_stop": diagnosis.status_stop,
+        "not_managed": diagnosis.not_managed,
+        "folder_problem": folder_problem,
     }
 
 
@@ -152,11 +161,19 @@ def _next_steps(diagnosis: HistoryDiagnosis) -> list[str]:
         steps.append("Find the phantom migrations' SQL and commit their folders, or confirm they changed nothing.")
     if diagnosis.names(MigrationState.modified):
         steps.append("Restore the edited migration files to the versions that were applied.")
+    if diagnosis.deploy_stop:
+        steps.append(f"Restore {diagnosis.deploy_stop}/migration.sql or delete that directory before deploying "
+                     "(Prisma stops there with P3015).")
     if diagnosis.has_pending and not diagnosis.needs_resolution:
         steps.append("Apply the pending migrations: `python starter.py deploy` (or `prisma migrate deploy`).")
     elif diagnosis.has_pending:
         steps.append("Then apply the pending migrations.")
     return steps
+
+
+def _unreadable_short(m: MigrationStatus) -> str:
+    """"no migration.sql", "migration.sql is not a file", ... for the table's State column."""
+    return FolderEntry(m.name, None, m.unreadable).explain().split(f"{m.name} ", 1)[1].removeprefix("has ")
 
 
 def render(
@@ -165,9 +182,15 @@ def render(
     dsn: str,
     console: Console,
     findings: dict[str, list[Finding]] | None = None,
+    folder_problem: str | None = None,
 ) -> None:
     console.print(f"Database {redact_dsn(dsn)}, migrations in {migrations_dir}", markup=False, soft_wrap=True)
-    if not diagnosis.table_exists:
+    if folder_problem:
+        console.print(f"Warning: {folder_problem}.", markup=False, soft_wrap=True)
+    if diagnosis.not_managed:
+        console.print(f"{NOT_MANAGED_MESSAGE} (no migrations and no _prisma_migrations table; a deploy would create "
+                      "an empty one)", markup=False, soft_wrap=True)
+    elif not diagnosis.table_exists:
         console.print(f"No _prisma_migrations table yet{' (the database has other tables)' if diagnosis.needs_baseline else ''}.")
     table = Table(show_lines=False)
     table.add_column("Migration", no_wrap=True)
@@ -176,7 +199,8 @@ def render(
     table.add_column("Attempts in the ledger")
     for m in diagnosis.migrations:
         style = _STATE_STYLE[m.state]
-        table.add_row(m.name, f"[{style}]{m.state.value}[/]", "yes" if m.out_of_order else "", _attempts_text(m))
+        state = f"[{style}]{m.state.value}[/]" + (f" ({_unreadable_short(m)})" if m.unreadable else "")
+        table.add_row(m.name, state, "yes" if m.out_of_order else "", _attempts_text(m))
     if diagnosis.migrations:
         console.print(table)
     else:
@@ -208,9 +232,10 @@ def render(
         "States: applied, pending, failed, modified (applied, file edited since), missing_locally "
         "(in the database, no folder: a phantom); pending migrations older than the last applied one "
         "are flagged out of order.\n\n"
-        "Exit codes: 0 up to date; 1 only pending migrations; 2 needs resolution (failed, modified, "
-        "missing_locally, or tables without a ledger: baseline needed); 3 error (bad input, database "
-        "unreachable)."
+        "Exit codes: 0 up to date; 1 only pending migrations, or no migrations and no ledger (\"not managed by "
+        "Prisma Migrate\", as Prisma says); 2 needs resolution (failed, modified, missing_locally, a pending "
+        "directory without migration.sql where Prisma's deploy stops, or tables without a ledger: baseline "
+        "needed); 3 error (bad input, database unreachable)."
     )
 )
 def status(
@@ -237,11 +262,11 @@ def status(
     except StatusError as exc:
         err.print(f"error: {scrub(str(exc), dsn)}", markup=False)
         raise typer.Exit(EXIT_ERROR) from None
-    findings = safety_findings(local, diagnosis)
+    findings = safety_findings(local.migrations, diagnosis)
     if as_json:
-        sys.stdout.write(json.dumps(to_json(diagnosis, findings)) + "\n")
+        sys.stdout.write(json.dumps(to_json(diagnosis, findings, local.problem)) + "\n")
     else:
         # Piped output keeps whole names and commands on their lines (rich would fold at 80 columns).
         render(diagnosis, migrations_dir, dsn, Console(highlight=False, width=None if sys.stdout.isatty() else 200),
-               findings)
+               findings, local.problem)
     raise typer.Exit(exit_code(diagnosis))

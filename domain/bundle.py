@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from domain.models import MAX_BUNDLE_BYTES, Blocker, BlockerCode, BundledMigration, MigrationBundle
+from domain.models import (
+    MAX_BUNDLE_BYTES,
+    Blocker,
+    BlockerCode,
+    BundledMigration,
+    MigrationBundle,
+    UnreadableMigration,
+)
 
 
 class BundleTooLarge(ValueError):
@@ -53,7 +60,15 @@ class _Migration(Protocol):
     verify_sql: str | None
 
 
-def build_bundle(migrations: Iterable[_Migration], *, revision: str | None, source: str | None) -> MigrationBundle:
+class _Unreadable(Protocol):
+    name: str
+    reason: str | None
+
+
+def build_bundle(migrations: Iterable[_Migration], *, revision: str | None, source: str | None,
+                 unreadable: Iterable[_Unreadable] = (), folder_problem: str | None = None) -> MigrationBundle:
+    """`unreadable`: directories without a readable migration.sql (domain.prisma.folder.read_folder),
+    carried by name so the run sees the folder as Prisma does."""
     bundle = MigrationBundle(
         migrations=[
             BundledMigration(
@@ -63,6 +78,8 @@ def build_bundle(migrations: Iterable[_Migration], *, revision: str | None, sour
         ],
         revision=revision,
         source=source,
+        unreadable=[UnreadableMigration(name=u.name, reason=u.reason or "unreadable") for u in unreadable],
+        folder_problem=folder_problem,
     )
     size = len(bundle.model_dump_json().encode())
     if size > MAX_BUNDLE_BYTES:

@@ -43,3 +43,5 @@ class PreflightFacts(BaseModel):
     drift: DriftReport | None = None
     # Verify statements the run will execute (sizes the run's result).
     verify_statements: int = 0
+    # Extensions the server can create (pg_available_extensions); None when not read.
+    available_extensions: list[str] | None = None

@@ -58,10 +58,21 @@ class BundledMigration(BaseModel):
     verify_sql: str | None = None
 
 
+class UnreadableMigration(BaseModel):
+    """A migration directory whose migration.sql Prisma cannot read: Prisma's deploy stops there
+    with P3015, its status lists it as pending (domain/prisma/folder_rules.py)."""
+
+    name: str
+    reason: str  # missing | not_a_file | unreadable
+
+
 class MigrationBundle(BaseModel):
     migrations: list[BundledMigration]
     revision: str | None = None  # e.g. the git commit the folder was read from
     source: str | None = None  # a label for where it came from (folder path, CI run)
+    unreadable: list[UnreadableMigration] = Field(default_factory=list)
+    # Why the folder was read as empty (it does not exist, ...): Prisma says nothing, we do.
+    folder_problem: str | None = None
 
 
 class DeployRequest(BaseModel):
@@ -123,6 +134,8 @@ class BlockerCode(StrEnum):
     duplicate_name = "duplicate_name"
     case_duplicate_name = "case_duplicate_name"
     byte_order_mark = "byte_order_mark"
+    missing_migration_file = "missing_migration_file"  # P3015: a directory to deploy has no readable migration.sql
+    extension_unavailable = "extension_unavailable"  # CREATE EXTENSION of one the server does not have
     plan_too_large = "plan_too_large"
     result_too_large = "result_too_large"
     legacy = "legacy"  # a blocker recorded as plain text by an older version
@@ -162,6 +175,9 @@ class DeployPlan(BaseModel):
     operation: Operation
     server_version: str = ""
     ledger_exists: bool = True
+    # No _prisma_migrations yet and nothing to apply (an empty folder): deploy still creates the
+    # table, as `prisma migrate deploy` does.
+    creates_ledger: bool = False
     migrations: list[PlannedMigration] = Field(default_factory=list)
     blockers: list[Blocker] = Field(default_factory=list)  # non-empty: the run stops before any change
     notes: list[str] = Field(default_factory=list)

@@ -12,6 +12,10 @@ and the environment's policy into the plan and the approval policy. Decisions pe
 - failed, anything else                -> needs_human (a blocker: the run stops before any change)
 - missing locally (phantom)            -> leave_phantom (reported, untouched), unless it is failed
 - modified / P3005 / duplicate unfinished rows -> blockers
+- a pending directory without a readable migration.sql -> needs_human, and a blocker when the run
+  deploys: Prisma's deploy would stop there (P3015); so is a pending CREATE EXTENSION of an
+  extension the server does not have (Prisma's deploy fails there). The run refuses before any
+  change, naming where and why Prisma stops, rather than apply what comes before and undo it.
 
 Unexplained drift raises the plan's risk to high. The fingerprint (domain/fingerprint.py) hashes
 the bundle's checksums, the ledger rows and the actions.
@@ -19,7 +23,7 @@ the bundle's checksums, the ledger rows and the actions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from domain.catalog import DriftVerdict
 from domain.evidence import Evidence
@@ -38,6 +42,7 @@ from domain.models import (
 )
 from domain.plan_budget import fit_to_budget, result_too_large
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState
+from domain.prisma.folder_rules import FolderEntry
 from domain.prisma.ledger import LedgerSnapshot
 from domain.risk import Risk, max_risk
 from domain.sql.rules import MigrationAnalysis
@@ -65,6 +70,7 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         required_approvals=policy.required_approvals,
         server_version=facts.server_version,
         problems=problems,
+        available_extensions=facts.available_extensions,
     )
     if facts.drift is not None:
         plan.drift = facts.drift.model_dump(mode="json")
@@ -120,6 +126,7 @@ def build_plan(
     required_approvals: Mapping[str, int],
     server_version: str = "",
     problems: Sequence[Blocker] = (),
+    available_extensions: Collection[str] | None = None,
 ) -> DeployPlan:
     """The actions per migration, the blockers and the risk, from the diagnosis of the ledger
     against the bundle, the SQL analyses (bundle names) and the evidence about failed migrations."""
@@ -131,10 +138,14 @@ def build_plan(
     planned: list[PlannedMigration] = []
 
     if diagnosis.needs_baseline:
+        tables = diagnosis.blocking_tables
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        first = next((m.name for m in diagnosis.migrations if m.state != MigrationState.missing_locally), "<name>")
         blockers.append(Blocker(
             code=BlockerCode.needs_baseline,
-            message="the database has tables but no _prisma_migrations table (Prisma P3005): baseline it first by "
-            "marking the migrations its schema already contains as applied (prisma migrate resolve --applied <name>)",
+            message=f"the database has tables ({shown}) but no _prisma_migrations table (Prisma P3005): baseline it "
+            "first by marking the migrations its schema already contains as applied "
+            f"(prisma migrate resolve --applied {first})",
         ))
 
     for status in diagnosis.migrations:
@@ -164,6 +175,9 @@ def build_plan(
 
         if state == MigrationState.applied:
             pm.action, pm.reason = Action.already_applied, "applied"
+        elif state == MigrationState.pending and status.unreadable:
+            pm.action = Action.needs_human
+            pm.reason = f"{FolderEntry(name, None, status.unreadable).explain()}: Prisma's deploy stops here (P3015)"
         elif state == MigrationState.pending:
             pm.action = Action.apply
             pm.reason = "pending"
@@ -221,7 +235,16 @@ def build_plan(
             )
         planned.append(pm)
 
+    if operation in (Operation.full, Operation.migrate):
+        blockers += _deploy_stops(diagnosis, planned, analyses, available_extensions)
     blockers += [p for p in problems if p.code in _LATE_PROBLEMS]
+    if request.bundle.folder_problem:
+        notes.append(request.bundle.folder_problem)
+    creates_ledger = (not snapshot.table_exists and not diagnosis.needs_baseline
+                      and operation in (Operation.full, Operation.migrate))
+    if creates_ledger and not any(m.action in RUNS_IN_DEPLOY for m in planned):
+        notes.append("nothing to apply, but the database has no _prisma_migrations table: deploy creates it "
+                     "(as prisma migrate deploy does)")
     if operation == Operation.resolve and any(m.action == Action.apply for m in planned):
         notes.append("operation 'resolve' leaves pending migrations for a later 'migrate' run")
     if (
@@ -241,6 +264,7 @@ def build_plan(
         operation=operation,
         server_version=server_version,
         ledger_exists=snapshot.table_exists,
+        creates_ledger=creates_ledger,
         migrations=planned,
         blockers=blockers,
         notes=notes,
@@ -252,3 +276,35 @@ def build_plan(
     return plan
 
 
+def _deploy_stops(diagnosis: HistoryDiagnosis, planned: Sequence[PlannedMigration],
+                  analyses: Mapping[str, MigrationAnalysis], available_extensions: Collection[str] | None) -> list[Blocker]:
+    """Where Prisma's deploy of this folder would stop, in its order: a pending directory without a
+    readable migration.sql (P3015), a pending migration creating an extension this server lacks."""
+    unreadable = {m.name: m.unreadable for m in diagnosis.migrations if m.unreadable}
+    stops: list[Blocker] = []
+    before = 0  # pending migrations Prisma would apply before reaching this one
+
+    def where(how: str) -> str:
+        if stops:
+            return f"a later deploy would {how} there too, once the earlier stop is dealt with"
+        return f"Prisma's deploy would apply the {before} pending migration(s) before it and {how} there"
+
+    for pm in planned:
+        if pm.name in unreadable and pm.action == Action.needs_human and pm.reason.endswith("(P3015)"):
+            what = FolderEntry(pm.name, None, unreadable[pm.name]).explain()
+            stops.append(Blocker(code=BlockerCode.missing_migration_file, migration=pm.name, message=(
+                f"{what}: {where('stop with P3015')}; this run changes nothing — restore its migration.sql, delete the "
+                "directory, or let the tool that applies it record it in _prisma_migrations")))
+        if pm.action not in RUNS_IN_DEPLOY:
+            continue
+        analysis = analyses.get(pm.name)
+        missing = [] if analysis is None or available_extensions is None else [
+            c.split(":", 1)[1] for c in analysis.creates
+            if c.startswith("extension:") and c.split(":", 1)[1] not in available_extensions]
+        for ext in missing:
+            stops.append(Blocker(code=BlockerCode.extension_unavailable, migration=pm.name, message=(
+                f"migration {pm.name} creates extension {ext}, which this PostgreSQL server does not have "
+                f"(not in pg_available_extensions): {where('fail')}; this run changes nothing — install the "
+                "extension on the server first")))
+        before += 1
+    return stops

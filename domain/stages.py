@@ -22,7 +22,7 @@ def stage_has_work(plan: DeployPlan, stage: Stage | str) -> bool:
     if stage == Stage.resolve:
         return bool(plan.by_action(*RUNS_IN_RESOLVE))
     if stage == Stage.deploy:
-        return bool(plan.by_action(*RUNS_IN_DEPLOY))
+        return bool(plan.by_action(*RUNS_IN_DEPLOY)) or plan.creates_ledger
     return stage == Stage.verify
 
 

@@ -229,12 +229,14 @@ async def test_errors_are_one_clear_line(dev_env, tmp_path: Path, real_process: 
 
     broken = tmp_path / "migrations"
     (broken / "20240101000000_init").mkdir(parents=True)
+    (broken / "20240101000000_init" / "migration.sql").write_text("SELECT 1;\n")
+    (broken / "migration_lock.toml").write_text('provider = "mysql"\n')  # Prisma refuses it too (P3019)
     deploy = await cli("deploy", "--env", "prod", "--migrations-dir", str(broken))
     status = await Cli({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/x"}, subprocess=real_process)(
         "status", "--migrations-dir", str(broken))
     assert deploy.returncode == 3 and status.returncode == 3
     assert one_line_error(deploy) == one_line_error(status)  # the same words as `status`
-    assert "P3015" in one_line_error(deploy)
+    assert "P3019" in one_line_error(deploy)
 
     bad_date = await cli("runs", "--since", "yesterday")
     assert bad_date.returncode == 3 and "--since" in one_line_error(bad_date)

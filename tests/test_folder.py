@@ -1,11 +1,13 @@
-"""Reading a migrations folder like the Prisma CLI: which entries count, their order, their bytes, bad input."""
+"""Reading a migrations folder like the Prisma CLI: which entries count, their order, their bytes, bad input.
+
+(Prisma's rules themselves are checked against the real CLI in tests/test_prisma_folder_rules.py and
+tests/test_prisma_order.py; reading speed is bench/folder_order.py.)"""
 
 import json
 import os
 import random
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from domain.prisma.checksum import sha256_hex
 from domain.prisma.folder import (
     LocalMigration,
     MigrationFolderError,
-    prisma_order_key,
+    read_folder,
     read_migrations_dir,
 )
 
@@ -49,16 +51,18 @@ def test_prisma_order_observed_in_s7d(tmp_path: Path) -> None:
 
 
 @pytest.mark.oracle
-def test_order_key_agrees_with_node_localecompare() -> None:
+def test_folder_is_read_in_node_localecompare_order(tmp_path: Path) -> None:
     if not shutil.which("node"):
         pytest.skip("node is not installed")
     rng = random.Random(3)
-    alphabet = [chr(c) for c in range(32, 127)] + ["é", "É", "e\u0301", "ü"]
-    names = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(2000)})
+    alphabet = [chr(c) for c in range(32, 127) if chr(c) not in "/."] + ["é", "É", "e\u0301", "ü", "ß", "æ", "ø", "ł", "Ｚ"]
+    names = sorted({"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 6))) for _ in range(500)})
+    for name in names:
+        make(tmp_path, name)
     script = "const a=JSON.parse(require('fs').readFileSync(0,'utf8'));a.sort((x,y)=>x.localeCompare(y));console.log(JSON.stringify(a))"
-    out = subprocess.run(["node", "-e", script], input=json.dumps(names), capture_output=True, text=True, check=True)
-    node_order = json.loads(out.stdout)
-    assert sorted(names, key=prisma_order_key) == node_order
+    out = subprocess.run(["node", "-e", script], input=json.dumps(sorted(names, key=lambda n: n.encode())),
+                         capture_output=True, text=True, check=True, env={**os.environ, "LANG": "C.UTF-8"})
+    assert [m.name for m in read_migrations_dir(tmp_path)] == json.loads(out.stdout)
 
 
 def test_only_directories_count_and_optional_files_are_read(tmp_path: Path) -> None:
@@ -90,29 +94,35 @@ def test_local_migration_computes_its_checksum() -> None:
 
 
 def test_empty_folder_is_no_migrations(tmp_path: Path) -> None:
-    assert read_migrations_dir(tmp_path) == []
+    folder = read_folder(tmp_path)
+    assert folder.migrations == [] and folder.entries == [] and folder.problem is None
 
 
 @pytest.mark.parametrize(
-    "setup, code, fragment",
+    "setup, fragment",
     [
-        (lambda p: p / "nope", "not_found", "does not exist"),
-        (lambda p: (p / "file").write_text("x") and p / "file", "not_a_directory", "is not a directory"),
+        (lambda p: p / "nope", "does not exist"),
+        (lambda p: (p / "file").write_text("x") and p / "file", "is not a directory"),
     ],
 )
-def test_unusable_directory(tmp_path: Path, setup, code: str, fragment: str) -> None:
-    with pytest.raises(MigrationFolderError) as err:
-        read_migrations_dir(setup(tmp_path))
-    assert err.value.code == code and fragment in str(err.value)
+def test_unusable_directory_reads_as_empty_as_prisma_does(tmp_path: Path, setup, fragment: str) -> None:
+    path = setup(tmp_path)
+    folder = read_folder(path)
+    assert folder.migrations == [] and folder.entries == []
+    assert folder.problem == f"migrations directory {path} {fragment}; Prisma reads it as an empty folder"
 
 
-def test_missing_migration_sql_is_p3015_naming_the_folder(tmp_path: Path) -> None:
+def test_directory_without_migration_sql_is_a_migration_prisma_cannot_read(tmp_path: Path) -> None:
     make(tmp_path, "20240101000000_init")
     (tmp_path / "20240102000000_empty_dir").mkdir()
-    with pytest.raises(MigrationFolderError) as err:
-        read_migrations_dir(tmp_path)
-    assert err.value.code == "P3015"
-    assert "20240102000000_empty_dir" in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "20240103000000_odd" / "migration.sql").mkdir(parents=True)  # exists, is not a file
+    make(tmp_path, "20240104000000_last")
+    folder = read_folder(tmp_path)
+    assert folder.names == ["20240101000000_init", "20240102000000_empty_dir", "20240103000000_odd", "20240104000000_last"]
+    assert [m.name for m in folder.migrations] == ["20240101000000_init", "20240104000000_last"]
+    assert [(e.name, e.reason, e.prisma_stops_here) for e in folder.unreadable] == [
+        ("20240102000000_empty_dir", "missing", True), ("20240103000000_odd", "not_a_file", True)]
+    assert folder.unreadable[0].explain() == "directory 20240102000000_empty_dir has no migration.sql"
 
 
 def test_non_utf8_names_the_file(tmp_path: Path) -> None:
@@ -121,51 +131,43 @@ def test_non_utf8_names_the_file(tmp_path: Path) -> None:
         read_migrations_dir(tmp_path)
     assert err.value.code == "non_utf8"
     assert "20240101000000_latin1/migration.sql" in str(err.value) and "UTF-8" in str(err.value)
+    assert "byte 0xe9 at offset 26" in str(err.value)
+
+
+def test_non_utf8_down_sql_names_the_file(tmp_path: Path) -> None:
+    d = make(tmp_path, "20240101000000_init")
+    (d / "down.sql").write_bytes(b"DELETE FROM t WHERE n = 'caf\xe9';")
+    with pytest.raises(MigrationFolderError) as err:
+        read_migrations_dir(tmp_path)
+    assert err.value.code == "non_utf8" and "20240101000000_init/down.sql" in str(err.value)
 
 
 @pytest.mark.parametrize(
-    "lock, ok",
+    "lock, found",
     [
-        ('provider = "postgresql"\n', True),
-        ('# comment\nprovider = "postgresql"\n', True),
-        ('provider = "mysql"\n', False),
-        ('provider = "cockroachdb"\n', False),
-        ("# no provider line\n", False),
+        ('provider = "postgresql"\n', None),
+        ('# comment\nprovider = "postgresql"\n', None),
+        ('provider = "mysql"\n', "mysql"),
+        ('provider = "cockroachdb"\n', "cockroachdb"),
+        ("# no provider line\n", "<PROVIDER NOT FOUND>"),
     ],
 )
-def test_lock_file_provider(tmp_path: Path, lock: str, ok: bool) -> None:
+def test_lock_file_provider(tmp_path: Path, lock: str, found: str | None) -> None:
     make(tmp_path, "20240101000000_init")
     (tmp_path / "migration_lock.toml").write_text(lock)
-    if ok:
+    if found is None:
         assert len(read_migrations_dir(tmp_path)) == 1
         return
     with pytest.raises(MigrationFolderError) as err:
         read_migrations_dir(tmp_path)
     assert err.value.code == "P3019" and "migration_lock.toml" in str(err.value)
+    assert f"`{found}`" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_unreadable_migration_file(tmp_path: Path) -> None:
-    (tmp_path / "20240101000000_init" / "migration.sql").mkdir(parents=True)  # exists, cannot be read
-    with pytest.raises(MigrationFolderError) as err:
-        read_migrations_dir(tmp_path)
-    assert err.value.code == "unreadable" and "20240101000000_init/migration.sql" in str(err.value)
-
-
-def test_permission_denied_is_reported(tmp_path: Path) -> None:
+def test_permission_denied_is_a_directory_prisma_cannot_read(tmp_path: Path) -> None:
     if os.geteuid() == 0:
-        pytest.skip("root reads any file; covered by test_unreadable_migration_file")
+        pytest.skip("root reads any file; the reason is covered by test_directory_without_migration_sql_...")
     make(tmp_path, "20240101000000_init")
     (tmp_path / "20240101000000_init" / "migration.sql").chmod(0)
-    with pytest.raises(MigrationFolderError) as err:
-        read_migrations_dir(tmp_path)
-    assert err.value.code == "unreadable" and "permission denied" in str(err.value)
-
-
-def test_ten_thousand_migrations_sort_fast() -> None:
-    names = [f"2024{i:010d}_m{i % 7}" for i in range(10_000)]
-    random.Random(1).shuffle(names)
-    prisma_order_key.cache_clear()
-    t0 = time.perf_counter()
-    ordered = sorted(names, key=prisma_order_key)
-    assert time.perf_counter() - t0 < 0.5
-    assert ordered == sorted(names)  # same-length digit prefixes: both orders agree
+    folder = read_folder(tmp_path)
+    assert [(e.name, e.reason) for e in folder.unreadable] == [("20240101000000_init", "unreadable")]

@@ -156,3 +156,15 @@ def test_clear_errors(tmp_path: Path) -> None:
             os.environ["GIT_CEILING_DIRECTORIES"] = env_ceiling
     with pytest.raises(GitChangesError, match="does not exist"):
         migration_changes(tmp_path / "nowhere", "main")
+
+
+@pytest.mark.parametrize("history", ["documenso", "formbricks"])
+def test_added_is_what_the_base_does_not_have(tmp_path: Path, history: str) -> None:
+    repo, mdir, base = repo_with_history(tmp_path, history)
+    old = an_old_migration(mdir)
+    with (mdir / old / "migration.sql").open("a") as f:
+        f.write("-- edited\n")
+    add_migration(mdir)
+    changes = migration_changes(mdir, base)
+    assert changes.changed == {old, NEW} and changes.added == {NEW}
+    assert changes.at_base == {p.name for p in mdir.iterdir() if p.is_dir()} - {NEW}

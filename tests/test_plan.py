@@ -204,3 +204,68 @@ def test_a_run_whose_results_would_not_fit_is_refused_up_front() -> None:
     problem = result_too_large(huge)
     assert problem and problem.code == BlockerCode.result_too_large
     assert "smaller steps" in problem.message and "4000 migrations to apply" in problem.message
+
+
+# -- where Prisma's deploy would stop; an empty folder; PostGIS ----------------------------------
+
+
+def test_a_pending_directory_without_migration_sql_blocks_the_deploy_naming_where_prisma_stops() -> None:
+    from domain.models import UnreadableMigration
+
+    hole = UnreadableMigration(name="20240102500000_data_only", reason="missing")
+    req = request("prod", [INIT, ADD, FILL])
+    req.bundle.unreadable = [hole]
+    s = snap(row(INIT.name, INIT.checksum))
+    analyses = {m.name: analyze_migration(m.name, m.sql) for m in (INIT, ADD, FILL)}
+    plan = build_plan(req, diagnose(req.bundle.migrations, s, req.bundle.unreadable), analyses, {}, snapshot=s,
+                      required_approvals={"low": 1})
+    assert actions(plan)[hole.name] == Action.needs_human
+    (blocker,) = plan.blockers
+    assert blocker.code == BlockerCode.missing_migration_file and blocker.migration == hole.name
+    assert blocker.message.startswith(f"directory {hole.name} has no migration.sql: Prisma's deploy would apply the 1 "
+                                      "pending migration(s) before it and stop with P3015 there; this run changes nothing")
+
+    resolve_only = build_plan(req.model_copy(update={"operation": Operation.resolve}),
+                              diagnose(req.bundle.migrations, s, req.bundle.unreadable), analyses, {}, snapshot=s,
+                              required_approvals={"low": 1})
+    assert resolve_only.blockers == []  # it deploys nothing, so nothing stops it
+
+    recorded = snap(row(INIT.name, INIT.checksum), row(hole.name, "x" * 64, minutes=1))  # another tool recorded it
+    plan = build_plan(req, diagnose(req.bundle.migrations, recorded, req.bundle.unreadable), analyses, {},
+                      snapshot=recorded, required_approvals={"low": 1})
+    assert plan.blockers == [] and actions(plan)[hole.name] == Action.already_applied
+
+
+def test_an_extension_the_server_lacks_blocks_before_any_change() -> None:
+    vector = migration("20240101500000_vector", 'CREATE EXTENSION IF NOT EXISTS "vector";\nCREATE TABLE "e" ("id" INT);')
+    req = request("prod", [INIT, vector, ADD])
+    s = snap(table=False)
+    analyses = {m.name: analyze_migration(m.name, m.sql) for m in (INIT, vector, ADD)}
+    plan = build_plan(req, diagnose(req.bundle.migrations, s), analyses, {}, snapshot=s, required_approvals={"low": 1},
+                      available_extensions=["plpgsql", "pgcrypto"])
+    (blocker,) = plan.blockers
+    assert blocker.code == BlockerCode.extension_unavailable and blocker.migration == vector.name
+    assert "creates extension vector, which this PostgreSQL server does not have" in blocker.message
+    assert "apply the 1 pending migration(s) before it and fail there" in blocker.message
+    ok = build_plan(req, diagnose(req.bundle.migrations, s), analyses, {}, snapshot=s, required_approvals={"low": 1},
+                    available_extensions=["vector"])
+    assert ok.blockers == []
+
+
+def test_an_empty_folder_on_an_empty_database_still_creates_the_ledger() -> None:
+    plan = plan_for([], snap(table=False))
+    assert plan.blockers == [] and plan.creates_ledger
+    assert run_stages(plan) == [Stage.deploy, Stage.verify]
+    assert any("deploy creates it" in n for n in plan.notes)
+    with_tables = plan_for([], snap(table=False, others=("customers",)))
+    assert [b.code for b in with_tables.blockers] == [BlockerCode.needs_baseline] and not with_tables.creates_ledger
+    assert not plan_for([], snap()).creates_ledger  # the ledger exists: nothing to do
+
+
+def test_postgis_tables_alone_need_no_baseline_and_the_others_are_named() -> None:
+    postgis = ("geography_columns", "geometry_columns", "raster_columns", "raster_overviews", "spatial_ref_sys")
+    plan = plan_for([INIT], snap(table=False, others=postgis))
+    assert plan.blockers == [] and actions(plan) == {INIT.name: Action.apply}
+    d = diagnose([INIT], snap(table=False, others=(*postgis, "customers")))
+    assert d.needs_baseline and d.blocking_tables == ["customers"]
+    assert "The database has tables (customers) but no _prisma_migrations table" in d.problems[0]

@@ -25,7 +25,8 @@ from activities.shadow import (
     expected_schemas,
     shadow_database_name,
 )
-from domain.prisma.folder import LocalMigration, prisma_order_key
+from domain.prisma.folder import LocalMigration
+from domain.prisma.order import prisma_sort_key
 from domain.schema import EffectsVerdict, ObjectState, compare, migration_effects
 from tests.conftest import PG_TEST_PASSWORD
 from tests.oracle import prisma
@@ -40,7 +41,7 @@ def corpus_migrations(history: str) -> list[LocalMigration]:
     latest (P3015)."""
     root = CORPUS / history / "migrations"
     found = []
-    for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: prisma_order_key(p.name)):
+    for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: prisma_sort_key(p.name)):
         if not (d / "migration.sql").is_file():
             break
         found.append(LocalMigration(name=d.name, sql=(d / "migration.sql").read_bytes().decode("utf-8")))

@@ -14,6 +14,7 @@ import pytest
 from activities.ledger import MigrationLedger
 from domain.prisma.folder import read_migrations_dir
 from tests.conftest import PG_TEST_PASSWORD
+from domain.prisma.folder_rules import NOT_MANAGED_MESSAGE, P3015_MESSAGE
 from tests.oracle import engine_diagnosis, prisma
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ async def test_up_to_date_exit_0(db, database_url, mdir) -> None:
     code, doc = as_json(mdir, database_url)
     assert code == 0 and set(states(doc).values()) == {"applied"}
     m = doc["migrations"][0]
-    assert set(m) == {"name", "state", "out_of_order", "checksum_local", "checksum_db", "attempts", "findings"}
+    assert set(m) == {"name", "state", "out_of_order", "unreadable", "checksum_local", "checksum_db", "attempts", "findings"}
     assert m["findings"] == []  # applied migrations are history: no safety notes
     assert m["checksum_local"] == m["checksum_db"] and m["attempts"][0]["applied_steps_count"] == 1
     human = run_status(mdir, database_url)
@@ -154,9 +155,27 @@ async def test_tables_without_ledger_need_baseline_exit_2(db, database_url, mdir
     assert await db.fetchval("SELECT to_regclass('_prisma_migrations')") is None
 
 
-async def test_empty_folder_and_database_exit_0(database_url, tmp_path) -> None:
+@pytest.mark.oracle
+@pytest.mark.parametrize("folder", ["empty", "missing"])
+async def test_no_migrations_and_no_ledger_is_not_managed_as_prisma_says(database_url, tmp_path, folder) -> None:
+    mdir = tmp_path / "migrations"
+    if folder == "empty":
+        mdir.mkdir()
+    code, doc = as_json(mdir, database_url)
+    theirs = prisma(database_url, mdir, "status")
+    assert code == theirs.returncode == 1 and doc["migrations"] == [] and doc["not_managed"]
+    assert NOT_MANAGED_MESSAGE in theirs.stderr
+    assert (doc["folder_problem"] is None) == (folder == "empty")
+    text = run_status(mdir, database_url)
+    assert NOT_MANAGED_MESSAGE in text.stdout and text.returncode == 1
+    if folder == "missing":
+        assert f"Warning: migrations directory {mdir} does not exist; Prisma reads it as an empty folder" in text.stdout
+
+
+async def test_empty_folder_with_a_ledger_is_up_to_date(db, database_url, tmp_path) -> None:
+    await MigrationLedger(db).ensure_table()
     code, doc = as_json(tmp_path, database_url)
-    assert code == 0 and doc["migrations"] == []
+    assert code == 0 and doc["migrations"] == [] and not doc["not_managed"]
 
 
 async def test_database_url_from_environment(db, database_url, mdir) -> None:
@@ -197,13 +216,37 @@ def with_parts(url: str, **changes) -> str:
     return urlunsplit(parts._replace(netloc=netloc, path=path))
 
 
-async def test_missing_directory(database_url, tmp_path) -> None:
-    assert_one_line_error(run_status(tmp_path / "nope", database_url), "does not exist")
+@pytest.mark.oracle
+async def test_directory_without_migration_sql_is_pending_and_named_as_where_deploy_stops(database_url, mdir) -> None:
+    half = "20250102120000_half"  # between posts and tags: Prisma applies init and posts, then stops
+    (mdir / half).mkdir()
+    (mdir / half / "migration.ts").write_text("// applied by another runner\n")
+    code, doc = as_json(mdir, database_url)
+    theirs = prisma(database_url, mdir, "status")
+    assert theirs.returncode == 1 and half in theirs.stdout  # Prisma lists it as pending
+    assert [m["name"] for m in doc["migrations"]] == [INIT, POSTS, half, TAGS]
+    assert states(doc)[half] == "pending" and doc["migrations"][2]["unreadable"] == "missing"
+    assert doc["deploy_stop"] == half and doc["status_stop"] is None
+    assert code == 2  # a deploy cannot succeed until someone acts
+    assert any(half in p and "P3015" in p and "no migration.sql" in p for p in doc["problems"])
+    text = run_status(mdir, database_url).stdout
+    assert "pending (no migration.sql)" in text and f"Restore {half}/migration.sql" in text
 
 
-async def test_directory_without_migration_sql(database_url, mdir) -> None:
-    (mdir / "20250104000000_half").mkdir()
-    assert_one_line_error(run_status(mdir, database_url), "P3015", "20250104000000_half")
+@pytest.mark.oracle
+async def test_directory_without_migration_sql_recorded_by_another_tool(db, database_url, mdir) -> None:
+    """Another runner (formbricks' data migrations) recorded the directory: deploys skip it, but
+    Prisma's own status fails on it; ours says so and is otherwise up to date."""
+    half = "20250104000000_data"
+    (mdir / half).mkdir()
+    await apply(db, mdir, INIT, POSTS, TAGS)
+    await db.execute("INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at, "
+                     "applied_steps_count) VALUES ('other-runner', 'x', now(), $1, now(), 1)", half)
+    code, doc = as_json(mdir, database_url)
+    theirs = prisma(database_url, mdir, "status")
+    assert theirs.returncode == 1 and P3015_MESSAGE in theirs.stderr
+    assert code == 0 and states(doc)[half] == "applied" and doc["status_stop"] == half and doc["deploy_stop"] is None
+    assert any(half in p and "prisma migrate status` fails on it with P3015" in p for p in doc["problems"])
 
 
 async def test_non_utf8_sql(database_url, mdir) -> None:

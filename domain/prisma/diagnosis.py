@@ -4,10 +4,12 @@ Contract (other modules rely on it):
 
     class MigrationState(StrEnum): applied, pending, failed, modified, missing_locally
     class MigrationStatus(BaseModel): name, state, out_of_order: bool, checksum_local, checksum_db,
-        attempts: list[LedgerRow]
+        attempts: list[LedgerRow], unreadable: str | None (why Prisma cannot read its migration.sql)
     class HistoryDiagnosis(BaseModel): migrations: list[MigrationStatus], summary: dict[str, int],
-        problems: list[str], needs_baseline: bool (P3005)
-    def diagnose(local: list[LocalMigration] | list[BundledMigration], snapshot: LedgerSnapshot) -> HistoryDiagnosis
+        problems: list[str], needs_baseline: bool (P3005), blocking_tables: list[str],
+        deploy_stop / status_stop: str | None (P3015), not_managed: bool
+    def diagnose(local: list[LocalMigration] | list[BundledMigration], snapshot: LedgerSnapshot,
+                 unreadable: Sequence[<name, reason>] = ()) -> HistoryDiagnosis
 
 Classification of one migration name from all its ledger rows (REPORT.md §4.2, §4.5, §4.6):
 - failed: some row has finished_at and rolled_back_at NULL (Prisma's P3009 blocks every deploy);
@@ -18,6 +20,13 @@ Classification of one migration name from all its ledger rows (REPORT.md §4.2, 
 - pending: no row, or only rolled-back rows (deploy re-runs it). Rolled-back rows stay in `attempts`.
 A pending migration that sorts before the last migration the database has applied is out of order:
 Prisma applies it anyway, after later ones, which is worth a human's look.
+
+Directories without a readable migration.sql (`unreadable`, domain/prisma/folder_rules.py) are
+migrations too: pending, or in whatever state their rows say (their checksum cannot be compared;
+Prisma's deploy never reads them once applied). `deploy_stop` is the first pending one, where
+Prisma's deploy stops with P3015; `status_stop` the first with a row, on which Prisma's own
+`migrate status` fails. P3005 counts only the tables Prisma counts (domain/prisma/baseline.py:
+ordinary tables, PostGIS's own ignored).
 """
 
 from __future__ import annotations
@@ -29,9 +38,11 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from domain.prisma.baseline import blocking_tables
 from domain.prisma.checksum import checksum_matches
-from domain.prisma.folder import prisma_order_key
+from domain.prisma.folder_rules import P3015_MESSAGE, FolderEntry, deploy_stop, status_not_managed, status_stop
 from domain.prisma.ledger import TABLE, LedgerRow, LedgerSnapshot
+from domain.prisma.order import prisma_sort_key, prisma_sorted
 
 
 class MigrationState(StrEnum):
@@ -49,6 +60,8 @@ class MigrationStatus(BaseModel):
     checksum_local: str | None = None
     checksum_db: str | None = None
     attempts: list[LedgerRow] = Field(default_factory=list)  # every ledger row of this name, oldest first
+    # Set for a directory whose migration.sql Prisma cannot read: missing | not_a_file | unreadable.
+    unreadable: str | None = None
 
 
 class HistoryDiagnosis(BaseModel):
@@ -57,6 +70,10 @@ class HistoryDiagnosis(BaseModel):
     problems: list[str]
     needs_baseline: bool = False
     table_exists: bool = True
+    blocking_tables: list[str] = Field(default_factory=list)  # what makes the database "not empty" (P3005)
+    deploy_stop: str | None = None  # the pending directory Prisma's deploy stops on (P3015)
+    status_stop: str | None = None  # the directory with a row on which Prisma's status fails (P3015)
+    not_managed: bool = False  # no migrations and no _prisma_migrations (Prisma's status: exit 1)
 
     def names(self, state: MigrationState) -> list[str]:
         return [m.name for m in self.migrations if m.state == state]
@@ -65,7 +82,7 @@ class HistoryDiagnosis(BaseModel):
     def needs_resolution(self) -> bool:
         """Something a person must decide before deploying (status exit code 2)."""
         blocking = (MigrationState.failed, MigrationState.modified, MigrationState.missing_locally)
-        return self.needs_baseline or any(self.summary.get(s, 0) for s in blocking)
+        return self.needs_baseline or self.deploy_stop is not None or any(self.summary.get(s, 0) for s in blocking)
 
     @property
     def has_pending(self) -> bool:
@@ -78,19 +95,27 @@ class _Migration(Protocol):
     checksum: str
 
 
+class _Unreadable(Protocol):
+    name: str
+    reason: str | None
+
+
 def _raw(migration: _Migration) -> bytes:
     raw = getattr(migration, "raw", None)
     return raw if isinstance(raw, bytes) else migration.sql.encode("utf-8")
 
 
-def _classify(local: _Migration | None, rows: list[LedgerRow]) -> tuple[MigrationState, str | None]:
-    """(state, the database checksum that state is about)."""
+def _classify(local: _Migration | None, rows: list[LedgerRow], exists: bool) -> tuple[MigrationState, str | None]:
+    """(state, the database checksum that state is about). `exists`: the directory is there
+    (`local` is None for one whose migration.sql cannot be read)."""
     failed = [r for r in rows if r.is_failed]
     applied = [r for r in rows if r.is_applied]
-    if local is None:
+    if not exists:
         return MigrationState.missing_locally, (failed or applied or rows)[-1].checksum
     if failed:
         return MigrationState.failed, failed[-1].checksum
+    if applied and local is None:
+        return MigrationState.applied, applied[-1].checksum  # nothing to compare; Prisma never reads it again
     if applied:
         # The latest completed run is what the database holds. (Prisma's own `editedMigrationNames`
         # looks at the first row of any state, so it also flags a file fixed after a rolled-back
@@ -102,9 +127,26 @@ def _classify(local: _Migration | None, rows: list[LedgerRow]) -> tuple[Migratio
     return MigrationState.pending, (rows[-1].checksum if rows else None)
 
 
-def _problems(statuses: list[MigrationStatus], last_applied: str | None) -> list[str]:
+def _unreadable_text(m: MigrationStatus) -> str:
+    return FolderEntry(m.name, None, m.unreadable).explain()
+
+
+def _problems(statuses: list[MigrationStatus], last_applied: str | None, first_stop: str | None) -> list[str]:
     problems: list[str] = []
     for m in statuses:
+        if m.unreadable and m.state == MigrationState.pending:
+            where = (f"Prisma's next deploy applies the pending migrations before it and stops there with P3015 "
+                     f"(\"{P3015_MESSAGE}\")") if m.name == first_stop else \
+                "a later deploy stops there with P3015 once the earlier stops are fixed"
+            problems.append(
+                f"The {_unreadable_text(m)}: {where}; restore its migration.sql, delete the directory, or let "
+                "the tool that applies it record it in _prisma_migrations."
+            )
+        elif m.unreadable:
+            problems.append(
+                f"The {_unreadable_text(m)} but is recorded in {TABLE}: deploys skip it, but `prisma migrate "
+                "status` fails on it with P3015."
+            )
         failed_rows = [r for r in m.attempts if r.is_failed]
         if m.state == MigrationState.failed:
             row = failed_rows[-1]
@@ -146,18 +188,27 @@ def _problems(statuses: list[MigrationStatus], last_applied: str | None) -> list
     return problems
 
 
-def diagnose(local: Sequence[_Migration], snapshot: LedgerSnapshot) -> HistoryDiagnosis:
+def _folder_entries(local: Sequence[_Migration], unreadable: Sequence[_Unreadable],
+                    names: Sequence[str]) -> list[FolderEntry]:
+    sql = {m.name: m.sql for m in local}
+    reasons = {u.name: u.reason or "unreadable" for u in unreadable}
+    return [FolderEntry(n, sql.get(n), reasons.get(n)) for n in names if n in sql or n in reasons]
+
+
+def diagnose(local: Sequence[_Migration], snapshot: LedgerSnapshot,
+             unreadable: Sequence[_Unreadable] = ()) -> HistoryDiagnosis:
     rows_by_name: dict[str, list[LedgerRow]] = defaultdict(list)
     for row in snapshot.rows:  # already ordered by started_at
         rows_by_name[row.migration_name].append(row)
     local_by_name = {m.name: m for m in local}
+    unreadable_by_name = {u.name: u.reason or "unreadable" for u in unreadable}
 
-    names = sorted(set(local_by_name) | set(rows_by_name), key=prisma_order_key)
+    names = prisma_sorted(set(local_by_name) | set(unreadable_by_name) | set(rows_by_name))
     statuses: list[MigrationStatus] = []
     for name in names:
         mig = local_by_name.get(name)
         rows = rows_by_name.get(name, [])
-        state, checksum_db = _classify(mig, rows)
+        state, checksum_db = _classify(mig, rows, exists=mig is not None or name in unreadable_by_name)
         statuses.append(
             MigrationStatus(
                 name=name,
@@ -165,22 +216,28 @@ def diagnose(local: Sequence[_Migration], snapshot: LedgerSnapshot) -> HistoryDi
                 checksum_local=mig.checksum if mig is not None else None,
                 checksum_db=checksum_db,
                 attempts=rows,
+                unreadable=unreadable_by_name.get(name),
             )
         )
 
     # "Applied" for ordering means: the database ran it to completion (phantoms included).
-    applied_keys = [prisma_order_key(s.name) for s in statuses if any(r.is_applied for r in s.attempts)]
+    applied_keys = [prisma_sort_key(s.name) for s in statuses if any(r.is_applied for r in s.attempts)]
     last_key = max(applied_keys) if applied_keys else None
-    last_applied = last_key[-1] if last_key else None
+    last_applied = last_key.name if last_key else None
     if last_key is not None:
         for s in statuses:
-            if s.state == MigrationState.pending and prisma_order_key(s.name) < last_key:
+            if s.state == MigrationState.pending and prisma_sort_key(s.name) < last_key:
                 s.out_of_order = True
 
-    needs_baseline = not snapshot.table_exists and bool(snapshot.other_tables)
-    problems = _problems(statuses, last_applied)
+    entries = _folder_entries(local, unreadable, names)
+    live = {r.migration_name for r in snapshot.rows if not r.is_rolled_back}
+    stop = deploy_stop(entries, live)
+    status_fails = status_stop(entries, set(rows_by_name))
+    blocking = blocking_tables(snapshot.other_tables)
+    needs_baseline = not snapshot.table_exists and bool(blocking)
+    problems = _problems(statuses, last_applied, stop.name if stop else None)
     if needs_baseline:
-        shown = ", ".join(snapshot.other_tables[:5]) + (", ..." if len(snapshot.other_tables) > 5 else "")
+        shown = ", ".join(blocking[:5]) + (f", ... ({len(blocking)} in all)" if len(blocking) > 5 else "")
         how = f"prisma migrate resolve --applied {names[0] if names else '<first migration>'}"
         problems.insert(
             0,
@@ -198,4 +255,8 @@ def diagnose(local: Sequence[_Migration], snapshot: LedgerSnapshot) -> HistoryDi
         problems=problems,
         needs_baseline=needs_baseline,
         table_exists=snapshot.table_exists,
+        blocking_tables=blocking,
+        deploy_stop=stop.name if stop else None,
+        status_stop=status_fails.name if status_fails else None,
+        not_managed=status_not_managed(entries, snapshot.table_exists),
     )

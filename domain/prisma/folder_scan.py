@@ -40,10 +40,12 @@ class FolderListing:
         return f"migrations directory {self.root} {what}; Prisma reads it as an empty folder"
 
 
-def _read_file(path: Path) -> tuple[bytes | None, str | None]:
-    """Like node's readFile: follows symlinks; any failure is an error, never an exception."""
+def _read_file(path: str) -> tuple[bytes | None, str | None]:
+    """Like node's readFile: follows symlinks; any failure is an error, never an exception.
+    (Plain string paths: pathlib's overhead is most of the time on a 10,000-directory folder.)"""
     try:
-        return path.read_bytes(), None
+        with open(path, "rb") as f:
+            return f.read(), None
     except FileNotFoundError:
         return None, "missing"
     except IsADirectoryError:
@@ -68,7 +70,7 @@ def scan_folder(path: str | Path) -> FolderListing:
         if not is_dir:
             entries.append(RawEntry(name, False))
             continue
-        data, error = _read_file(root / name / MIGRATION_FILE)
+        data, error = _read_file(os.path.join(root, name, MIGRATION_FILE))
         entries.append(RawEntry(name, True, data, error))
-    lock, _ = _read_file(root / LOCK_FILE)
+    lock, _ = _read_file(os.path.join(root, LOCK_FILE))
     return FolderListing(root, "ok", entries, lock)

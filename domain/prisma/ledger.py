@@ -68,7 +68,7 @@ class LedgerSnapshot(BaseModel):
 
     table_exists: bool
     rows: list[LedgerRow]  # ordered by started_at, as Prisma reads them
-    # Tables in the schema other than the ledger: a database with tables but no ledger needs a
-    # baseline (Prisma's P3005).
+    # Ordinary tables (relkind 'r') in the schema other than the ledger, as Prisma's P3005 check
+    # reads them (domain/prisma/baseline.py decides which of them count).
     other_tables: list[str]
     schema_name: str = "public"

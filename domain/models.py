@@ -13,10 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from domain.bundle_models import (  # noqa: F401 - part of this module's interface (the request carries them)
+    MAX_BUNDLE_BYTES,
+    BundledMigration,
+    BundlePart,
+    BundlePartDigest,
+    MigrationBundle,
+    UnreadableMigration,
+)
 from domain.risk import Risk, Severity
-
-# Temporal refuses payloads over 2 MB by default; keep a margin for the envelope.
-MAX_BUNDLE_BYTES = 1_500_000
 
 
 class Operation(StrEnum):
@@ -46,33 +51,6 @@ class Outcome(StrEnum):
 
 
 # -- input -----------------------------------------------------------------------------------
-
-
-class BundledMigration(BaseModel):
-    """One migration folder as reviewed: its SQL travels in the request so history shows what ran."""
-
-    name: str
-    sql: str
-    checksum: str  # Prisma's: lowercase hex SHA-256 of migration.sql's bytes
-    down_sql: str | None = None
-    verify_sql: str | None = None
-
-
-class UnreadableMigration(BaseModel):
-    """A migration directory whose migration.sql Prisma cannot read: Prisma's deploy stops there
-    with P3015, its status lists it as pending (domain/prisma/folder_rules.py)."""
-
-    name: str
-    reason: str  # missing | not_a_file | unreadable
-
-
-class MigrationBundle(BaseModel):
-    migrations: list[BundledMigration]
-    revision: str | None = None  # e.g. the git commit the folder was read from
-    source: str | None = None  # a label for where it came from (folder path, CI run)
-    unreadable: list[UnreadableMigration] = Field(default_factory=list)
-    # Why the folder was read as empty (it does not exist, ...): Prisma says nothing, we do.
-    folder_problem: str | None = None
 
 
 class DeployRequest(BaseModel):

@@ -117,11 +117,11 @@ def _first_line(text: str) -> str:
 
 
 def resolve_run(client: Client, run: str) -> WorkflowHandle:
-    """RUN may be an environment name, a workflow id, or `WORKFLOW_ID/RUN_ID`."""
+    """RUN may be an environment name, a workflow id (a deploy's or a rollout's), or `WORKFLOW_ID/RUN_ID`."""
     if "/" in run:
         wf_id, run_id = run.split("/", 1)
         return client.get_workflow_handle(wf_id, run_id=run_id or None)
-    if run.startswith("prisma-deploy-") or run.startswith("prisma-plan-"):
+    if run.startswith(("prisma-deploy-", "prisma-plan-", "prisma-rollout-")):
         return client.get_workflow_handle(run)
     return client.get_workflow_handle(workflow_id_for(run))
 

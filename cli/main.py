@@ -6,7 +6,7 @@ so the list here is the CLI's table of contents.
 
 from __future__ import annotations
 
-from cli import approvals, deploy, lint, runs, show, sign, status, watch  # noqa: F401 - each registers its commands
+from cli import approvals, deploy, lint, rollout, runs, show, sign, status, watch  # noqa: F401 - each registers its commands
 from cli.app import app
 from cli.common import leave_process
 

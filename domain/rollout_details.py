@@ -19,11 +19,16 @@ def _cell(text: object) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
 
 
+def wave_name(wave: WaveState) -> str:
+    """`tenants, 25%` for a fleet's wave; the environment's name for an environment stage."""
+    return wave.stage if wave.label == wave.stage else f"{wave.stage}, {wave.label}"
+
+
 def wave_line(wave: WaveState, running: list[str]) -> str:
     counts = Counter(r.outcome for r in wave.results.values())
     here = sum(1 for t in running if t in set(wave.targets))
     parts = [f"{n} {o}" for o, n in sorted(counts.items())] + ([f"{here} running"] if here else [])
-    return (f"wave {wave.number} ({wave.stage}, {wave.label}): {len(wave.results)}/{len(wave.targets)} done"
+    return (f"wave {wave.number} ({wave_name(wave)}): {len(wave.results)}/{len(wave.targets)} done"
             + (f" — {', '.join(parts)}" if parts else ""))
 
 
@@ -43,7 +48,7 @@ def plan_summary(group: PlanGroup) -> list[str]:
 
 def gate(status: RolloutStatus, gate: RolloutGate, workflow_id: str) -> str:
     wave = status.wave(gate.wave)
-    lines = [f"### Rollout `{status.name}` waits before wave {wave.number} ({wave.stage}, {wave.label}: "
+    lines = [f"### Rollout `{status.name}` waits before wave {wave.number} ({wave_name(wave)}: "
              f"{len(wave.targets)} database(s))", ""]
     earlier = [w for w in status.waves if w.number < wave.number and w.results]
     if earlier:

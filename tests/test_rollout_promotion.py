@@ -3,6 +3,7 @@ real DeployWorkflow child; prod starts only when staging succeeded, under prod's
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import asyncpg
@@ -16,12 +17,15 @@ from tests.rollout_helpers import ACCOUNTS, EFFECTS, apply_by_hand, deployed_onc
 from workflows.messages import final_status
 
 
-def _settings(staging_url: str, prod_url: str) -> Settings:
+def _settings(staging_url: str, prod_url: str) -> tuple[Settings, str, str]:
+    """Settings with a fresh staging (no gates) and prod (deploy gate, alice or bob, not the requester)."""
+    tag = uuid.uuid4().hex[:6]
+    staging, prod = f"staging{tag}", f"prod{tag}"
     return Settings(environments={
-        "staging": EnvironmentSettings(database_url=staging_url, gates=[]),
-        "prod": EnvironmentSettings(database_url=prod_url, gates=["deploy"], approvers=["alice", "bob"],
-                                    allow_self_approval=False),
-    }, advisory_lock_timeout=timedelta(seconds=5), _env_file=None)
+        staging: EnvironmentSettings(database_url=staging_url, gates=[]),
+        prod: EnvironmentSettings(database_url=prod_url, gates=["deploy"], approvers=["alice", "bob"],
+                                  allow_self_approval=False),
+    }, advisory_lock_timeout=timedelta(seconds=5), _env_file=None), staging, prod
 
 
 async def test_a_failed_staging_deploy_stops_production(dev_client, pg_server) -> None:
@@ -32,21 +36,21 @@ async def test_a_failed_staging_deploy_stops_production(dev_client, pg_server) -
     await conn.execute('CREATE TABLE "accounts" ("id" INT)')  # made by hand on staging: the migration fails there
     await conn.close()
     try:
-        async with new_worker(dev_client, _settings(staging_url, prod_url)) as worker:
-            handle = await start_rollout(dev_client, worker, request(["staging", "prod"]))
+        settings, staging, prod = _settings(staging_url, prod_url)
+        async with new_worker(dev_client, settings) as worker:
+            handle = await start_rollout(dev_client, worker, request([staging, prod]))
             status = await final_rollout(handle)
-            staging_run = await final_status(dev_client.get_workflow_handle("prisma-deploy-staging",
-                                                                            run_id=status.waves[0].results["staging"].run_id))
+            staging_run = await final_status(dev_client.get_workflow_handle(
+                f"prisma-deploy-{staging}", run_id=status.waves[0].results[staging].run_id))
         assert status.outcome == "halted"
-        assert status.error.startswith("stage staging failed: no further database was started; prod not started")
-        result = status.waves[0].results["staging"]
+        assert status.error.startswith(f"stage {staging} failed: no further database was started; {prod} not started")
+        result = status.waves[0].results[staging]
         assert result.outcome == "failed_rolled_back" and 'relation "accounts" already exists' in result.error, result
         # Staging's own run recorded the failure and undid it; prod was never planned, let alone touched.
         assert staging_run.outcome == "failed_rolled_back"
-        staging = await holdings(staging_url)
-        assert staging["applied"] == {EFFECTS.name: 1} and staging["effects"] == {"effects": 1}
-        prod = await holdings(prod_url)
-        assert prod["tables"] == set() and [w.stage for w in status.waves] == ["staging"]
+        held = await holdings(staging_url)
+        assert held["applied"] == {EFFECTS.name: 1} and held["effects"] == {"effects": 1}
+        assert (await holdings(prod_url))["tables"] == set() and [w.stage for w in status.waves] == [staging]
         history = (await handle.fetch_history()).to_json()
         assert PG_TEST_PASSWORD not in history and "postgresql://" not in history
     finally:
@@ -58,10 +62,11 @@ async def test_prod_gets_the_plan_staging_proved_approved_under_prods_rules(dev_
     staging_db, prod_db = await pg_server.create_database("stg"), await pg_server.create_database("prd")
     staging_url, prod_url = pg_server.url(staging_db), pg_server.url(prod_db)
     try:
-        async with new_worker(dev_client, _settings(staging_url, prod_url)) as worker:
-            handle = await start_rollout(dev_client, worker, request(["staging", "prod"]))
+        settings, staging, prod = _settings(staging_url, prod_url)
+        async with new_worker(dev_client, settings) as worker:
+            handle = await start_rollout(dev_client, worker, request([staging, prod]))
             status = await wait_rollout(handle, lambda s: s.awaiting is not None, timeout=60)
-            assert status.waves[0].results["staging"].outcome == "succeeded"
+            assert status.waves[0].results[staging].outcome == "succeeded"
             assert deployed_once(await holdings(staging_url)) and (await holdings(prod_url))["tables"] == set()
             prod_group = status.groups[status.awaiting.groups[0]]
             staging_group = next(g for g in status.groups.values() if g.key != prod_group.key)
@@ -75,7 +80,7 @@ async def test_prod_gets_the_plan_staging_proved_approved_under_prods_rules(dev_
             assert answer.accepted
             status = await final_rollout(handle)
             prod_run = await final_status(dev_client.get_workflow_handle(
-                "prisma-deploy-prod", run_id=status.waves[1].results["prod"].run_id))
+                f"prisma-deploy-{prod}", run_id=status.waves[1].results[prod].run_id))
         assert status.outcome == "succeeded"
         assert deployed_once(await holdings(prod_url))
         # The prod run recorded the rollout's approval, judged by its own rules.

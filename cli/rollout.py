@@ -24,7 +24,7 @@ from domain.rollout_details import report
 from domain.rollout_models import ControlPayload, RolloutRequest, RolloutStatus
 from workflows.history import build_audit
 from workflows.messages import CANCEL_UPDATE, PAUSE_UPDATE, RESUME_UPDATE
-from workflows.rollout_history import final_rollout_status, query_rollout, run_chain
+from workflows.rollout_history import final_rollout_status, run_chain
 from workflows.rollout_start import ROLLOUT_WORKFLOW_NAME, rollout_start_options, rollout_workflow_id
 
 rollout_app = typer.Typer(name="rollout", no_args_is_help=True,

@@ -120,6 +120,10 @@ def main() -> int:
     configure_logging(json=settings.log_json, level=settings.log_level)
     if not settings.environments:
         get_logger("worker").warning("no environments configured (MIGRATOR_ENVIRONMENTS): every run will fail preflight")
+    for name, environment in settings.environments.items():
+        warning = environment.approval_warning(name)
+        if warning:
+            get_logger("worker").warning(warning)
     try:
         asyncio.run(run_worker(settings))
     except SystemExit as exc:

@@ -139,7 +139,9 @@ async def main() -> dict:
             folder = write_folder(Path(tempfile.mkdtemp(prefix=f"bench-{n}-")) / "migrations", n)
             a, b, c, hist, rss = [], [], [], {}, float("nan")
             env_dbs = {f"bench{r}": f"wf_{n}_{r}" for r in range(RUNS)}
-            envs = {env: {"database_url": pg.url(db), "gates": ["deploy"]} for env, db in env_dbs.items()}
+            # Typed approver names (unproven) suffice to measure orchestration overhead.
+            envs = {env: {"database_url": pg.url(db), "gates": ["deploy"], "approval_proofs": ["ssh", "typed"]}
+                    for env, db in env_dbs.items()}
             task_queue = f"bench-{n}"
             worker = WorkerProcess(
                 {

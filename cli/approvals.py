@@ -1,6 +1,18 @@
-"""`approve` and `reject`: sent as workflow updates, so the answer comes back at once."""
+"""`approve` and `reject`: sent as workflow updates, so the answer comes back at once.
+
+Bound to the plan by default (issue 15): the command first shows the plan the run waits with and
+its full fingerprint, and sends that fingerprint (or the one given with --fingerprint, the plan the
+approver reviewed earlier: refused if the run's plan is another). It signs the decision with the
+approver's SSH key (--sign-with KEY, or the ssh-agent key the run's allowed signers list for --by)
+over the run's statement (domain/approval_proof.py), so the workflow can prove who approved;
+without a key the decision goes unsigned, and counts only where the environment accepts typed
+names (the refusal says how to sign).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import typer
 from temporalio.client import WorkflowUpdateFailedError
@@ -16,8 +28,11 @@ from cli.common import (
     run,
     temporal,
 )
-from domain.models import ApprovalAnswer, ApprovalPayload
-from workflows.messages import APPROVE_UPDATE, REJECT_UPDATE
+from cli.render import render_plan
+from cli.sign import SigningError, sign_message, signing_key
+from domain.approval_proof import ApprovalStatement, signed_payload
+from domain.models import ApprovalAnswer, RunStatus
+from workflows.messages import APPROVE_UPDATE, REJECT_UPDATE, query_status
 
 
 def _run_closed(message: str) -> bool:
@@ -27,16 +42,31 @@ def _run_closed(message: str) -> bool:
 
 
 RunArg = typer.Argument(..., help="Environment name, workflow id, or WORKFLOW_ID/RUN_ID.")
+SignOpt = typer.Option(
+    None, "--sign-with", "-k",
+    help="Your SSH private key (or its .pub with the key in ssh-agent) to prove who you are. "
+         "Default: the ssh-agent key the run's allowed signers list for --by; none: sent unsigned.")
 
 
-async def _send(run_ref: str, update: str, stage: str, by: str, comment: str | None, fingerprint: str | None) -> int:
+async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str | None, fingerprint: str | None,
+                sign_with: Path | None) -> int:
     settings = load_settings()
     client = await temporal(settings)
     handle = resolve_run(client, run_ref)
     desc = await describe_or_fail(handle)
     if desc.status is None or desc.status.name != "RUNNING":
         fail(f"run {handle.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
-    payload = ApprovalPayload(stage=stage, approver=by, comment=comment, fingerprint=fingerprint)
+    handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)  # the run shown is the run decided
+    try:
+        status = await query_status(handle)
+    except RPCError as exc:
+        fail(f"run {desc.id} does not answer (is a worker running?): {exc.message.splitlines()[0][:200]}")
+    if status.plan is None or not status.plan.fingerprint:
+        fail(f"run {desc.id} has no plan yet (preflight is still running): decide when it waits at a gate")
+    _show_plan(status, stage, decision, fingerprint)
+    payload = await _payload(desc.id, desc.run_id, status, decision, stage, by, comment,
+                             fingerprint or status.plan.fingerprint, sign_with)
+    update = APPROVE_UPDATE if decision == "approve" else REJECT_UPDATE
     try:
         answer = await handle.execute_update(update, payload, result_type=ApprovalAnswer)
     except WorkflowUpdateFailedError as exc:
@@ -54,19 +84,52 @@ async def _send(run_ref: str, update: str, stage: str, by: str, comment: str | N
     return 0
 
 
+def _show_plan(status: RunStatus, stage: str, decision: str, fingerprint: str | None) -> None:
+    """What is being decided, before the answer: the plan and its full fingerprint (stderr is
+    kept for the one-line error)."""
+    plan = status.plan
+    console.print(f"You {decision} the '{stage}' gate of this plan:", markup=False)
+    render_plan(plan)
+    if fingerprint and fingerprint.lower() != plan.fingerprint.lower():
+        console.print(f"You reviewed plan {fingerprint}, but the run waits with {plan.fingerprint}: "
+                          "the run will refuse this decision.", markup=False, soft_wrap=True)
+
+
+async def _payload(workflow_id: str, run_id: str, status: RunStatus, decision: str, stage: str, by: str,
+                   comment: str | None, fingerprint: str, sign_with: Path | None) -> dict[str, Any]:
+    unsigned = {"stage": stage, "approver": by, "comment": comment, "fingerprint": fingerprint}
+    with signing_key(sign_with, by, status) as key:
+        if key is None:
+            console.print(f"Not signed (no --sign-with, and no ssh-agent key listed for {by}): it counts only "
+                              "where the environment accepts typed names.", markup=False, soft_wrap=True)
+            return unsigned
+        statement = ApprovalStatement(workflow_id, run_id, stage, decision, by, fingerprint)
+        problem = statement.problem()
+        if problem:
+            fail(problem)
+        try:
+            signature = sign_message(statement.message(), key)
+        except SigningError as exc:
+            fail(str(exc))
+    return signed_payload(statement, signature, comment)
+
+
 @app.command()
 @run
 async def approve(
     run_ref: str = RunArg,
     stage: str = typer.Option(..., "--stage", "-s", help="The gate to approve: resolve, deploy or verify."),
-    by: str = typer.Option(..., "--by", help="Your name, as listed in the environment's approvers."),
+    by: str = typer.Option(..., "--by", help="Your name, as the environment's approvers and allowed signers list it."),
     comment: str = typer.Option(None, "--comment", "-m", help="Why (kept in the audit)."),
     fingerprint: str = typer.Option(
-        None, "--fingerprint", help="The plan fingerprint you reviewed; refused if the plan changed."
-    ),
+        None, "--fingerprint",
+        help="The plan fingerprint you reviewed (default: the plan the run waits with, shown first); "
+             "refused if the plan changed."),
+    sign_with: Path = SignOpt,
 ) -> int:
-    """Approve a gate of a waiting run. Prints the workflow's answer (accepted, or why refused)."""
-    return await _send(run_ref, APPROVE_UPDATE, stage, by, comment, fingerprint)
+    """Approve a gate of a waiting run: shows the plan and its fingerprint, signs with your SSH key,
+    and prints the workflow's answer (accepted, or why refused)."""
+    return await _send(run_ref, "approve", stage, by, comment, fingerprint, sign_with)
 
 
 @app.command()
@@ -76,7 +139,8 @@ async def reject(
     stage: str = typer.Option(..., "--stage", "-s", help="The gate to reject."),
     by: str = typer.Option(..., "--by", help="Your name."),
     comment: str = typer.Option(None, "--comment", "-m", help="Why (kept in the audit)."),
-    fingerprint: str = typer.Option(None, "--fingerprint"),
+    fingerprint: str = typer.Option(None, "--fingerprint", help="The plan fingerprint you reviewed."),
+    sign_with: Path = SignOpt,
 ) -> int:
     """Reject a gate: the run undoes anything it changed and ends as rejected."""
-    return await _send(run_ref, REJECT_UPDATE, stage, by, comment, fingerprint)
+    return await _send(run_ref, "reject", stage, by, comment, fingerprint, sign_with)

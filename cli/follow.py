@@ -59,13 +59,27 @@ async def snapshot(handle: WorkflowHandle) -> Snapshot:
 def approval_hint(status: RunStatus, workflow_id: str) -> str:
     stage = status.awaiting or "deploy"
     fingerprint = status.plan.fingerprint if status.plan else ""
-    payload = json.dumps({"stage": stage, "approver": "YOUR NAME", "comment": "reviewed", "fingerprint": fingerprint})
-    return (
+    proofs = status.policy.proofs if status.policy else ["ssh"]
+    lines = [
         f"waiting for approval of stage '{stage}'"
-        + (f" ({status.approvals_needed} approval(s) needed)" if status.approvals_needed > 1 else "")
-        + f"\n  CLI: python starter.py approve {workflow_id} --stage {stage} --by YOUR_NAME"
-        + f"\n  Temporal UI: open the run, More Actions > Send a Signal, signal 'approve', input:\n  {payload}"
-    )
+        + (f" ({status.approvals_needed} approval(s) needed)" if status.approvals_needed > 1 else ""),
+        f"  plan fingerprint: {fingerprint}",
+        "  Temporal UI: the run's User Metadata tab, Current Details, shows the plan and how to approve",
+    ]
+    if "ssh" in proofs:
+        lines += [
+            f"  CLI: python starter.py approve {workflow_id} --stage {stage} --by YOUR_NAME --sign-with ~/.ssh/id_ed25519",
+            f"  UI: python starter.py sign {workflow_id} --stage {stage} --by YOUR_NAME --key ~/.ssh/id_ed25519, then "
+            "paste its line in More Actions > Send an Update > approve_update",
+        ]
+    if "typed" in proofs:
+        payload = json.dumps({"stage": stage, "approver": "YOUR NAME", "comment": "reviewed", "fingerprint": fingerprint})
+        lines += [
+            f"  typed names are accepted here (recorded as unproven): python starter.py approve {workflow_id} "
+            f"--stage {stage} --by YOUR_NAME, or in the UI, Send an Update > approve_update with:",
+            f"  {payload}",
+        ]
+    return "\n".join(lines)
 
 
 async def follow(handle: WorkflowHandle, *, until_gate: bool, quiet: bool = False) -> Snapshot:

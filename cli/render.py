@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from rich.console import Console
 from rich.table import Table
 
-from cli.common import console
+from cli.common import console as stdout_console
 from domain.models import DeployPlan
 
 ACTION_TEXT = {
@@ -17,7 +18,8 @@ ACTION_TEXT = {
 }
 
 
-def render_plan(plan: DeployPlan) -> None:
+def render_plan(plan: DeployPlan, out: Console | None = None) -> None:
+    console = out or stdout_console
     console.print(
         f"[bold]Plan for {plan.environment}[/bold] ({plan.operation}) · server {plan.server_version or '?'} · "
         f"risk [bold]{plan.risk}[/bold] · approvals needed per gate: {plan.required_approvals}"

@@ -8,16 +8,21 @@ key it can use works: a private key file (its passphrase asked on the terminal),
 whose private half is held by ssh-agent (SSH_AUTH_SOCK), a hardware token's agent included.
 
 The JSON goes to stdout alone, on one line, so it can be piped (`| pbcopy`, `| xclip`) and is never
-wrapped; the explanation goes to stderr.
+wrapped; the explanation goes to stderr. Without --key, the key is the one ssh-agent holds that the
+run's allowed signers list for the approver (`signing_key`, shared with `approve --sign-with`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,10 +122,57 @@ def statement_for(workflow_id: str, run_id: str, status: RunStatus, stage: str, 
     return statement
 
 
+def agent_key_for(approver: str, status: RunStatus, env: Mapping[str, str] | None = None) -> str | None:
+    """The public key (`TYPE BASE64`) ssh-agent holds that the run's allowed signers list for
+    `approver`, or None (no agent, no such key, or the run lists no signers)."""
+    env = dict(env if env is not None else os.environ)
+    if not env.get("SSH_AUTH_SOCK") or not status.policy or not status.policy.allowed_signers:
+        return None
+    try:
+        listed = [s for s in parse_allowed_signers(status.policy.allowed_signers) if s.allows_principal(approver)]
+    except AllowedSignersError:
+        return None
+    ssh_add = shutil.which("ssh-add")
+    if not listed or ssh_add is None:
+        return None
+    try:
+        held = subprocess.run([ssh_add, "-L"], capture_output=True, text=True, timeout=10, env=env).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in held.splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        try:
+            blob = base64.b64decode(parts[1], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if any(s.holds(parts[0], blob) for s in listed):
+            return f"{parts[0]} {parts[1]}"
+    return None
+
+
+@contextmanager
+def signing_key(key: Path | None, approver: str, status: RunStatus) -> Iterator[Path | None]:
+    """The key file to give ssh-keygen: `key` as given, else a temporary .pub of the agent's key
+    listed for `approver` (ssh-keygen then signs through the agent), else None."""
+    if key is not None:
+        yield key
+        return
+    public = agent_key_for(approver, status)
+    if public is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="approval-key-") as tmp:
+        path = Path(tmp) / "agent-key.pub"
+        path.write_text(public + "\n", encoding="ascii")
+        yield path
+
+
 def check_against_policy(status: RunStatus, statement: ApprovalStatement, signature: str) -> None:
-    """When the run's policy lists its allowed signers (it will once proofs are wired into the
-    workflow), check the signature here too, so a wrong key is said before anything is pasted."""
-    signers = getattr(status.policy, "allowed_signers", None) if status.policy else None
+    """Check the signature against the run's allowed signers here too, so a wrong key is said
+    before anything is pasted or sent."""
+    signers = status.policy.allowed_signers if status.policy else None
     if not signers:
         return
     try:
@@ -142,8 +194,9 @@ async def sign(
     stage: str = typer.Option(..., "--stage", "-s", help="The gate: resolve, deploy or verify."),
     by: str = typer.Option(..., "--by", help="Your name, exactly as the allowed signers list it."),
     key: Path = typer.Option(
-        ..., "--key", "-k",
-        help="Your SSH private key, or its .pub file with the private key in ssh-agent (SSH_AUTH_SOCK)."),
+        None, "--key", "-k",
+        help="Your SSH private key, or its .pub file with the private key in ssh-agent (SSH_AUTH_SOCK). "
+             "Default: the ssh-agent key the run's allowed signers list for --by."),
     decision: str = typer.Option("approve", "--decision", help="approve or reject."),
     comment: str = typer.Option(None, "--comment", "-m", help="Why (kept in the audit; not signed)."),
 ) -> int:
@@ -157,10 +210,13 @@ async def sign(
         fail(f"run {desc.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
     status = await handle.query("status", result_type=RunStatus)
     statement = statement_for(desc.id, desc.run_id, status, stage, decision, by)
-    try:
-        signature = sign_message(statement.message(), key)
-    except SigningError as exc:
-        fail(str(exc))
+    with signing_key(key, by, status) as key_file:
+        if key_file is None:
+            fail(f"no key to sign with: give --key, or add the key the allowed signers list for {by} to ssh-agent")
+        try:
+            signature = sign_message(statement.message(), key_file)
+        except SigningError as exc:
+            fail(str(exc))
     check_against_policy(status, statement, signature)
     key_fp = parse_armored(signature).key_fingerprint
     update, signal = f"{decision}_update", decision

@@ -3,10 +3,13 @@
 1. a Temporal dev server with its Web UI (history persisted under .run/, custom search attributes),
 2. a throwaway PostgreSQL put in the incident's production state (phantom, out-of-order pending,
    failed landing migration: P3009 blocks every `prisma migrate deploy`),
-3. a worker that knows the environment `prod` (approvers alice and bob, no self-approval),
+3. throwaway SSH keys for alice and bob (.run/demo-keys/), and a worker that knows the
+   environment `prod` with production's approval rules: approvers alice and bob, no
+   self-approval, only approvals signed by a key its allowed signers list (the demo's keys),
 4. `starter.py status`, then `starter.py deploy --env prod` of examples/incident,
-5. approvals: from the Temporal UI ("Send a Signal") or `starter.py approve`; DEMO_AUTO_APPROVE=1
-   approves both gates as alice and bob so the demo can run unattended,
+5. approvals, signed: `starter.py approve --sign-with KEY`, or in the Temporal UI the line
+   `starter.py sign` prints, pasted into Send an Update; DEMO_AUTO_APPROVE=1 first shows an
+   unsigned approval refused, then approves both gates as alice and bob, signed,
 6. `starter.py show` prints the audit of the run.
 
 DEMO_KEEP=1 leaves everything running at the end so the UI can be explored (Ctrl-C stops it).
@@ -20,6 +23,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from devstack.incident import reproduce_incident
 from devstack.pgcluster import PgCluster
@@ -30,6 +34,33 @@ RUN_DIR = REPO / ".run"
 EXAMPLE = REPO / "examples" / "incident" / "prisma" / "migrations"
 REQUESTER = "carol"
 APPROVERS = ["alice", "bob"]
+KEY_DIR = RUN_DIR / "demo-keys"
+
+
+def demo_keys() -> dict[str, Path]:
+    """Fresh throwaway ed25519 keys (no passphrase) for the demo's approvers, made by ssh-keygen."""
+    import shutil
+
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise SystemExit("demo stopped: ssh-keygen not found (Debian: apt-get install openssh-client)")
+    shutil.rmtree(KEY_DIR, ignore_errors=True)
+    KEY_DIR.mkdir(parents=True)
+    keys = {}
+    for who in APPROVERS:
+        path = KEY_DIR / who
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", f"{who}@demo", "-f", str(path)], check=True)
+        keys[who] = path
+    return keys
+
+
+def allowed_signers(keys: dict[str, Path]) -> list[str]:
+    """The allowed-signers lines for the keys: `NAME TYPE BASE64` (ssh-keygen -Y verify's format)."""
+    lines = []
+    for who, path in keys.items():
+        key_type, b64 = Path(f"{path}.pub").read_text().split()[:2]
+        lines.append(f"{who} {key_type} {b64}")
+    return lines
 
 
 def say(text: str) -> None:
@@ -103,6 +134,11 @@ def main() -> int:
         say("Reproducing the incident's production database")
         asyncio.run(reproduce_incident(dsn))
 
+        say("Making throwaway SSH keys for the approvers alice and bob (prod accepts only signed approvals)")
+        keys = demo_keys()
+        for who, path in keys.items():
+            print(f"{who}: {path} (public key {path}.pub, listed in prod's allowed signers)")
+
         env = {
             "MIGRATOR_TEMPORAL_ADDRESS": temporal.address,
             "MIGRATOR_TEMPORAL_UI_URL": temporal.ui_url,
@@ -114,6 +150,8 @@ def main() -> int:
                         "gates": ["resolve", "deploy"],
                         "approvers": APPROVERS,
                         "allow_self_approval": False,
+                        "approval_proofs": ["ssh"],
+                        "allowed_signers": allowed_signers(keys),
                     }
                 }
             ),
@@ -131,16 +169,23 @@ def main() -> int:
         starter(starter_env, "deploy", "--env", "prod", "--migrations-dir", str(EXAMPLE), "--requested-by", REQUESTER, check=True)
 
         for stage, approver in (("resolve", APPROVERS[0]), ("deploy", APPROVERS[1])):
+            key = keys[approver]
             if auto:
-                say(f"Approving stage '{stage}' as {approver} (DEMO_AUTO_APPROVE=1)")
-                starter(starter_env, "approve", "prod", "--stage", stage, "--by", approver,
+                if stage == "resolve":
+                    say("Approving without a signature: refused, prod accepts only SSH-signed approvals")
+                    starter(starter_env, "approve", "prod", "--stage", stage, "--by", approver)
+                say(f"Approving stage '{stage}' as {approver}, signed with {key} (DEMO_AUTO_APPROVE=1)")
+                starter(starter_env, "approve", "prod", "--stage", stage, "--by", approver, "--sign-with", str(key),
                         "--comment", "reviewed the plan in the demo", check=True)
             else:
-                say(f"Your turn: approve stage '{stage}' (as alice or bob; carol requested it and may not)")
-                print("In the Temporal UI, open the run prisma-deploy-prod, More Actions > Send a Signal,")
-                print(f"choose 'approve' and send: {json.dumps({'stage': stage, 'approver': approver, 'comment': 'looks right'})}")
-                print(f"or in another terminal: python starter.py approve prod --stage {stage} --by {approver}")
-                print(f"(with MIGRATOR_TEMPORAL_ADDRESS={temporal.address})")
+                say(f"Your turn: approve stage '{stage}' as alice or bob (carol requested it and may not)")
+                print(f"In another terminal (with MIGRATOR_TEMPORAL_ADDRESS={temporal.address}):")
+                print(f"  python starter.py approve prod --stage {stage} --by {approver} --sign-with {key}")
+                print(f"Or in the Temporal UI ({temporal.ui_url}): open the run prisma-deploy-prod; its User Metadata")
+                print("tab shows the plan and the fingerprint under Current Details. Then sign on the command line:")
+                print(f"  python starter.py sign prod --stage {stage} --by {approver} --key {key}")
+                print("and paste the line it prints in More Actions > Send an Update > approve_update (the dialog")
+                print('answers at once). A typed {"approver": "alice"} without a signature is refused here.')
             asyncio.run(wait_past_gate(temporal.address, stage))
 
         say("Following the run to its end")

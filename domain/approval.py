@@ -1,19 +1,33 @@
 """Deciding whether one approve/reject attempt counts. Pure: the workflow calls it from its signal
 and update handlers and records every attempt, accepted or refused, in RunStatus.approvals.
 
-Rules (issue 3): the stage must be a gate this run has and has not passed yet; the approver must be
-on the environment's list (when there is one); the requester may not approve their own run where
-the environment forbids it; a fingerprint, when given, must be the plan's; each gate needs
-`required_approvals` distinct approvers. Approvals may arrive before their gate is reached — they
-are checked the same way and counted when the run gets there. A rejection may come from an
-approver or from the requester (withdrawing their own run).
+Rules (issues 3 and 15), checked in this order so the first refusal is the one a person can act on:
+the payload must say which gate and who; the stage must be a gate this run has and has not passed
+yet; a payload naming another run is refused; the approver must be on the environment's list (when
+there is one); the requester may not approve their own run where the environment forbids it; a
+fingerprint, when given, must be the plan's; then the **proof** of who the approver is:
+
+- a signature, when present, must verify (domain/approval_proof.py) against the allowed signers
+  the policy carries, over this run's workflow id, run id, stage, decision, approver and plan
+  fingerprint: the record then says `proof="ssh"`, the principal and the key;
+- without one, the attempt counts only where the environment accepts typed names, and is recorded
+  as `proof="typed"` (unproven).
+
+Each gate needs `required_approvals` distinct approvers, counted by proven principal; one key
+counts once per gate even when the allowed signers list it for several names. Approvals may arrive
+before their gate is reached: they are checked the same way and counted when the run gets there. A
+rejection may come from an approver or from the requester (withdrawing their own run), with the
+same proof rules.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from domain.allowed_signers import AllowedSigner, AllowedSignersError, parse_allowed_signers
+from domain.approval_proof import ApprovalStatement, Proven, verify_approval
 from domain.models import (
     ApprovalPayload,
     ApprovalPolicy,
@@ -24,7 +38,29 @@ from domain.models import (
 
 DECISIONS = ("approve", "reject")
 GATE_STAGES = (Stage.resolve.value, Stage.deploy.value, Stage.verify.value)
+PROOF_SSH = "ssh"
+PROOF_TYPED = "typed"
 EXAMPLE = '{"stage": "deploy", "approver": "alice", "comment": "ok", "fingerprint": "<plan fingerprint>"}'
+
+
+@dataclass(frozen=True)
+class ProofContext:
+    """What a proof is checked against: this run's ids (workflow.info()) and the allowed signers
+    parsed from the policy (`problem` says why the policy's list could not be read)."""
+
+    workflow_id: str
+    run_id: str
+    signers: list[AllowedSigner] = field(default_factory=list)
+    problem: str | None = None
+
+
+def proof_context(workflow_id: str, run_id: str, policy: ApprovalPolicy | None) -> ProofContext:
+    if policy is None:
+        return ProofContext(workflow_id, run_id)
+    try:
+        return ProofContext(workflow_id, run_id, parse_allowed_signers(policy.allowed_signers))
+    except AllowedSignersError as exc:  # validated at load; a list edited by hand since still says why
+        return ProofContext(workflow_id, run_id, problem=str(exc))
 
 
 def _as_text(value: Any) -> str | None:
@@ -48,8 +84,10 @@ def check_attempt(
     passed: list[str],
     records: list[ApprovalRecord],
     open_for_approvals: bool = True,
+    proofs: ProofContext | None = None,
 ) -> ApprovalRecord:
-    """One attempt, judged: the record to append to the run's approvals."""
+    """One attempt, judged: the record to append to the run's approvals. `proofs` None: the run
+    predates approval proofs (workflow.patched), so names count as typed, as they did then."""
     data: dict[str, Any] | None = None
     if isinstance(payload, ApprovalPayload):
         data = payload.model_dump()
@@ -63,8 +101,10 @@ def check_attempt(
     comment = raw.get("comment")
     comment = comment if isinstance(comment, str) or comment is None else str(comment)
     fingerprint = _as_text(raw.get("fingerprint"))
+    signature = raw.get("signature")
 
-    def record(refusal: str | None) -> ApprovalRecord:
+    def record(refusal: str | None, proof: str | None = None, principal: str | None = None,
+               key: str | None = None) -> ApprovalRecord:
         return ApprovalRecord(
             decision=decision,
             stage=stage if stage is not None else (None if stage_raw is None else str(stage_raw)),
@@ -75,6 +115,9 @@ def check_attempt(
             via=via,
             accepted=refusal is None,
             refusal=refusal,
+            proof=proof,
+            principal=principal,
+            key_fingerprint=key,
         )
 
     if decision not in DECISIONS:
@@ -98,6 +141,10 @@ def check_attempt(
         return record(f"this run has no '{stage}' gate (its gates: {having})")
     if stage in passed:
         return record(f"the '{stage}' gate was already passed")
+    if proofs is not None:
+        other_run = _other_run(raw, proofs)
+        if other_run:
+            return record(other_run)
 
     allowed = policy.approvers
     if decision == "approve":
@@ -116,17 +163,80 @@ def check_attempt(
         )
     if fingerprint is not None and fingerprint.lower() != plan.fingerprint.lower():
         return record(
-            f"fingerprint {fingerprint[:16]}… does not match this run's plan ({plan.fingerprint[:16]}…): "
-            "the plan you reviewed is not the one waiting; review the current plan"
+            f"the fingerprint you sent, {fingerprint}, does not match this run's plan, {plan.fingerprint}: "
+            "the plan you reviewed is not the one waiting; review the current plan and approve that one"
         )
-    if decision == "approve" and approver in approvers_of(records, stage):
-        return record(f"{approver} already approved the '{stage}' gate; another approver is needed")
-    return record(None)
+
+    if proofs is None:
+        proof, principal, key = PROOF_TYPED, None, None
+    else:
+        statement = ApprovalStatement(proofs.workflow_id, proofs.run_id, stage, decision, approver, plan.fingerprint)
+        if signature is not None:
+            verdict = verify_approval(signature, statement, proofs.signers, at=at, claims=raw)
+            if not isinstance(verdict, Proven):
+                return record(_with_list_problem(verdict.reason, plan.environment, proofs), key=verdict.key_fingerprint)
+            proof, principal, key = PROOF_SSH, verdict.principal, verdict.key_fingerprint
+        elif PROOF_TYPED in policy.proofs:
+            proof, principal, key = PROOF_TYPED, None, None
+        else:
+            return record(_unsigned_refusal(plan.environment, stage, decision, approver, proofs))
+
+    if decision == "approve":
+        if approver in approvers_of(records, stage):
+            return record(f"{approver} already approved the '{stage}' gate; another approver is needed",
+                          proof, principal, key)
+        counted = _key_counted_for(records, stage, key)
+        if counted:
+            return record(f"the key {key} already approved the '{stage}' gate as {counted}: one key counts once, "
+                          "another approver must sign with their own key", proof, principal, key)
+    return record(None, proof, principal, key)
+
+
+def _other_run(raw: dict[str, Any], proofs: ProofContext) -> str | None:
+    """A payload that names a run names this one (a signed payload always does)."""
+    workflow_id, run_id = _as_text(raw.get("workflow_id")), _as_text(raw.get("run_id"))
+    if (workflow_id and workflow_id != proofs.workflow_id) or (run_id and run_id != proofs.run_id):
+        named = f"{workflow_id or proofs.workflow_id}/{run_id or '?'}"
+        return (f"this approval is for run {named}, not this run {proofs.workflow_id}/{proofs.run_id}: "
+                "sign again for this run (`starter.py sign`)")
+    return None
+
+
+def _unsigned_refusal(environment: str, stage: str, decision: str, approver: str, proofs: ProofContext) -> str:
+    what = "approval" if decision == "approve" else "rejection"
+    sign = f"python starter.py sign {proofs.workflow_id} --stage {stage} --by {approver} --key <your key>" + (
+        " --decision reject" if decision == "reject" else "")
+    text = (f"the {what} is not signed, and {environment} accepts only SSH-signed approvals: sign it with "
+            f"`{sign}` and paste the line it prints, or run `starter.py {decision} ... --sign-with <your key>`")
+    if not proofs.signers:
+        text += f" ({environment} lists no allowed signers yet: its worker settings must name the approvers' keys)"
+    return text
+
+
+def _with_list_problem(reason: str, environment: str, proofs: ProofContext) -> str:
+    if proofs.problem:
+        return f"{reason} ({environment}'s allowed signers cannot be read: {proofs.problem})"
+    if not proofs.signers:
+        return f"{reason} ({environment} lists no allowed signers yet: its worker settings must name the approvers' keys)"
+    return reason
+
+
+def _key_counted_for(records: list[ApprovalRecord], stage: str, key: str | None) -> str | None:
+    if key is None:
+        return None
+    for r in records:
+        if r.accepted and r.decision == "approve" and r.stage == stage and r.key_fingerprint == key:
+            return r.principal or r.approver
+    return None
 
 
 def approvers_of(records: list[ApprovalRecord], stage: str) -> set[str]:
-    """Distinct people whose approval of `stage` was accepted."""
-    return {r.approver for r in records if r.accepted and r.decision == "approve" and r.stage == stage and r.approver}
+    """Distinct people whose approval of `stage` was accepted: the proven principal where there
+    is one (it is always the name the approval was signed for), else the typed name."""
+    return {
+        r.principal or r.approver for r in records
+        if r.accepted and r.decision == "approve" and r.stage == stage and (r.principal or r.approver)
+    }
 
 
 def rejection(records: list[ApprovalRecord], passed: list[str]) -> ApprovalRecord | None:

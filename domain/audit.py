@@ -9,7 +9,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from domain.models import DeployRequest, RunStatus
+from domain.models import Action, ApprovalRecord, BundledMigration, DeployRequest, RunStatus
 
 
 class StageRecord(BaseModel):
@@ -60,6 +60,24 @@ def _duration(start: datetime | None, end: datetime | None) -> str:
 
 def _cell(text: object) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def _proof(a: ApprovalRecord) -> str:
+    """How the approver's identity was established (issue 15)."""
+    if a.proof == "ssh":
+        return f"ssh {a.key_fingerprint or ''}".strip()
+    if a.proof == "typed" or (a.accepted and a.proof is None):
+        return "typed (unproven)"
+    return "—"
+
+
+def _still_to_run(st: RunStatus | None, bundle: dict[str, BundledMigration]) -> list[BundledMigration]:
+    """Migrations a still-open run's plan will apply and has not yet: the SQL its approvers sign."""
+    if st is None or st.plan is None or st.outcome is not None:
+        return []
+    done = {a.name for a in st.applied}
+    return [bundle[m.name] for m in st.plan.by_action(Action.apply, Action.reapply)
+            if m.name not in done and m.name in bundle]
 
 
 def render_markdown(audit: Audit) -> str:
@@ -115,12 +133,13 @@ def render_markdown(audit: Audit) -> str:
     out += ["## Approvals", ""]
     approvals = st.approvals if st else []
     if approvals:
-        out += ["| when | decision | stage | by | via | accepted | comment / refusal | fingerprint |", "|---|---|---|---|---|---|---|---|"]
+        out += ["| when | decision | stage | by | via | accepted | comment / refusal | fingerprint | proof |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for a in approvals:
             out.append(
                 f"| {_t(a.at)} | {a.decision} | {a.stage or '—'} | {_cell(a.approver) or '—'} | {a.via} | "
                 f"{'yes' if a.accepted else '**refused**'} | {_cell(a.refusal or a.comment or '')} | "
-                f"`{(a.fingerprint or '')[:12]}` |"
+                f"`{(a.fingerprint or '')[:12]}` | {_proof(a)} |"
             )
     else:
         out.append("No approvals were recorded.")
@@ -145,6 +164,11 @@ def render_markdown(audit: Audit) -> str:
                 out += [f"### SQL of `{a.name}`", "", "```sql", m.sql.rstrip(), "```", ""]
     else:
         out += ["None.", ""]
+    waiting = _still_to_run(st, sql_by_name)
+    if waiting:
+        out += ["## SQL the plan will run", "", "(the run has not finished: these are what its gates approve)", ""]
+        for m in waiting:
+            out += [f"### SQL of `{m.name}`", "", "```sql", m.sql.rstrip(), "```", ""]
 
     if st and st.verification:
         out += ["## Verification", ""]

@@ -20,10 +20,12 @@ class EnvironmentPolicy(BaseModel):
     """The environment's approval rules, from the worker's settings (never its database URL)."""
 
     gates: list[str] = Field(default_factory=list)  # stages that wait for a human: resolve | deploy | verify
-    approvers: list[str] = Field(default_factory=list)  # empty: anyone may approve
-    allow_self_approval: bool = True
+    approvers: list[str] = Field(default_factory=list)  # empty: anyone proven may approve
+    allow_self_approval: bool = False
     approval_timeout: timedelta = timedelta(hours=24)
-    required_approvals: dict[Risk, int] = Field(default_factory=lambda: {Risk.low: 1, Risk.medium: 1, Risk.high: 1})
+    required_approvals: dict[Risk, int] = Field(default_factory=lambda: {Risk.low: 1, Risk.medium: 1, Risk.high: 2})
+    approval_proofs: list[str] = Field(default_factory=lambda: ["ssh"])  # ssh | typed
+    allowed_signers: str = ""  # the approvers' public keys (ssh-keygen ALLOWED SIGNERS text)
 
     def approvals_for(self, risk: Risk) -> int:
         return max(1, int(self.required_approvals.get(risk, 1)))

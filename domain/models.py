@@ -189,6 +189,11 @@ class ApprovalPayload(BaseModel):
     approver: Any = None
     comment: Any = None
     fingerprint: Any = None
+    # A proven approval (`starter.py sign`, `approve --sign-with`): the run it was signed for and
+    # the armored SSH signature over domain/approval_proof.py's statement.
+    workflow_id: Any = None
+    run_id: Any = None
+    signature: Any = None
 
 
 class ApprovalRecord(BaseModel):
@@ -201,6 +206,12 @@ class ApprovalRecord(BaseModel):
     via: str  # signal | update | rollout (accepted by the rollout that started this run)
     accepted: bool
     refusal: str | None = None  # why it was refused
+    # How the approver's identity was established: "ssh" (a signature by `key_fingerprint`, listed
+    # for `principal` in the environment's allowed signers) or "typed" (the name as typed,
+    # unproven). None: refused before the proof was judged, or recorded before proofs existed.
+    proof: str | None = None
+    principal: str | None = None
+    key_fingerprint: str | None = None
 
 
 class ApprovedPlan(BaseModel):
@@ -266,10 +277,14 @@ class ApprovalPolicy(BaseModel):
     the database URL."""
 
     gates: list[str] = Field(default_factory=list)  # stages that wait for a human: resolve | deploy | verify
-    approvers: list[str] = Field(default_factory=list)  # empty: anyone may approve
-    allow_self_approval: bool = True
+    approvers: list[str] = Field(default_factory=list)  # empty: anyone proven may approve
+    allow_self_approval: bool = False
     approval_timeout: timedelta = timedelta(hours=24)
     required_approvals: int = 1  # distinct approvers per gate, for this plan's risk
+    # Which proofs of identity count (ssh | typed), and the public keys signatures are checked
+    # against (ALLOWED SIGNERS text; not secret). In history, so every verdict can be replayed.
+    proofs: list[str] = Field(default_factory=lambda: ["ssh"])
+    allowed_signers: str = ""
 
 
 class PreflightResult(BaseModel):

@@ -90,6 +90,8 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         allow_self_approval=policy.allow_self_approval,
         approval_timeout=policy.approval_timeout,
         required_approvals=plan.required_approvals,
+        proofs=list(policy.approval_proofs),
+        allowed_signers=policy.allowed_signers,
     )
     return plan, approval_policy
 

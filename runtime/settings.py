@@ -4,11 +4,16 @@ Every variable is prefixed `MIGRATOR_`. Environments (the databases the worker m
 JSON map or nested variables, e.g.
 
     MIGRATOR_ENVIRONMENTS='{"prod": {"database_url": "postgresql://...", "gates": ["resolve", "deploy"],
-                            "approvers": ["alice", "bob"], "allow_self_approval": false}}'
+                            "approvers": ["alice", "bob"], "allowed_signers": "/etc/migrator/allowed_signers"}}'
     MIGRATOR_ENVIRONMENTS__STAGING__DATABASE_URL=postgresql://...
 
 Database URLs are secrets: they live only here, on the worker, and never travel in workflow
 inputs, results, errors or search attributes.
+
+Approval defaults fit production (issue 15): an environment that says nothing accepts only
+approvals signed with an SSH key its `allowed_signers` list for the approver, never from the
+requester, and two approvers for a high-risk plan. Typed names must be allowed explicitly
+(`approval_proofs: ["ssh", "typed"]`) and are recorded as unproven.
 """
 
 from __future__ import annotations
@@ -20,14 +25,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.allowed_signers import AllowedSignersError, parse_allowed_signers
 from domain.facts import EnvironmentPolicy
 from domain.risk import Risk
 from runtime.fleets import FleetSettings, split_member
 
 GateStage = Literal["resolve", "deploy", "verify"]
+# How an approver's identity may be established: "ssh" = a signature by a key the environment's
+# allowed signers list for that name (domain/approval_proof.py); "typed" = the name as typed, unproven.
+ApprovalProof = Literal["ssh", "typed"]
 
 
 class EnvironmentSettings(BaseModel):
@@ -36,13 +45,20 @@ class EnvironmentSettings(BaseModel):
     database_url: SecretStr
     # Stages that wait for a human before they run. prod: all; dev: none.
     gates: list[GateStage] = Field(default_factory=lambda: ["resolve", "deploy"])
-    # Who may approve or reject. Empty means anyone may.
+    # Who may approve or reject. Empty means anyone whose approval is proven (or, with typed
+    # names allowed, anyone at all).
     approvers: list[str] = Field(default_factory=list)
-    # When false, the person who requested the run may not approve it.
-    allow_self_approval: bool = True
+    # When false (the default), the person who requested the run may not approve it.
+    allow_self_approval: bool = False
     approval_timeout: timedelta = timedelta(hours=24)
     # Distinct approvals a gate needs, by the plan's risk level (see domain.risk.Risk).
-    required_approvals: dict[Risk, int] = Field(default_factory=lambda: {Risk.low: 1, Risk.medium: 1, Risk.high: 1})
+    required_approvals: dict[Risk, int] = Field(default_factory=lambda: {Risk.low: 1, Risk.medium: 1, Risk.high: 2})
+    # Which proofs of the approver's identity count; ["ssh"] unless the environment says otherwise.
+    approval_proofs: list[ApprovalProof] = Field(default_factory=lambda: ["ssh"])
+    # The approvers' public keys, in ssh-keygen's ALLOWED SIGNERS format: a file path (read again
+    # at every preflight, so a removed key stops counting for the next run), or the lines
+    # themselves (one text with newlines, or a list of lines).
+    allowed_signers: str | list[str] | None = None
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
     # Replay the applied history into a shadow database and compare schemas during preflight:
@@ -57,7 +73,46 @@ class EnvironmentSettings(BaseModel):
             allow_self_approval=self.allow_self_approval,
             approval_timeout=self.approval_timeout,
             required_approvals=dict(self.required_approvals),
+            approval_proofs=list(self.approval_proofs),
+            allowed_signers=self.allowed_signers_text(),
         )
+
+    def allowed_signers_text(self) -> str:
+        """The allowed-signers list as text (read from its file when the setting is a path).
+        Raises AllowedSignersError (one sentence) when the file cannot be read."""
+        value = self.allowed_signers
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            return "\n".join(value) + ("\n" if value else "")
+        if _is_path(value):
+            path = Path(value).expanduser()
+            try:
+                return path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise AllowedSignersError(f"cannot read the allowed signers file {path}: {why.lower()}") from None
+        return value
+
+    def approval_warning(self, name: str) -> str | None:
+        """Why no approval of this environment can ever count, if that is so (the worker logs it)."""
+        if self.gates and "typed" not in self.approval_proofs and not parse_allowed_signers(self.allowed_signers_text()):
+            return (f"environment {name} accepts only SSH-signed approvals but lists no allowed_signers: "
+                    "every approval of its gates will be refused until their keys are listed")
+        return None
+
+    @field_validator("approval_proofs")
+    @classmethod
+    def _some_proof(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('approval_proofs must name at least one proof: ["ssh"], or ["ssh", "typed"]')
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _signers_parse(self) -> "EnvironmentSettings":
+        # A typo in the list is said when the worker starts, not at the first approval.
+        parse_allowed_signers(self.allowed_signers_text())
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -149,6 +204,12 @@ class Settings(BaseSettings):
 
 class UnknownEnvironment(ValueError):
     pass
+
+
+def _is_path(value: str) -> bool:
+    """A one-word setting is a file path; a list's line always has spaces (principals, type, key)."""
+    text = value.strip()
+    return bool(text) and not any(c.isspace() for c in text)
 
 
 def payload_key_bytes(key: SecretStr, position: int = 0) -> bytes:

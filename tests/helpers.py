@@ -39,8 +39,15 @@ INCIDENT_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" 
 
 
 def make_settings(environment: str, database_url: str, **env: Any) -> Settings:
-    """Worker settings with one environment. Defaults: no gates (pass gates=[...] to add some)."""
+    """Worker settings with one environment. Defaults: no gates (pass gates=[...] to add some), and
+    the permissive approval rules most tests need: typed names accepted (unproven), self-approval
+    allowed, one approval at every risk. Tests of the production defaults build EnvironmentSettings
+    themselves (or pass `production_defaults=True`)."""
     env.setdefault("gates", [])
+    if not env.pop("production_defaults", False):
+        env.setdefault("approval_proofs", ["ssh", "typed"])
+        env.setdefault("allow_self_approval", True)
+        env.setdefault("required_approvals", {"low": 1, "medium": 1, "high": 1})
     return Settings(
         environments={environment: EnvironmentSettings(database_url=database_url, **env)},
         advisory_lock_timeout=timedelta(seconds=2),

@@ -24,13 +24,21 @@ def test_demo_resolves_the_incident_and_prints_the_audit(tmp_path: Path) -> None
     assert "Traceback" not in out + proc.stderr
     # Before: the diagnosis shows the failed migration Prisma's status would hide.
     assert "missing_locally" in out and "failed" in out
-    # The gates were approved by the named approvers, and the audit says so.
-    assert "resolve approved by alice" in out and "deploy approved by bob" in out
+    # An unsigned approval is refused: prod accepts only SSH-signed approvals (production's default).
+    assert "refused: the approval is not signed, and prod accepts only SSH-signed approvals" in proc.stderr
+    # The gates were approved by the named approvers, proven by the demo's keys, and the audit says so.
+    assert "resolve approved by alice (proven by SSH key SHA256:" in out
+    assert "deploy approved by bob (proven by SSH key SHA256:" in out
+    assert "You approve the 'resolve' gate of this plan:" in out and "fingerprint: " in out
     audit = out.split("The audit of the run, from its workflow history", 1)[1]
     assert "- Outcome: **succeeded**" in audit
     assert "- Requested by: carol" in audit
     assert "| approve | resolve | alice | update | yes |" in audit
     assert "| approve | deploy | bob | update | yes |" in audit
+    proofs = [line.rsplit("|", 2)[1].strip() for line in audit.splitlines()
+              if line.startswith("| ") and "| approve |" in line and "| yes |" in line]
+    assert len(proofs) == 2 and all(p.startswith("ssh SHA256:") for p in proofs), proofs
+    assert "**refused**" in audit and "not signed" in audit
     assert "`20260115000000_add_landing_sections` → **rolled_back**" in audit
     assert "### SQL of `20241226000000_add_leads_questionnaire_models`" in audit
     assert "run outcome: succeeded" in out

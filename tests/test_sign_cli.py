@@ -108,9 +108,9 @@ def test_signing_errors_are_one_sentence(tmp_path: Path) -> None:
 async def test_sign_a_waiting_run_and_paste_the_json(dev_env, database_url: str, tmp_path: Path) -> None:
     await reproduce_incident(database_url)
     environment = f"prod{uuid.uuid4().hex[:6]}"
-    settings = make_settings(environment, database_url, gates=["resolve", "deploy"], approvers=["alice", "bob"],
-                             allow_self_approval=False)
     key = make_key(tmp_path, "alice", "ed25519")
+    settings = make_settings(environment, database_url, gates=["resolve", "deploy"], approvers=["alice", "bob"],
+                             allow_self_approval=False, approval_proofs=["ssh"], allowed_signers=f"alice {key.public}\n")
     cli_env = {
         **os.environ,
         "MIGRATOR_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
@@ -143,9 +143,9 @@ async def test_sign_a_waiting_run_and_paste_the_json(dev_env, database_url: str,
                                   at=datetime.now(timezone.utc), claims=payload)
         assert isinstance(verdict, Proven)
 
-        # Today's handlers already take the signed payload as it is pasted (extra keys are kept).
+        # The workflow proves it, from the payload as it is pasted.
         answer = await handle.execute_update("approve_update", payload, result_type=ApprovalAnswer)
-        assert answer.accepted and answer.message == "resolve approved by alice"
+        assert answer.accepted and answer.message == f"resolve approved by alice (proven by SSH key {key.fingerprint})"
 
         # A gate the run does not have, and a decision that does not exist: one line, nothing printed.
         for args, error in (

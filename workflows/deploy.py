@@ -124,6 +124,10 @@ class DeployWorkflow:
         self._deploy_started = False
         self._failed: FailedMigration | None = None
         self._heartbeat = HEARTBEAT_TIMEOUT
+        # Approval proofs (issue 15) apply to runs that reached preflight's end with this code;
+        # replayed older runs keep judging typed names as they did (workflow.patched).
+        self._proofs: approval.ProofContext | None = None
+        self._page = ""  # the current stage's details, below the latest approval attempts
 
     # -- the run --------------------------------------------------------------------------------
     @workflow.run
@@ -170,6 +174,9 @@ class DeployWorkflow:
         self._heartbeat = result.heartbeat_timeout
         plan = result.plan
         self._plan, self._policy = plan, result.policy
+        if workflow.patched("approval-proofs"):
+            info = workflow.info()
+            self._proofs = approval.proof_context(info.workflow_id, info.run_id, result.policy)
         self._status.plan, self._status.policy = plan, result.policy
         self._status.approvals_needed = result.policy.required_approvals
         self._status.progress = Progress(total=len(plan.by_action(*RUNS_IN_DEPLOY)))
@@ -323,8 +330,9 @@ class DeployWorkflow:
         return [str(s) for s in run_stages(self._plan) if s in self._policy.gates]
 
     def _gate_details(self, stage: Stage) -> str:
-        have = len(approval.approvers_of(self._status.approvals, stage))
-        return details.gate(stage, self._plan, self._policy, self._req.requested_by, have)
+        return details.gate(stage, self._plan, self._policy, self._req.requested_by,
+                            workflow_id=workflow.info().workflow_id, records=self._status.approvals,
+                            bundle=self._req.bundle.migrations)
 
     # -- messages -------------------------------------------------------------------------------
     def _attempt(self, decision: str, via: str, payload: Any) -> ApprovalRecord:
@@ -340,44 +348,56 @@ class DeployWorkflow:
             passed=self._status.gates_passed,
             records=self._status.approvals,
             open_for_approvals=self._accepting,
+            proofs=self._proofs,
         )
         self._status.approvals.append(record)
         workflow.logger.info(
             "approval attempt", extra={"decision": decision, "via": via, "stage": record.stage,
                                        "approver": record.approver, "accepted": record.accepted,
+                                       "proof": record.proof, "key": record.key_fingerprint,
                                        "refusal": record.refusal}
         )
-        if self._status.awaiting and record.accepted:
+        if self._status.awaiting:  # "so far" changed, or a refusal to show at the top
             self._details(self._gate_details(Stage(self._status.awaiting)))
+        elif self._accepting:
+            self._details(self._page)
         return record
 
     def _answer(self, record: ApprovalRecord) -> ApprovalAnswer:
-        if not record.accepted:
-            raise ApplicationError(record.refusal or "refused", type=messages.APPROVAL_REFUSED, non_retryable=True)
+        if not record.accepted:  # one sentence in the UI's dialog and the CLI, no stack trace
+            raise messages.ApprovalRefusedError(record.refusal or "refused")
+        proven = (f" (proven by SSH key {record.key_fingerprint})" if record.proof == approval.PROOF_SSH
+                  else " (typed name, unproven)")
         if record.decision == "reject":
-            return ApprovalAnswer(accepted=True, message=f"{record.stage} rejected by {record.approver}")
+            return ApprovalAnswer(accepted=True, message=f"{record.stage} rejected by {record.approver}{proven}")
         needed = self._policy.required_approvals if self._policy else 1
         have = len(approval.approvers_of(self._status.approvals, record.stage or ""))
-        more = f" ({have}/{needed}, waiting for {needed - have} more)" if have < needed else ""
-        return ApprovalAnswer(accepted=True, message=f"{record.stage} approved by {record.approver}{more}")
+        more = f"; {have}/{needed}, waiting for {needed - have} more" if have < needed else ""
+        return ApprovalAnswer(accepted=True, message=f"{record.stage} approved by {record.approver}{proven}{more}")
 
     @workflow.signal(name=messages.APPROVE_SIGNAL, description=(
-        'Approve the awaited gate. Input: {"stage": "resolve|deploy|verify", "approver": "<your name>", '
-        '"comment": "...", "fingerprint": "<plan fingerprint from Current Details>"}'))
+        'Approve the awaited gate (no answer here: prefer Send an Update, approve_update). Input: the one line '
+        '`starter.py sign` prints, or {"stage": "resolve|deploy|verify", "approver": "<your name>", '
+        '"comment": "...", "fingerprint": "<plan fingerprint>"} where typed names are allowed. '
+        'See User Metadata > Current Details.'))
     def approve(self, payload: Any) -> None:
         self._attempt("approve", "signal", payload)
 
     @workflow.signal(name=messages.REJECT_SIGNAL, description=(
-        'Reject a gate; the run stops and undoes its changes. Input: {"stage": "...", '
-        '"approver": "<your name>", "comment": "why", "fingerprint": "..."}'))
+        'Reject a gate; the run stops and undoes its changes. Input: the line `starter.py sign --decision reject` '
+        'prints, or {"stage": "...", "approver": "<your name>", "comment": "why", "fingerprint": "..."}'))
     def reject(self, payload: Any) -> None:
         self._attempt("reject", "signal", payload)
 
-    @workflow.update(name=messages.APPROVE_UPDATE)
+    @workflow.update(name=messages.APPROVE_UPDATE, description=(
+        'Approve the awaited gate and get the answer here (accepted, or why refused). Input: the one line '
+        '`starter.py sign` prints (see User Metadata > Current Details).'))
     def approve_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
         return self._answer(self._attempt("approve", "update", payload))
 
-    @workflow.update(name=messages.REJECT_UPDATE)
+    @workflow.update(name=messages.REJECT_UPDATE, description=(
+        'Reject a gate and get the answer here; the run stops and undoes its changes. Input: the line '
+        '`starter.py sign --decision reject` prints.'))
     def reject_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
         return self._answer(self._attempt("reject", "update", payload))
 
@@ -431,7 +451,8 @@ class DeployWorkflow:
         st.stage = Stage.done
         st.awaiting = None
         self._upsert(sa.STAGE.value_set(Stage.done.value), sa.OUTCOME.value_set(str(st.outcome)))
-        self._details(details.finished(st))
+        info = workflow.info()
+        workflow.set_current_details(details.finished(st, workflow_id=info.workflow_id, run_id=info.run_id))
         await workflow.wait_condition(workflow.all_handlers_finished)
         if cancelled:
             raise asyncio.CancelledError()
@@ -456,7 +477,9 @@ class DeployWorkflow:
             times["ended"] = workflow.now()
 
     def _details(self, markdown: str) -> None:
-        workflow.set_current_details(markdown)
+        """The stage's page, with the latest approval attempts on top."""
+        self._page = markdown
+        workflow.set_current_details(details.page(markdown, self._status.approvals))
 
     def _upsert(self, *updates: Any) -> None:
         workflow.upsert_search_attributes(list(updates))

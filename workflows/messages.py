@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure
 from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 
 from domain.models import ApprovalAnswer, ApprovalPayload, RunStatus
 
@@ -29,9 +31,26 @@ STATUS_QUERY = "status"
 APPROVAL_REFUSED = "ApprovalRefused"  # ApplicationError type of a refused update
 
 __all__ = [
-    "APPROVAL_REFUSED", "APPROVE_SIGNAL", "APPROVE_UPDATE", "REJECT_SIGNAL", "REJECT_UPDATE", "STATUS_QUERY",
+    "APPROVAL_REFUSED", "ApprovalRefusedError", "APPROVE_SIGNAL", "APPROVE_UPDATE", "REJECT_SIGNAL", "REJECT_UPDATE", "STATUS_QUERY",
     "ApprovalAnswer", "ApprovalPayload", "RunStatus", "final_status", "query_status", "status_from_failure",
 ]
+
+
+class ApprovalRefusedError(ApplicationError):
+    """How an update handler answers a refused attempt: the reason, one sentence, and nothing else.
+
+    The Temporal UI's Send an Update dialog shows an update's failure message followed by its
+    stack trace; a plain ApplicationError raised in a handler carries the SDK's and the workflow's
+    frames (file paths of the worker). The SDK sends a FailureError's own `failure` proto as is, so
+    this one supplies its failure without a stack trace."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, type=APPROVAL_REFUSED, non_retryable=True)
+
+    @property
+    def failure(self) -> Failure:
+        return Failure(message=self.message,
+                       application_failure_info=ApplicationFailureInfo(type=APPROVAL_REFUSED, non_retryable=True))
 
 
 def status_from_failure(failure: BaseException | None, model: type[Any] = RunStatus) -> Any:

@@ -50,8 +50,12 @@ def new_env_name(prefix: str = "t") -> str:
 
 
 def env_config(database_url: str, **rules: Any) -> dict[str, Any]:
-    """One entry of MIGRATOR_ENVIRONMENTS (JSON); no gates unless given."""
+    """One entry of MIGRATOR_ENVIRONMENTS (JSON); no gates unless given; typed (unproven) approver
+    names accepted, self-approval allowed and one approval per gate unless the case says otherwise."""
     rules.setdefault("gates", [])
+    rules.setdefault("approval_proofs", ["ssh", "typed"])
+    rules.setdefault("allow_self_approval", True)
+    rules.setdefault("required_approvals", {"low": 1, "medium": 1, "high": 1})
     out = {"database_url": database_url, **rules}
     for key, value in list(out.items()):
         if isinstance(value, timedelta):

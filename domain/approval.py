@@ -192,6 +192,16 @@ def check_attempt(
     return record(None, proof, principal, key)
 
 
+def require_proof(record: ApprovalRecord, policy: ApprovalPolicy, environment: str) -> ApprovalRecord:
+    """An approval that reached this run another way (a rollout's, judged by its child) counts only
+    with the proof this environment asks for: a typed name, where only signatures count, is refused."""
+    if not record.accepted or record.proof == PROOF_SSH or PROOF_TYPED in policy.proofs:
+        return record
+    return record.model_copy(update={"accepted": False, "refusal": (
+        f"{record.approver}'s approval reached this run through a rollout as a typed name, and {environment} "
+        "accepts only SSH-signed approvals: approve this run itself with a signature (`starter.py sign`)")})
+
+
 def _other_run(raw: dict[str, Any], proofs: ProofContext) -> str | None:
     """A payload that names a run names this one (a signed payload always does)."""
     workflow_id, run_id = _as_text(raw.get("workflow_id")), _as_text(raw.get("run_id"))

@@ -39,7 +39,7 @@ SQL_LINES_SHOWN = 25
 SQL_BUDGET = 6_000  # characters of SQL one page may hold
 TEXT_LIMIT = 300  # characters of one user-supplied or per-line text
 REFUSAL_LIMIT = 700  # a refusal is one sentence, but may hold a command and a signature's fingerprint
-_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>#|~"})
+_MARKDOWN = str.maketrans({c: f"\\{c}" for c in "\\`*[]<>#|"})  # `_` inside words is no emphasis
 
 
 def _plain(text: object, limit: int = TEXT_LIMIT) -> str:

@@ -79,7 +79,7 @@ class FakeFleet:
     def policy(self, target: str) -> ApprovalPolicy:
         base = target.split(":")[0]
         return self.policies.get(target) or self.policies.get(base) or ApprovalPolicy(
-            gates=[], approval_timeout=timedelta(hours=2))
+            gates=[], approval_timeout=timedelta(hours=2), proofs=["ssh", "typed"])
 
     def state(self, target: str, *, own_run: bool) -> str:
         if own_run and target in self.later_states:

@@ -208,3 +208,15 @@ def test_a_broken_list_in_a_policy_is_said_with_the_refusal(keys) -> None:
     assert isinstance(context, ProofContext) and context.problem and not context.signers
     rec = prove(signed(keys["alice"]), broken)
     assert not rec.accepted and "allowed signers cannot be read" in rec.refusal
+
+
+def test_an_approval_taken_from_a_rollout_needs_the_environments_proof(keys, signed_policy) -> None:
+    from domain.approval import require_proof
+
+    typed = judge(ok())  # judged without proofs, as a rollout's child re-judges the rollout's records
+    assert typed.accepted and typed.proof == "typed"
+    refused = require_proof(typed, signed_policy, "prod")
+    assert not refused.accepted and "through a rollout as a typed name" in refused.refusal
+    assert require_proof(typed, signed_policy.model_copy(update={"proofs": ["ssh", "typed"]}), "prod").accepted
+    proven = prove(signed(keys["alice"]), signed_policy)
+    assert require_proof(proven, signed_policy, "prod") is proven

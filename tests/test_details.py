@@ -82,9 +82,9 @@ def test_a_gate_page_holds_the_plan_the_approver_signs() -> None:
     assert "finding `foreign-key` [warning] (line 1): validates every row" in md
     assert 'rollback: derived — `DROP TABLE "leads";`' in md
     assert "rollback: **none**" in md  # the reapplied one has no rollback: said plainly
-    assert "evidence: table landing\\_sections: absent" in md
+    assert "evidence: table landing_sections: absent" in md
     assert "20241210000000_init" not in md
-    assert "Drift proof: **explained\\_by\\_phantom** — the phantom changed nothing" in md
+    assert "Drift proof: **explained_by_phantom** — the phantom changed nothing" in md
     assert "risk **high**" in md and "0 of 2 distinct approver(s) so far" in md
     assert "not the requester, carol" in md
     # SQL: shown when it fits the UI's frame, else where to read it.

@@ -4,12 +4,13 @@ shows in Current Details (domain/details.py)."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from domain import details
 from domain.models import (
     Action,
     ApprovalPolicy,
+    ApprovalRecord,
     DeployPlan,
     FailedMigration,
     Operation,
@@ -57,13 +58,18 @@ def test_a_failure_without_effects_is_marked_so_its_row_is_simply_rolled_back() 
 
 def test_a_waiting_gate_shows_the_fingerprint_the_rules_and_a_json_to_paste() -> None:
     policy = ApprovalPolicy(gates=["deploy"], approvers=["alice", "bob"], allow_self_approval=False,
-                            approval_timeout=timedelta(hours=4), required_approvals=2)
-    text = details.gate(Stage.deploy, PLAN, policy, requested_by="carol", approvals_so_far=1)
-    assert PLAN.fingerprint in text and "2 distinct approval(s) needed, 1 so far" in text
-    assert "alice, bob (not the requester, carol)" in text and "4:00:00" in text
+                            approval_timeout=timedelta(hours=4), required_approvals=2, proofs=["ssh", "typed"])
+    alice = ApprovalRecord(decision="approve", stage="deploy", approver="alice", at=datetime(2026, 1, 1,
+                           tzinfo=timezone.utc), via="update", accepted=True, proof="typed")
+    text = details.gate(Stage.deploy, PLAN, policy, requested_by="carol", workflow_id="prisma-deploy-prod",
+                        records=[alice])
+    assert PLAN.fingerprint in text and "1 of 2 distinct approver(s) so far (alice)" in text
+    assert "alice, bob; not the requester, carol" in text and "4:00:00" in text
     assert "20250101000000_init" not in text  # nothing to approve about what is already applied
-    assert "`20250102000000_a`: **apply**" in text and "`20250103000000_b`: **reapply**" in text
-    pasted = json.loads(text.split("```json\n", 1)[1].split("\n```", 1)[0])
+    assert "`20250102000000_a` — **apply**" in text and "`20250103000000_b` — **reapply**" in text
+    # The JSON to paste is inline code on its own line (the UI wraps it; a code block would be cut).
+    line = next(x for x in text.splitlines() if x.startswith('`{"stage"'))
+    pasted = json.loads(line.strip("`"))
     assert pasted["stage"] == "deploy" and pasted["fingerprint"] == PLAN.fingerprint
 
 
@@ -72,5 +78,5 @@ def test_a_finished_run_says_its_outcome_and_what_a_person_must_do() -> None:
                        outcome=Outcome.failed_needs_attention, error="verification failed",
                        human_action="undo 20250103000000_b by hand")
     text = details.finished(status)
-    assert text.startswith("### failed_needs_attention on `prod`")
+    assert text.startswith("### Run failed_needs_attention on `prod`")
     assert "verification failed" in text and "**Needs a person:** undo 20250103000000_b by hand" in text

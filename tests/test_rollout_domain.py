@@ -32,7 +32,7 @@ from tests.rollout_fakes import FakeFleet, rollout_request
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
 PROD = ApprovalPolicy(gates=["deploy"], approvers=["alice", "bob", "carol"], allow_self_approval=False,
-                      approval_timeout=timedelta(hours=1), required_approvals=2)
+                      approval_timeout=timedelta(hours=1), required_approvals=2, proofs=["ssh", "typed"])
 
 
 def names(n: int) -> list[str]:

@@ -21,8 +21,9 @@ from tests.rollout_fakes import (
     wait_rollout,
 )
 
+# Typed approver names: rollout-level approvals are not signed yet (issue 15 proves single runs).
 PROD = ApprovalPolicy(gates=["deploy"], approvers=["alice", "bob", "carol"], allow_self_approval=False,
-                      approval_timeout=timedelta(hours=2), required_approvals=1)
+                      approval_timeout=timedelta(hours=2), required_approvals=1, proofs=["ssh", "typed"])
 
 
 @pytest.fixture

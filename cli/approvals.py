@@ -33,6 +33,7 @@ from cli.sign import SigningError, sign_message, signing_key
 from domain.approval_proof import ApprovalStatement, signed_payload
 from domain.models import ApprovalAnswer, RunStatus
 from workflows.messages import APPROVE_UPDATE, REJECT_UPDATE, query_status
+from workflows.rollout_start import ROLLOUT_WORKFLOW_NAME
 
 
 def _run_closed(message: str) -> bool:
@@ -57,6 +58,14 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
     if desc.status is None or desc.status.name != "RUNNING":
         fail(f"run {handle.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
     handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)  # the run shown is the run decided
+    update = APPROVE_UPDATE if decision == "approve" else REJECT_UPDATE
+    if desc.workflow_type == ROLLOUT_WORKFLOW_NAME:
+        # A rollout shows its own plans (`starter.py rollout show`); its approvals are not signed yet.
+        if sign_with is not None:
+            fail("a rollout's approvals cannot be signed yet: approve without --sign-with "
+                 "(its databases' runs count them only where typed names are allowed)")
+        payload = {"stage": stage, "approver": by, "comment": comment, "fingerprint": fingerprint}
+        return await _execute(handle, update, payload, stage)
     try:
         status = await query_status(handle)
     except RPCError as exc:
@@ -66,7 +75,10 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
     _show_plan(status, stage, decision, fingerprint)
     payload = await _payload(desc.id, desc.run_id, status, decision, stage, by, comment,
                              fingerprint or status.plan.fingerprint, sign_with)
-    update = APPROVE_UPDATE if decision == "approve" else REJECT_UPDATE
+    return await _execute(handle, update, payload, stage)
+
+
+async def _execute(handle: Any, update: str, payload: dict[str, Any], stage: str) -> int:
     try:
         answer = await handle.execute_update(update, payload, result_type=ApprovalAnswer)
     except WorkflowUpdateFailedError as exc:

@@ -68,6 +68,7 @@ def fleet_settings(pg_server: Any, prefix: str, *, environments: dict[str, Envir
                    **rules: Any) -> Settings:
     """A worker whose fleet `tenants` lists the databases named <prefix>_* on the test server."""
     rules.setdefault("gates", [])
+    rules.setdefault("approval_proofs", ["ssh", "typed"])  # a rollout's approvals are not signed yet
     fleet = FleetSettings(
         discover={"server_url": pg_server.url("postgres"),
                   "query": f"SELECT datname FROM pg_database WHERE datname LIKE '{prefix}\\_%' ORDER BY datname"},

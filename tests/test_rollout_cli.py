@@ -25,8 +25,9 @@ async def stack(dev_env, pg_server, tmp_path: Path):
     staging, prod = f"staging{tag}", f"prod{tag}"
     settings = Settings(environments={
         staging: EnvironmentSettings(database_url=pg_server.url(dbs[0]), gates=[]),
+        # Typed approver names: a rollout's approvals are not signed yet (issue 15 proves single runs).
         prod: EnvironmentSettings(database_url=pg_server.url(dbs[1]), gates=["deploy"], approvers=["alice", "bob"],
-                                  allow_self_approval=False),
+                                  allow_self_approval=False, approval_proofs=["ssh", "typed"]),
     }, advisory_lock_timeout=timedelta(seconds=5), _env_file=None)
     folder = write_folder(tmp_path / "migrations", BUNDLE)
     worker = new_worker(dev_env.client, settings)

@@ -23,8 +23,9 @@ def _settings(staging_url: str, prod_url: str) -> tuple[Settings, str, str]:
     staging, prod = f"staging{tag}", f"prod{tag}"
     return Settings(environments={
         staging: EnvironmentSettings(database_url=staging_url, gates=[]),
+        # Typed approver names: a rollout's approvals are not signed yet (issue 15 proves single runs).
         prod: EnvironmentSettings(database_url=prod_url, gates=["deploy"], approvers=["alice", "bob"],
-                                  allow_self_approval=False),
+                                  allow_self_approval=False, approval_proofs=["ssh", "typed"]),
     }, advisory_lock_timeout=timedelta(seconds=5), _env_file=None), staging, prod
 
 

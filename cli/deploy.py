@@ -110,6 +110,8 @@ async def deploy(
     if not json_out:
         console.print(f"started run {workflow_id}/{handle.result_run_id}", markup=False)
         console.print(f"Temporal UI: {url}", markup=False)
+        console.print(f"the plan and how to approve: {url.rsplit('/', 1)[0]}/user-metadata (Current Details)",
+                      markup=False)
     snap = await follow(handle, until_gate=not wait, quiet=json_out)
     status = snap.status
     if json_out:

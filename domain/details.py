@@ -50,6 +50,18 @@ def _plain(text: object, limit: int = TEXT_LIMIT) -> str:
     return value.translate(_MARKDOWN)
 
 
+def _sentence(text: str, limit: int) -> str:
+    """One of our sentences (a refusal, an error): its `quoted` commands stay code, so they copy as
+    written (prose would get typographic dashes and quotes); the rest is shown as text."""
+    value = " ".join(text.split())
+    if len(value) > limit:
+        value = value[:limit - 1] + "…"
+    parts = value.split("`")
+    if len(parts) % 2 == 0:  # an odd backtick: no code at all
+        return _plain(value, limit)
+    return "".join(_code(p) if i % 2 else _plain(p, limit) for i, p in enumerate(parts) if p)
+
+
 def _code(text: object) -> str:
     """Inline code: wraps in the UI's frame and copies exactly. Backticks inside get a longer fence."""
     value = str(text)
@@ -79,7 +91,7 @@ def attempt_line(r: ApprovalRecord) -> str:
     if r.accepted:
         comment = f" · “{_plain(r.comment, 120)}”" if r.comment else ""
         return f"- accepted: {head} · {_proof_text(r)}{comment}"
-    return f"- **REFUSED**: {head} — {_plain(r.refusal or 'refused', REFUSAL_LIMIT)}"
+    return f"- **REFUSED**: {head} — {_sentence(r.refusal or 'refused', REFUSAL_LIMIT)}"
 
 
 def attempts(records: Sequence[ApprovalRecord], limit: int = ATTEMPTS_SHOWN) -> str:
@@ -313,9 +325,9 @@ def finished(status: RunStatus, *, workflow_id: str = "", run_id: str = "") -> s
     compensation, and where the full audit is."""
     lines = [f"### Run {status.outcome} on `{status.environment}`"]
     if status.error:
-        lines += ["", _plain(status.error, 1000)]
+        lines += ["", _sentence(status.error, 1000)]
     if status.human_action:
-        lines += ["", f"**Needs a person:** {_plain(status.human_action, 2000)}"]
+        lines += ["", f"**Needs a person:** {_sentence(status.human_action, 2000)}"]
     lines += ["", f"Requested by {_plain(status.requested_by)} · operation {status.operation}"
               + (" (dry run: nothing was written)" if status.dry_run else "")]
     if status.plan is not None:

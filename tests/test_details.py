@@ -169,3 +169,13 @@ def test_a_finished_run_shows_its_record() -> None:
     assert "**FAIL** verify.sql line 2 (`20241226000000_add_leads`): returned false" in md
     assert "`20241226000000_add_leads`: ran derived rollback — ok" in md
     assert "`python starter.py show prisma-deploy-prod/r-1`" in md
+
+
+def test_commands_inside_a_refusal_stay_code_so_they_copy_as_written() -> None:
+    refused = rec("bob", accepted=False, refusal="the approval is not signed: sign it with "
+                  "`python starter.py sign prisma-deploy-prod --stage resolve --by bob --key <your key>` and paste it")
+    line = details.attempt_line(refused)
+    assert "`python starter.py sign prisma-deploy-prod --stage resolve --by bob --key <your key>`" in line
+    assert line.endswith("and paste it")
+    odd = details.attempt_line(rec("x", accepted=False, refusal="unknown stage '`oops'"))
+    assert "\\`oops" in odd  # an unpaired backtick from a payload is shown, not interpreted

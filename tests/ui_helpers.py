@@ -106,3 +106,139 @@ async def ui_csrf_client(ui_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, 
 
 def ui_signal_path(workflow_id: str, signal_name: str, namespace: str = "default") -> str:
     return f"/api/v1/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}/signal/{signal_name}"
+
+
+# -- driving the real UI in headless Chromium (UI 2.54.1; see tests/test_ui_refusals.py) ----------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DETAILS_FRAME = "iframe#user-metadata-current-details"  # Current Details render in a frame of their own
+
+
+@asynccontextmanager
+async def browser_page(width: int = 1400, height: int = 1000) -> AsyncIterator:
+    """A fresh headless Chromium profile and one page (never `playwright install`: Debian's chromium)."""
+    import tempfile
+
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        with tempfile.TemporaryDirectory(prefix="ui-profile-") as profile:
+            ctx = await pw.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+                viewport={"width": width, "height": height})
+            try:
+                page = ctx.pages[0] if ctx.pages else await ctx.new_page()
+                await page.route("https://newsfeed.temporal.io/**", lambda route: route.abort())
+                yield page
+            finally:
+                await ctx.close()
+
+
+async def open_user_metadata(page, run: WaitingRun) -> None:
+    """The run's User Metadata tab, where the UI shows Current Details."""
+    from playwright.async_api import expect
+
+    await page.goto(run.run_page.rsplit("/", 1)[0] + "/user-metadata")
+    await expect(page.get_by_role("button", name="More Actions")).to_be_visible(timeout=20_000)
+    await expect(page.locator(f"{DETAILS_FRAME}:visible")).to_have_count(1, timeout=15_000)
+
+
+async def details_text(page, expect_text: str | None = None, timeout: float = 15.0) -> str:
+    """The text of Current Details as rendered; presses R (the UI's refresh key) until it shows
+    `expect_text`, as a person would."""
+    frame = page.frame_locator(f"{DETAILS_FRAME}:visible")
+    deadline = asyncio.get_running_loop().time() + timeout
+    text = ""
+    while True:
+        try:
+            text = await frame.locator("main").inner_text(timeout=5_000)
+        except Exception:  # noqa: BLE001 - the frame is being replaced by the refresh
+            text = ""
+        if expect_text is None or expect_text in text or asyncio.get_running_loop().time() > deadline:
+            return text
+        await page.mouse.click(5, page.viewport_size["height"] - 5)  # somewhere empty, out of any field
+        await page.keyboard.press("r")
+        await asyncio.sleep(0.7)
+
+
+async def details_frame(page):
+    """The Current Details frame itself (for layout checks)."""
+    handle = await page.locator(f"{DETAILS_FRAME}:visible").element_handle()
+    return await handle.content_frame()
+
+
+async def _choose(dlg, kind: str, name: str) -> None:
+    chooser = dlg.get_by_test_id(f"{kind}-select-button")
+    await chooser.click()
+    options = dlg.locator(f"#{kind}-select-select").get_by_role("option")
+    await options.first.wait_for()  # the list fades in
+    await options.get_by_text(name, exact=True).first.click()
+
+
+async def _fill_and_submit(page, dlg, data: str, path_part: str):
+    from playwright.async_api import expect
+
+    editor = dlg.get_by_role("textbox", name="Data")
+    await editor.fill(data)
+    # CodeMirror pretty-prints on blur and the dialog grows: blur first, or Submit is missed.
+    await editor.blur()
+    confirm = dlg.get_by_test_id("confirm-modal-button")
+    await expect(confirm).to_be_enabled()
+    await page.wait_for_timeout(300)
+    async with page.expect_response(lambda r: path_part in r.url and r.request.method == "POST") as info:
+        await confirm.click()
+    return await info.value
+
+
+async def send_update(page, name: str, data: str) -> str | None:
+    """More Actions → Send an Update → `name` with `data` (as typed or pasted). Returns the
+    refusal the dialog shows, or None when the UI said "Update successful" (the dialog closed)."""
+    from playwright.async_api import expect
+
+    await page.get_by_role("button", name="More Actions").click()
+    await page.get_by_role("menuitem", name="Send an Update").click()
+    dlg = page.locator('dialog[open][data-testid="update-confirmation-modal"]')
+    await expect(dlg).to_be_visible()
+    await _choose(dlg, "update", name)
+    resp = await _fill_and_submit(page, dlg, data, "/update/")
+    assert resp.ok, f"the UI's update request answered {resp.status}"
+    ok = page.get_by_text("Update successful").first
+    for _ in range(60):
+        if await ok.is_visible():
+            return None
+        text = await _dialog_error(dlg) if await dlg.count() else ""
+        if text:
+            await dlg.get_by_test_id("cancel-modal-button").click()
+            await expect(dlg).to_have_count(0)
+            return text
+        await page.wait_for_timeout(250)
+    raise AssertionError("the update dialog showed neither success nor a refusal")
+
+
+async def _dialog_error(dlg) -> str:
+    """The failure box the update dialog shows below the Data field (message, then any stack trace)."""
+    full = await dlg.inner_text()
+    marker = "Single JSON payload supported."
+    if marker not in full:
+        return ""
+    after = full.split(marker, 1)[1].strip()
+    for end in ("Cancel\nSubmit", "Cancel"):
+        if end in after:
+            after = after.rsplit(end, 1)[0]
+    return after.strip()
+
+
+async def send_signal(page, name: str, data: str) -> None:
+    """More Actions → Send a Signal → `name` with `data`; waits for the "Workflow signaled." toast."""
+    from playwright.async_api import expect
+
+    await page.get_by_role("button", name="More Actions").click()
+    await page.get_by_role("menuitem", name="Send a Signal").click()
+    dlg = page.locator('dialog[open][data-testid="signal-confirmation-modal"]')
+    await expect(dlg).to_be_visible()
+    await _choose(dlg, "signal", name)
+    resp = await _fill_and_submit(page, dlg, data, "/signal/")
+    assert resp.ok, f"the UI's signal request answered {resp.status}"
+    await expect(page.get_by_text("Workflow signaled.").first).to_be_visible()

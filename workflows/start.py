@@ -26,6 +26,8 @@ def start_options(request: DeployRequest, *, task_queue: str, workflow_id: str |
         f"- requested by **{request.requested_by}**" + (" — dry run, nothing is written" if request.dry_run else ""),
         f"- source: {request.bundle.source or 'bundle'} @ `{request.bundle.revision or 'unknown revision'}`",
         f"- {len(names)} migration(s) in the bundle, last: `{names[-1] if names else '-'}`",
+        "- the plan, the latest approval attempts and how to approve: **Current Details** "
+        "(User Metadata tab; press R to refresh them)",
     ])
     return {
         "id": workflow_id or workflow_id_for(request.environment),

@@ -29,7 +29,7 @@ from cli.common import (
     temporal,
 )
 from cli.render import render_plan
-from cli.sign import SigningError, sign_message, signing_key
+from cli.sign import SigningError, sign_message, signed_run_id, signing_key
 from domain.approval_proof import ApprovalStatement, signed_payload
 from domain.models import ApprovalAnswer, RunStatus
 from workflows.messages import APPROVE_UPDATE, REJECT_UPDATE, query_status
@@ -73,7 +73,7 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
     if status.plan is None or not status.plan.fingerprint:
         fail(f"run {desc.id} has no plan yet (preflight is still running): decide when it waits at a gate")
     _show_plan(status, stage, decision, fingerprint)
-    payload = await _payload(desc.id, desc.run_id, status, decision, stage, by, comment,
+    payload = await _payload(desc.id, signed_run_id(desc), status, decision, stage, by, comment,
                              fingerprint or status.plan.fingerprint, sign_with)
     return await _execute(handle, update, payload, stage)
 

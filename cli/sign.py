@@ -184,6 +184,13 @@ def check_against_policy(status: RunStatus, statement: ApprovalStatement, signat
         fail(f"this signature would be refused: {verdict.reason}", exit_code=1)
 
 
+def signed_run_id(desc) -> str:
+    """The run id an approval is signed for: the run's first execution id (what the workflow checks;
+    the same as the run id unless the run was reset)."""
+    first = getattr(desc.raw_description.workflow_execution_info, "first_run_id", "")
+    return first or desc.run_id
+
+
 RunArg = typer.Argument(..., help="Environment name, workflow id, or WORKFLOW_ID/RUN_ID.")
 
 
@@ -209,7 +216,7 @@ async def sign(
     if desc.status is None or desc.status.name != "RUNNING":
         fail(f"run {desc.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
     status = await handle.query("status", result_type=RunStatus)
-    statement = statement_for(desc.id, desc.run_id, status, stage, decision, by)
+    statement = statement_for(desc.id, signed_run_id(desc), status, stage, decision, by)
     with signing_key(key, by, status) as key_file:
         if key_file is None:
             fail(f"no key to sign with: give --key, or add the key the allowed signers list for {by} to ssh-agent")

@@ -17,8 +17,8 @@ What is signed (the canonical message, format v1; UTF-8, `\\n` line ends, one tr
 
 in the SSHSIG namespace `prisma-deploy-approval` (`ssh-keygen -Y sign -n prisma-deploy-approval`),
 so a signature made for git commits or files can never pass for an approval, nor the reverse.
-Values are the run's own facts, never the payload's: the workflow id and run id from
-workflow.info(), the plan fingerprint from preflight's plan, the decision from the handler that
+Values are the run's own facts, never the payload's: the workflow id and the run's first
+execution run id from workflow.info() (the run id, unless the run was reset), the plan fingerprint from preflight's plan, the decision from the handler that
 received it (approve or reject); stage and approver are the ones the payload asks for. The
 approver's name is signed too, so a key listed for several principals cannot approve once per name
 with one signature; the comment is not signed (it is free text, recorded as sent).

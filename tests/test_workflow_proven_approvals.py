@@ -202,3 +202,47 @@ async def test_signed_approvals_are_proven_and_wrong_signatures_refused_and_reco
 
     report = await run_cli_in_process(["show", workflow_id_for(env), "--format", "markdown"], cli)
     assert f"| ssh {keys['alice'].fingerprint} |" in report.stdout, report.stdout
+
+
+async def test_a_reset_run_keeps_its_signed_approvals(dev_env, database_url: str, tmp_path: Path) -> None:
+    """Approvals are signed over the run's first execution id, so a run reset by an operator replays
+    the approvals it had (a signature over the old run id would not verify in the new run) and
+    takes new ones signed the same way."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+
+    await reproduce_incident(database_url)
+    env = f"prod{uuid.uuid4().hex[:6]}"
+    keys = {who: make_key(tmp_path, who, "ed25519") for who in ("alice", "bob")}
+    settings = Settings(environments={env: EnvironmentSettings(
+        database_url=database_url, approvers=["alice", "bob"],
+        allowed_signers=[f"alice {keys['alice'].public}", f"bob {keys['bob'].public}"])},
+        advisory_lock_timeout=timedelta(seconds=2), _env_file=None)
+    cli = cli_env(dev_env)
+    async with new_worker(dev_env.client, settings) as worker:
+        handle = await start(dev_env.client, worker, incident_request(env, requested_by="carol"),
+                             workflow_id=workflow_id_for(env))
+        await wait_gate(handle, "resolve")
+        ok = await run_cli_in_process(["approve", env, "--stage", "resolve", "--by", "alice", "--sign-with",
+                                       str(keys["alice"].path)], cli)
+        assert ok.returncode == 0, ok.stderr
+        await wait_gate(handle, "deploy")
+        first_run = handle.result_run_id
+        history = await handle.fetch_history()
+        last_task = max(e.event_id for e in history.events
+                        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+        reset = await dev_env.client.workflow_service.reset_workflow_execution(ResetWorkflowExecutionRequest(
+            namespace=dev_env.client.namespace, workflow_execution=WorkflowExecution(workflow_id=handle.id,
+                                                                                     run_id=first_run),
+            reason="operator reset in a test", workflow_task_finish_event_id=last_task, request_id=str(uuid.uuid4())))
+        assert reset.run_id != first_run
+        new = dev_env.client.get_workflow_handle(handle.id, run_id=reset.run_id)
+        status = await wait_gate(new, "deploy")
+        assert status.gates_passed == ["resolve"] and status.approvals[0].proof == "ssh"
+        ok = await run_cli_in_process(["approve", env, "--stage", "deploy", "--by", "bob", "--sign-with",
+                                       str(keys["bob"].path)], cli)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        final = await final_status(new)
+    assert final.outcome == Outcome.succeeded, final.error
+    assert [(a.principal, a.proof) for a in final.approvals if a.accepted] == [("alice", "ssh"), ("bob", "ssh")]

@@ -17,7 +17,9 @@ Commit the new folder.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from devstack.incident import reproduce_incident
+from domain.approval_proof import NAMESPACE, ApprovalStatement, signed_payload
 from domain.models import Outcome
 from tests.conftest import PG_TEST_PASSWORD
 from tests.helpers import (
@@ -40,30 +43,56 @@ from tests.helpers import (
     start,
     wait_gate,
 )
+from tests.ssh_keys import make_key, sign
 from workflows.deploy import DeployWorkflow
 from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
-RECORDING_VERSION = "v2"
+RECORDING_VERSION = "v3-approvals"
 RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 
+def history_of(name: str, text: str) -> WorkflowHistory:
+    """The history under its own workflow id (from its start event), as a worker replays it: approval
+    signatures are over the run's workflow id and run id, so a replay under another id would judge
+    them differently."""
+    events = json.loads(text).get("events") or [{}]
+    started = events[0].get("workflowExecutionStartedEventAttributes") or {}
+    return WorkflowHistory.from_json(started.get("workflowId") or name, text)
+
+
+def _signed(key, workflow_id: str, run_id: str, stage: str, approver: str, fingerprint: str) -> dict:
+    statement = ApprovalStatement(workflow_id, run_id, stage, "approve", approver, fingerprint)
+    return signed_payload(statement, sign(key, statement.message(), NAMESPACE), "reviewed")
+
+
 async def _record_incident(client, database_url: str) -> str:
+    """Production's rules (issue 15): only SSH-signed approvals count. Refused attempts of every
+    kind are in the history (not an approver, unsigned, another key), then alice's signed signal
+    and bob's signed update pass the gates."""
     await reproduce_incident(database_url)
-    settings = make_settings("prod", database_url, gates=["resolve", "deploy"], approvers=["alice", "bob"],
-                             allow_self_approval=False)
-    async with new_worker(client, settings) as worker:
-        handle = await start(client, worker, incident_request("prod", requested_by="carol"),
-                             workflow_id="replay-incident")
-        status = await wait_gate(handle, "resolve")
-        await handle.signal("approve", {"stage": "resolve", "approver": "mallory"})  # refused, recorded
-        await handle.signal("approve", approval("resolve", "alice", status.plan.fingerprint))
-        await wait_gate(handle, "deploy")
-        await handle.execute_update("approve_update", approval("deploy", "bob", status.plan.fingerprint))
-        final = await final_status(handle)
-        assert final.outcome == Outcome.succeeded
-        return await history_json(handle)
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = {who: make_key(Path(tmp), who, "ed25519") for who in ("alice", "bob", "mallory")}
+        settings = make_settings("prod", database_url, production_defaults=True, gates=["resolve", "deploy"],
+                                 approvers=["alice", "bob"], allow_self_approval=False,
+                                 allowed_signers=[f"alice {keys['alice'].public}", f"bob {keys['bob'].public}"])
+        async with new_worker(client, settings) as worker:
+            handle = await start(client, worker, incident_request("prod", requested_by="carol"),
+                                 workflow_id="replay-incident")
+            status = await wait_gate(handle, "resolve")
+            fp, run_id = status.plan.fingerprint, handle.result_run_id
+            await handle.signal("approve", {"stage": "resolve", "approver": "mallory"})  # refused, recorded
+            await handle.signal("approve", approval("resolve", "bob", fp))  # unsigned: refused, recorded
+            await handle.signal("approve", _signed(keys["mallory"], handle.id, run_id, "resolve", "alice", fp))
+            await handle.signal("approve", _signed(keys["alice"], handle.id, run_id, "resolve", "alice", fp))
+            await wait_gate(handle, "deploy")
+            await handle.execute_update("approve_update", _signed(keys["bob"], handle.id, run_id, "deploy", "bob", fp))
+            final = await final_status(handle)
+    assert final.outcome == Outcome.succeeded
+    assert [(a.accepted, a.proof) for a in final.approvals] == [
+        (False, None), (False, None), (False, None), (True, "ssh"), (True, "ssh")]
+    return await history_json(handle)
 
 
 async def _record_rollback(client, database_url: str) -> str:
@@ -86,7 +115,7 @@ async def test_recording_scenarios_still_end_as_recorded_and_replay(dev_client, 
     text = await SCENARIOS[name](dev_client, database_url)
     replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
-    await replayer.replay_workflow(WorkflowHistory.from_json(name, text))
+    await replayer.replay_workflow(history_of(name, text))
     if os.environ.get("RECORD_HISTORIES"):
         target = HISTORIES / RECORDING_VERSION / f"{name}.json"
         assert not target.exists(), f"{target} is recorded already: bump RECORDING_VERSION to record anew"
@@ -104,7 +133,7 @@ async def test_recorded_history_replays_with_the_current_code(path: Path) -> Non
     assert PG_TEST_PASSWORD not in text  # committed histories hold no secrets either
     replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
-    await replayer.replay_workflow(WorkflowHistory.from_json(path.stem, text))
+    await replayer.replay_workflow(history_of(path.stem, text))
 
 
 async def test_a_fresh_history_with_signals_updates_and_compensation_replays(dev_client, database_url: str) -> None:
@@ -121,4 +150,4 @@ async def test_a_fresh_history_with_signals_updates_and_compensation_replays(dev
     assert final.outcome == Outcome.rejected
     replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
-    await replayer.replay_workflow(WorkflowHistory.from_json(handle.id, text))
+    await replayer.replay_workflow(history_of(handle.id, text))

@@ -176,7 +176,9 @@ class DeployWorkflow:
         self._plan, self._policy = plan, result.policy
         if workflow.patched("approval-proofs"):
             info = workflow.info()
-            self._proofs = approval.proof_context(info.workflow_id, info.run_id, result.policy)
+            # Signed over the run's first execution id: a reset run keeps it, so approvals replay alike.
+            self._proofs = approval.proof_context(info.workflow_id, info.first_execution_run_id or info.run_id,
+                                                  result.policy)
         self._status.plan, self._status.policy = plan, result.policy
         self._status.approvals_needed = result.policy.required_approvals
         self._status.progress = Progress(total=len(plan.by_action(*RUNS_IN_DEPLOY)))

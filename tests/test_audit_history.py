@@ -33,10 +33,15 @@ def test_the_incident_run_reads_back_with_approvals_refusals_and_sql(path: Path)
     accepted = [(a.stage, a.approver) for a in audit.status.approvals if a.accepted]
     assert accepted == [("resolve", "alice"), ("deploy", "bob")]
     refused = [a for a in audit.status.approvals if not a.accepted]
-    assert [r.approver for r in refused] == ["mallory"] and "not an approver" in refused[0].refusal
-    # The raw messages as they reached the run: two signals and one update.
-    assert [(m.kind, m.name) for m in audit.messages] == [("signal", "approve"), ("signal", "approve"),
-                                                          ("update", "approve_update")]
+    assert refused[0].approver == "mallory" and "not an approver" in refused[0].refusal
+    # The raw messages as they reached the run: signals, then the deploy gate's update.
+    assert [(m.kind, m.name) for m in audit.messages] == [("signal", "approve")] * (len(refused) + 1) + [
+        ("update", "approve_update")]
+    if path.parent.name >= "v3":  # proven approvers (issue 15): unsigned and other-key attempts refused
+        assert [a.proof for a in audit.status.approvals if a.accepted] == ["ssh", "ssh"]
+        assert any("not signed" in r.refusal for r in refused)
+        assert any("not in this environment's allowed signers" in r.refusal for r in refused)
+        assert "| ssh SHA256:" in render_markdown(audit)
     assert [s.stage for s in audit.stages] == ["preflight", "resolve", "deploy", "verify"]
     assert all(s.result == "completed" for s in audit.stages)
     applied = [a.name for a in audit.status.applied]

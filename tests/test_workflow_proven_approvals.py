@@ -120,6 +120,10 @@ async def test_production_defaults_refuse_an_unsigned_cli_approval_and_a_typed_u
         assert second.startswith("- **REFUSED**: approve **resolve** by alice via update")
         assert "lists no allowed signers yet" in first
         assert "Waiting for approval: **resolve**" in details
+        # Where the details point for the full SQL: the audit of the waiting run holds what it will run.
+        shown = await run_cli_in_process(["show", env, "--format", "markdown"], cli_env(dev_env))
+        assert "## SQL the plan will run" in shown.stdout
+        assert "### SQL of `20241226000000_add_leads_questionnaire_models`" in shown.stdout
         await handle.terminate("test over")
     assert await dump(database_url) == before, "nothing may be resolved or applied"
 

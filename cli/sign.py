@@ -231,7 +231,7 @@ async def sign(
         f"Signed: {decision} {stage} of {desc.id} (run {desc.run_id}), plan {statement.fingerprint}, "
         f"as {by} with key {key_fp}.\n"
         f"Paste the line below in the Temporal UI: More Actions → Send an Update → {update} "
-        f"(answers at once), or Send a Signal → {signal}.",
+        f"(a refusal stays in the dialog with its reason), or Send a Signal → {signal}.",
         markup=False, soft_wrap=True,
     )
     sys.stdout.write(payload_json(signed_payload(statement, signature, comment)) + "\n")

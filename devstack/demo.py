@@ -184,8 +184,8 @@ def main() -> int:
                 print(f"Or in the Temporal UI ({temporal.ui_url}): open the run prisma-deploy-prod; its User Metadata")
                 print("tab shows the plan and the fingerprint under Current Details. Then sign on the command line:")
                 print(f"  python starter.py sign prod --stage {stage} --by {approver} --key {key}")
-                print("and paste the line it prints in More Actions > Send an Update > approve_update (the dialog")
-                print('answers at once). A typed {"approver": "alice"} without a signature is refused here.')
+                print("and paste the line it prints in More Actions > Send an Update > approve_update (a refusal")
+                print('stays in the dialog with its reason). A typed {"approver": "alice"} without a signature is refused.')
             asyncio.run(wait_past_gate(temporal.address, stage))
 
         say("Following the run to its end")

@@ -268,7 +268,8 @@ def _how_to_approve(stage: Stage | str, plan: DeployPlan, policy: ApprovalPolicy
             + _code(f"python starter.py sign {workflow_id} --stage {stage} --by <you> --key ~/.ssh/id_ed25519")
             + " prints one line of JSON (a key in ssh-agent: give its .pub file).",
             "2. Here: **More Actions → Send an Update → `approve_update`**, paste that line as Data, Submit. "
-            "The dialog answers at once: accepted, or why refused.",
+            "It answers at once: a refusal stays in the dialog with its reason; an accepted approval closes "
+            "it (“Update successful”).",
             "3. Or **More Actions → Send a Signal → `approve`** with the same line: it answers nothing there; "
             "the result appears at the top of these details (press R to refresh them).",
             "",

@@ -78,12 +78,24 @@ def texts(node: Any, out: list[str]) -> list[str]:
     return out
 
 
+PATCH_MARKER = "core_patch"  # workflow.patched(): written by the SDK's core, never through the codec
+
+
+def patch_markers(node: Any) -> list[dict]:
+    """The workflow.patched() markers of a history: their only payload is the patch id."""
+    return [e["markerRecordedEventAttributes"] for e in node.get("history", node).get("events", [])
+            if e.get("markerRecordedEventAttributes", {}).get("markerName") == PATCH_MARKER]
+
+
 def payloads_in(node: Any, skip: tuple[str, ...] = ("searchAttributes", "header")) -> list[dict]:
-    """Every proto-JSON Payload ({"metadata": ..., "data": ...}) outside search attributes and headers."""
+    """Every proto-JSON Payload ({"metadata": ..., "data": ...}) outside search attributes, headers
+    and patch markers (checked apart: they hold the patch id alone)."""
     found: list[dict] = []
     if isinstance(node, dict):
         if "metadata" in node and "data" in node:
             return [node]
+        if node.get("markerName") == PATCH_MARKER:
+            return []
         for key, value in node.items():
             if key not in skip:
                 found += payloads_in(value, skip)
@@ -174,6 +186,12 @@ async def test_history_is_unreadable_without_the_key(runs: EncryptedRuns) -> Non
     assert len(payloads) >= 10, len(payloads)
     assert {encoding_of(p) for p in payloads} == {ENCODING}
     assert {base64.b64decode(p["metadata"][KEY_ID]).decode() for p in payloads} == {key_id(base64.b64decode(runs.key))}
+    # Patch markers are plain JSON (core writes them): they must hold nothing but the patch id.
+    markers = patch_markers(view["history"])
+    assert markers, "no workflow.patched() marker: this check would prove nothing"
+    for marker in markers:
+        for p in payloads_in(marker["details"]):
+            assert set(json.loads(base64.b64decode(p["data"]))) == {"id", "deprecated"}
     # Failure messages and stack traces are moved into an encrypted attribute.
     failures = failures_in(view["history"])
     assert failures, "the run's history records no failure"

@@ -18,6 +18,7 @@ from datetime import timedelta
 
 import asyncpg
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.failures import is_transient, prisma_error_logs
 from activities.heartbeat import Heartbeater
@@ -48,6 +49,7 @@ class ApplyActivities:
         planned = {m.name: m for m in inp.plan.migrations}
         with self.targets.errors(f"deploy on {inp.environment}"):
             async with self.targets.connection(inp.environment) as conn, Heartbeater(lambda: dict(progress)):
+                inp = await self._with_sql(inp)
                 async with self.targets.advisory_lock(conn, inp.environment):
                     ledger = MigrationLedger(conn)
                     await ledger.ensure_table()
@@ -85,6 +87,22 @@ class ApplyActivities:
                             return result
                     progress.update(done=total, current=None)
                     return result
+
+    async def _with_sql(self, inp: DeployInput) -> DeployInput:
+        """For a bundle that came in parts, the SQL of the migrations to run, from the run's history
+        (checked against the parts' digests there, and here against the checksums the plan was
+        approved with)."""
+        if not inp.bundle_parts:
+            return inp
+        whole = {m.name: m for m in await self.targets.bundles.migrations(inp.bundle_parts, [])}
+        todo = []
+        for m in inp.migrations:
+            found = whole.get(m.name)
+            if found is None or found.checksum != m.checksum:
+                raise ApplicationError(f"migration {m.name} with checksum {m.checksum[:12]}… is not in the bundle this "
+                                       "run received; nothing was applied", type="BundleIncomplete", non_retryable=True)
+            todo.append(found)
+        return inp.model_copy(update={"migrations": todo})
 
     async def _apply_in_transaction(
         self, ledger: MigrationLedger, mig: BundledMigration, row_id: str

@@ -1,4 +1,5 @@
-"""The resource every activity shares: the worker's settings and the way to a target database.
+"""The resource every activity shares: the worker's settings, the way to a target database, and
+the runs' bundles (activities/bundle_store.py).
 
 `TargetDatabases` maps an environment name to its database (the URL never leaves the worker),
 opens one connection per activity call with the environment's session settings, takes Prisma's
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 from temporalio.exceptions import ApplicationError
 
+from activities.bundle_store import RunBundles
 from activities.db import DatabaseUnavailable, connect
 from activities.failures import is_transient, pg_interval_seconds
 from activities.ledger import LedgerShapeError
@@ -38,6 +40,8 @@ class TargetDatabases:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # A run's bundle when it came in parts, read back from the run's history (activities/bundle_store.py).
+        self.bundles = RunBundles()
         self._discovered: dict[str, tuple[float, list[str]]] = {}
 
     def environment(self, name: str) -> EnvironmentSettings:

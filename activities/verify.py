@@ -14,7 +14,8 @@ from activities.failures import is_transient
 from activities.heartbeat import Heartbeater
 from activities.ledger import MigrationLedger
 from activities.target import TargetDatabases
-from domain.models import VerifyCheck, VerifyInput, VerifyResult
+from domain.models import Action, BundledMigration, DeployPlan, VerifyCheck, VerifyInput, VerifyResult
+from domain.prisma.ledger import LedgerRow
 from domain.sql.parse import SqlParseError, split_statements
 from domain.stages import VERIFIED
 
@@ -32,15 +33,8 @@ class VerifyActivities:
         with self.targets.errors(f"verify on {inp.environment}"):
             async with self.targets.connection(inp.environment) as conn, Heartbeater(lambda: {"stage": "verify"}):
                 snapshot = await MigrationLedger(conn).read()
-                for mig in inp.migrations:
-                    rows = [r for r in snapshot.rows if r.migration_name == mig.name]
-                    applied = [r for r in rows if r.is_applied]
-                    failed = [r for r in rows if r.is_failed]
-                    ok = len(applied) == 1 and not failed and applied[0].checksum == mig.checksum
-                    detail = f"{len(applied)} applied row(s), {len(failed)} unfinished"
-                    if applied and applied[-1].checksum != mig.checksum:
-                        detail += "; checksum differs from the bundle"
-                    checks.append(VerifyCheck(check="applied exactly once", migration=mig.name, passed=ok, detail=detail))
+                migrations = await self.targets.bundles.migrations(inp.bundle_parts, inp.migrations)
+                checks += _ledger_checks(migrations, snapshot.rows, inp.plan)
                 expected = [(pm.name, obj) for pm in inp.plan.migrations
                             if pm.action in VERIFIED
                             for obj in pm.creates]
@@ -48,7 +42,7 @@ class VerifyActivities:
                 for name, obj in expected:
                     if obj in exists:
                         checks.append(VerifyCheck(check="object exists", migration=name, passed=exists[obj], detail=obj))
-                for mig in inp.migrations:
+                for mig in migrations:
                     if not (mig.verify_sql and mig.verify_sql.strip()):
                         continue
                     try:
@@ -76,6 +70,34 @@ class VerifyActivities:
             return VerifyCheck(check=label, migration=name, passed=False,
                                detail=f"{falses} false value(s) in {len(rows)} row(s)")
         return VerifyCheck(check=label, migration=name, passed=True, detail=f"{len(rows)} row(s), none false")
+
+
+def _ledger_checks(migrations: list[BundledMigration], rows: list[LedgerRow], plan: DeployPlan) -> list[VerifyCheck]:
+    """Each bundle migration applied exactly once with the bundle's checksum. Those the run did
+    not touch (already applied before it) are one check when they pass, so a long history does
+    not fill the run's result; any that fails is named on its own."""
+    acted = {m.name for m in plan.migrations if m.action != Action.already_applied}
+    by_name: dict[str, list[LedgerRow]] = {}
+    for r in rows:
+        by_name.setdefault(r.migration_name, []).append(r)
+    checks: list[VerifyCheck] = []
+    untouched = 0
+    for mig in migrations:
+        mine = by_name.get(mig.name, [])
+        applied = [r for r in mine if r.is_applied]
+        failed = [r for r in mine if r.is_failed]
+        ok = len(applied) == 1 and not failed and applied[0].checksum == mig.checksum
+        if ok and mig.name not in acted:
+            untouched += 1
+            continue
+        detail = f"{len(applied)} applied row(s), {len(failed)} unfinished"
+        if applied and applied[-1].checksum != mig.checksum:
+            detail += "; checksum differs from the bundle"
+        checks.append(VerifyCheck(check="applied exactly once", migration=mig.name, passed=ok, detail=detail))
+    if untouched:
+        checks.insert(0, VerifyCheck(check="applied exactly once", passed=True, detail=(
+            f"{untouched} migration(s) applied before this run: each once, with the bundle's checksum")))
+    return checks
 
 
 # One query per kind of object, for all objects of that kind at once.

@@ -16,16 +16,16 @@ from cli.app import app
 from cli.common import console, err_console, fail, load_settings, print_json, run, run_url, temporal
 from cli.follow import final_status, follow, outcome_line, snapshot
 from cli.render import render_plan
-from domain.bundle import BundleTooLarge, build_bundle, bundle_problems
+from cli.launch import start_run
+from domain.bundle import BundleTooLarge, build_bundle, bundle_problems, pack
 from domain.models import (
+    BundlePart,
     DeployRequest,
     MigrationBundle,
     Operation,
-    RunStatus,
     workflow_id_for,
 )
 from domain.prisma.folder import MigrationFolderError, read_folder
-from workflows.start import WORKFLOW_NAME, start_options
 
 EnvOpt = typer.Option(..., "--env", "-e", help="Environment name, as configured on the worker (e.g. prod).")
 DirOpt = typer.Option(..., "--migrations-dir", "-d", help="The Prisma migrations folder (prisma/migrations).")
@@ -47,9 +47,10 @@ def git_revision(folder: Path) -> str | None:
         return None
 
 
-def bundle_folder(migrations_dir: Path) -> MigrationBundle:
+def bundle_folder(migrations_dir: Path) -> tuple[MigrationBundle, list[BundlePart]]:
     """The folder as Prisma reads it (a missing folder is empty, with a warning; a directory without
-    migration.sql travels by name: the plan says where Prisma would stop)."""
+    migration.sql travels by name: the plan says where Prisma would stop), as it travels: inline,
+    or a header and the parts sent after the start (cli/launch.py)."""
     try:
         folder = read_folder(migrations_dir)
     except MigrationFolderError as exc:
@@ -59,9 +60,10 @@ def bundle_folder(migrations_dir: Path) -> MigrationBundle:
     problems = bundle_problems(folder.migrations)
     if problems:  # preflight refuses these too (bundles not built here); say it before starting a run
         fail(problems[0].message + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+    bundle = build_bundle(folder.migrations, revision=git_revision(migrations_dir), source=str(migrations_dir),
+                          unreadable=folder.unreadable, folder_problem=folder.problem)
     try:
-        return build_bundle(folder.migrations, revision=git_revision(migrations_dir), source=str(migrations_dir),
-                            unreadable=folder.unreadable, folder_problem=folder.problem)
+        return pack(bundle)
     except BundleTooLarge as exc:
         fail(str(exc))
 
@@ -87,7 +89,7 @@ async def deploy(
 
     Without --wait it returns once the plan is ready or a gate waits for approval."""
     settings = load_settings()
-    bundle = bundle_folder(migrations_dir)
+    bundle, parts = bundle_folder(migrations_dir)
     request = DeployRequest(
         environment=env,
         operation=operation,
@@ -98,9 +100,7 @@ async def deploy(
     client = await temporal(settings)
     workflow_id = workflow_id_for(env)
     try:
-        handle = await client.start_workflow(
-            WORKFLOW_NAME, request, result_type=RunStatus, **start_options(request, task_queue=settings.task_queue)
-        )
+        handle = await start_run(client, request, parts, task_queue=settings.task_queue, quiet=json_out)
     except WorkflowAlreadyStartedError:
         fail(
             f"a run is already open for environment '{env}' ({workflow_id}); only one run per database at a time "
@@ -146,7 +146,7 @@ async def plan(
 
     Nothing is written to the database and no approval is needed."""
     settings = load_settings()
-    bundle = bundle_folder(migrations_dir)
+    bundle, parts = bundle_folder(migrations_dir)
     request = DeployRequest(
         environment=env,
         operation=operation,
@@ -156,12 +156,8 @@ async def plan(
         bundle=bundle,
     )
     client = await temporal(settings)
-    handle = await client.start_workflow(
-        WORKFLOW_NAME,
-        request,
-        result_type=RunStatus,
-        **start_options(request, task_queue=settings.task_queue, workflow_id=f"prisma-plan-{env}-{uuid.uuid4().hex[:8]}"),
-    )
+    handle = await start_run(client, request, parts, task_queue=settings.task_queue,
+                             workflow_id=f"prisma-plan-{env}-{uuid.uuid4().hex[:8]}", quiet=json_out)
     status = await final_status(handle)
     if status is None or status.plan is None:
         if status is not None and status.error:

@@ -44,7 +44,7 @@ def render_plan(plan: DeployPlan, out: Console | None = None) -> None:
             m.rollback or "none",
             "\n".join(n for n in notes if n),
         )
-    applied = len(plan.by_action("already_applied"))
+    applied = len(plan.by_action("already_applied")) + plan.unlisted_applied
     console.print(table)
     if applied:
         console.print(f"{applied} migration(s) already applied, unchanged.")

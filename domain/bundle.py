@@ -1,22 +1,48 @@
-"""Turning a migrations folder into the bundle a run carries: the exact SQL that is reviewed and run."""
+"""Turning a migrations folder into the bundle a run carries (the exact SQL that is reviewed and
+run), and a bundle too large for one Temporal payload into parts.
+
+Contract:
+
+    def build_bundle(migrations, *, revision, source, unreadable=(), folder_problem=None) -> MigrationBundle
+    def pack(bundle) -> tuple[MigrationBundle, list[BundlePart]]   # inline (no parts) or header + parts
+    def part_digest(migrations) -> str
+    def check_part(part, expected: BundlePartDigest) -> str | None  # why a part is refused, or None
+    def assemble(expected: Sequence[BundlePartDigest], parts) -> list[BundledMigration]   # BundleIncomplete
+    def bundle_problems(migrations, runnable=None) -> list[Blocker]
+
+A bundle up to MAX_BUNDLE_BYTES travels inline in the request, as it always has. A larger one is
+sent as a header in the request (revision, source, and per part: index, migration count, first
+and last name, size, digest) and the parts themselves right after the start (the `bundle_part`
+update). A part is accepted only if its digest matches the header's and every migration's SQL
+hashes to its Prisma checksum, so what arrives is exactly what the starter read; the same check
+runs wherever parts are read back from history (activities, the audit). Pure: hashlib only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
+from domain.bundle_models import PART_BYTES
 from domain.models import (
     MAX_BUNDLE_BYTES,
     Blocker,
     BlockerCode,
     BundledMigration,
+    BundlePart,
+    BundlePartDigest,
     MigrationBundle,
     UnreadableMigration,
 )
 
 
 class BundleTooLarge(ValueError):
-    pass
+    """One migration is larger than a Temporal payload holds."""
+
+
+class BundleIncomplete(ValueError):
+    """The parts of a bundle are missing or do not match its header (one sentence)."""
 
 
 BOM = "\ufeff"
@@ -67,9 +93,10 @@ class _Unreadable(Protocol):
 
 def build_bundle(migrations: Iterable[_Migration], *, revision: str | None, source: str | None,
                  unreadable: Iterable[_Unreadable] = (), folder_problem: str | None = None) -> MigrationBundle:
-    """`unreadable`: directories without a readable migration.sql (domain.prisma.folder.read_folder),
-    carried by name so the run sees the folder as Prisma does."""
-    bundle = MigrationBundle(
+    """Every migration inline (pack() decides how it travels). `unreadable`: directories without a
+    readable migration.sql (domain.prisma.folder.read_folder), carried by name so the run sees the
+    folder as Prisma does."""
+    return MigrationBundle(
         migrations=[
             BundledMigration(
                 name=m.name, sql=m.sql, checksum=m.checksum, down_sql=m.down_sql, verify_sql=m.verify_sql
@@ -81,12 +108,84 @@ def build_bundle(migrations: Iterable[_Migration], *, revision: str | None, sour
         unreadable=[UnreadableMigration(name=u.name, reason=u.reason or "unreadable") for u in unreadable],
         folder_problem=folder_problem,
     )
-    size = len(bundle.model_dump_json().encode())
-    if size > MAX_BUNDLE_BYTES:
-        biggest = sorted(bundle.migrations, key=lambda m: len(m.sql), reverse=True)[:3]
+
+
+def _sha(text: str | None) -> str:
+    return "-" if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def part_digest(migrations: Iterable[BundledMigration]) -> str:
+    """A digest of what a part holds: each migration's name, checksum, down.sql and verify.sql.
+    (Its SQL is bound by its checksum, checked separately.) Independent of JSON formatting, so a
+    starter and a worker of different versions agree."""
+    h = hashlib.sha256()
+    for m in migrations:
+        h.update(f"{m.name}\t{m.checksum}\t{_sha(m.down_sql)}\t{_sha(m.verify_sql)}\n".encode("utf-8"))
+    return h.hexdigest()
+
+
+def _size(m: BundledMigration) -> int:
+    return len(m.model_dump_json().encode())
+
+
+def pack(bundle: MigrationBundle) -> tuple[MigrationBundle, list[BundlePart]]:
+    """The bundle as it travels: inline when it fits one payload, else a header and its parts.
+    Raises BundleTooLarge when a single migration does not fit a payload on its own."""
+    if len(bundle.model_dump_json().encode()) <= MAX_BUNDLE_BYTES:
+        return bundle, []
+    too_big = [m for m in bundle.migrations if _size(m) > MAX_BUNDLE_BYTES - 10_000]
+    if too_big:
+        m = max(too_big, key=_size)
         raise BundleTooLarge(
-            f"the migrations bundle is {size / 1_000_000:.1f} MB, over the {MAX_BUNDLE_BYTES / 1_000_000:.1f} MB "
-            f"a Temporal payload allows; largest migrations: {', '.join(m.name for m in biggest)} "
-            "(move bulk data loads out of migrations, or deploy a subset of the folder)"
+            f"migration {m.name} is {_size(m) / 1_000_000:.1f} MB with its down.sql and verify.sql, more than one "
+            f"Temporal payload holds ({MAX_BUNDLE_BYTES / 1_000_000:.1f} MB): move bulk data loads out of migrations"
         )
-    return bundle
+    groups: list[list[BundledMigration]] = [[]]
+    size = 0
+    for m in bundle.migrations:
+        if groups[-1] and size + _size(m) > PART_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(m)
+        size += _size(m)
+    parts = [BundlePart(index=i, migrations=g) for i, g in enumerate(groups)]
+    header = bundle.model_copy(update={"migrations": [], "parts": [
+        BundlePartDigest(index=p.index, count=len(p.migrations), first=p.migrations[0].name, last=p.migrations[-1].name,
+                         size=len(p.model_dump_json().encode()), digest=part_digest(p.migrations))
+        for p in parts]})
+    return header, parts
+
+
+def check_part(part: BundlePart, expected: BundlePartDigest) -> str | None:
+    """Why `part` is not the one the request announced, or None."""
+    where = f"bundle part {part.index}"
+    if part.index != expected.index:
+        return f"{where} arrived where part {expected.index} was expected"
+    if len(part.migrations) != expected.count:
+        return f"{where} holds {len(part.migrations)} migrations, the request announced {expected.count}"
+    if part.migrations[0].name != expected.first or part.migrations[-1].name != expected.last:
+        return (f"{where} runs from {part.migrations[0].name} to {part.migrations[-1].name}, the request announced "
+                f"{expected.first} to {expected.last}")
+    for m in part.migrations:
+        if hashlib.sha256(m.sql.encode("utf-8")).hexdigest() != m.checksum:
+            return f"{where}: the SQL of {m.name} does not match its checksum {m.checksum[:12]}…"
+    if part_digest(part.migrations) != expected.digest:
+        return f"{where} does not match the digest the request announced"
+    return None
+
+
+def assemble(expected: Sequence[BundlePartDigest], parts: Mapping[int, BundlePart] | Iterable[BundlePart]
+             ) -> list[BundledMigration]:
+    """Every migration of a bundle sent in parts, in order, each part checked against the header's
+    `expected` digests (`bundle.parts`). Raises BundleIncomplete naming the first problem."""
+    by_index = parts if isinstance(parts, Mapping) else {p.index: p for p in parts}
+    out: list[BundledMigration] = []
+    for digest in expected:
+        part = by_index.get(digest.index)
+        if part is None:
+            raise BundleIncomplete(f"bundle part {digest.index} of {len(expected)} is missing")
+        problem = check_part(part, digest)
+        if problem:
+            raise BundleIncomplete(problem)
+        out.extend(part.migrations)
+    return out

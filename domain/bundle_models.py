@@ -11,9 +11,10 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 # Temporal refuses payloads over 2 MB by default; keep a margin for the envelope. A bundle up to
-# this size travels inline in the request; a larger one in parts of about PART_BYTES each.
+# this size travels inline in the request; a larger one in parts of about PART_BYTES each, under
+# the 512 KB at which the SDK and the server start warning about payload sizes.
 MAX_BUNDLE_BYTES = 1_500_000
-PART_BYTES = 1_000_000
+PART_BYTES = 400_000
 
 
 class BundledMigration(BaseModel):

@@ -116,6 +116,11 @@ def page(body: str, records: Sequence[ApprovalRecord]) -> str:
 # -- stage pages ------------------------------------------------------------------------------
 
 
+def receiving(environment: str, migrations: int, parts: int) -> str:
+    return (f"### Receiving the migrations for `{environment}`\n{migrations} migration(s), too many for one "
+            f"message: waiting for the starter's {parts} part(s), each checked against the request.")
+
+
 def preflight(environment: str, migrations: int) -> str:
     return f"### Preflight on `{environment}`\nReading the ledger and analysing {migrations} migration(s)."
 

@@ -162,6 +162,9 @@ class DeployPlan(BaseModel):
     # No _prisma_migrations yet and nothing to apply (an empty folder): deploy still creates the
     # table, as `prisma migrate deploy` does.
     creates_ledger: bool = False
+    # Migrations already applied that the plan does not list one by one (a long history, to fit a
+    # Temporal payload: domain/plan_budget.py).
+    unlisted_applied: int = 0
     migrations: list[PlannedMigration] = Field(default_factory=list)
     blockers: list[Blocker] = Field(default_factory=list)  # non-empty: the run stops before any change
     notes: list[str] = Field(default_factory=list)
@@ -268,6 +271,9 @@ class DeployInput(BaseModel):
     plan: DeployPlan
     migrations: list[BundledMigration]  # the ones to run, in order (apply and reapply actions)
     marks: RunMarks
+    # Set when the run's bundle came in parts: `migrations` then carry names and checksums only, and
+    # the activity reads their SQL back from the run's history (activities/bundle_store.py).
+    bundle_parts: list[BundlePartDigest] = Field(default_factory=list)
 
 
 class FailedMigration(BaseModel):
@@ -289,6 +295,9 @@ class VerifyInput(BaseModel):
     environment: str
     plan: DeployPlan
     migrations: list[BundledMigration]  # name, checksum and verify_sql are used; sql may be left empty
+    # Set when the run's bundle came in parts: `migrations` is then empty and the activity reads
+    # the whole bundle back from the run's history.
+    bundle_parts: list[BundlePartDigest] = Field(default_factory=list)
 
 
 class VerifyResult(BaseModel):

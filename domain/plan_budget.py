@@ -38,6 +38,13 @@ def fit_to_budget(plan: DeployPlan, budget: int = PLAN_BUDGET_BYTES) -> DeployPl
         trimmed.append(what)
         if _plan_size(plan) <= budget:
             break
+    if _plan_size(plan) > budget:
+        # A long history: the migrations already applied are counted, not listed (the fingerprint,
+        # computed before, still covers each of them; the bundle in history names them all).
+        applied = [m for m in plan.migrations if m.action == Action.already_applied]
+        plan = plan.model_copy(update={"migrations": [m for m in plan.migrations if m.action != Action.already_applied],
+                                       "unlisted_applied": plan.unlisted_applied + len(applied)})
+        trimmed.append(f"the list of the {len(applied)} migrations already applied (counted instead)")
     size = _plan_size(plan)
     if size > budget:
         plan.blockers.append(Blocker(

@@ -263,3 +263,14 @@ async def test_foreign_keys_on_columns_added_in_the_same_migration_are_no_warnin
                      "INSERT INTO \"OrganisationClaim\" VALUES ('a'); INSERT INTO \"SubscriptionClaim\" VALUES ('b');")
     await db.execute(sql)
     assert await db.fetchval('SELECT count(*) FROM "OrganisationClaim" WHERE "emailTransportId" IS NULL') == 1
+
+
+def test_set_search_path_moves_what_follows_and_blocks_a_derived_rollback() -> None:
+    sql = ('CREATE SCHEMA IF NOT EXISTS "d7";\nSET search_path TO "d7", public;\nCREATE TABLE "User" ("id" INT);\n'
+           'RESET search_path;\nCREATE TABLE "Other" ("id" INT);\n')
+    analysis = analyze_migration("m", sql)
+    assert analysis.creates == ["schema:d7", "table:d7.User", "table:public.Other"]
+    assert analysis.derived_rollback is None
+    assert any("changes search_path" in b for b in analysis.rollback_blockers)
+    plain = analyze_migration("m", "SET lock_timeout = '1s';\nCREATE TABLE t (id int);\n")
+    assert plain.derived_rollback is not None  # other settings do not matter

@@ -13,6 +13,7 @@ Long module: one workflow class, whose stages, gates, message handlers and saga 
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -30,12 +31,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.resolve import ResolveActivities
     from activities.verify import VerifyActivities
     from domain import approval, details
+    from domain.bundle import check_part
     from domain.models import (
         Action,
         ApprovalAnswer,
         ApprovalPayload,
         ApprovalPolicy,
         ApprovalRecord,
+        BundledMigration,
+        BundlePart,
         CompensateInput,
         DeployInput,
         DeployPlan,
@@ -77,6 +81,10 @@ with workflow.unsafe.imports_passed_through():
 
 # Runs started by a rollout may carry its approvals for their plan state (workflows/rollout.py).
 ROLLOUT_APPROVALS_PATCH = "rollout-approved-plan"
+
+# How long a run waits for the parts of a bundle too large for one payload; the starter sends
+# them right after the start, so this only runs out when it was stopped midway.
+BUNDLE_PARTS_TIMEOUT = timedelta(minutes=10)
 
 ERROR_TYPES = {
     Outcome.rejected: "DeployRejected",
@@ -128,6 +136,9 @@ class DeployWorkflow:
         # replayed older runs keep judging typed names as they did (workflow.patched).
         self._proofs: approval.ProofContext | None = None
         self._page = ""  # the current stage's details, below the latest approval attempts
+        # A bundle sent in parts: what each accepted part holds (its SQL stays in history, where the
+        # activities and the audit read it back; domain/bundle.py).
+        self._parts: dict[int, list[BundledMigration]] = {}
 
     # -- the run --------------------------------------------------------------------------------
     @workflow.run
@@ -136,6 +147,8 @@ class DeployWorkflow:
                      sa.REQUESTED_BY.value_set(request.requested_by))
         cancelled = False
         try:
+            if request.bundle.in_parts:  # only runs started in parts wait here: none were in flight before
+                await self._receive_bundle()
             await self._preflight()
             if not request.plan_only:
                 stages = run_stages(self._plan)
@@ -159,9 +172,27 @@ class DeployWorkflow:
             await self._stop(_Stop(Outcome.cancelled, "the run was cancelled"))
         return await self._finish(cancelled)
 
+    async def _receive_bundle(self) -> None:
+        total = len(self._req.bundle.parts)
+        self._details(details.receiving(self._req.environment, self._req.bundle.count, total))
+        try:
+            await workflow.wait_condition(lambda: len(self._parts) == total, timeout=BUNDLE_PARTS_TIMEOUT,
+                                          timeout_summary="bundle-parts")
+        except asyncio.TimeoutError:
+            raise _Stop(Outcome.failed_no_changes,
+                        f"the migrations bundle did not arrive in full ({len(self._parts)} of {total} part(s) within "
+                        f"{BUNDLE_PARTS_TIMEOUT}); nothing was changed: start the run again") from None
+
+    def _bundle_entries(self) -> list[BundledMigration]:
+        """The bundle's migrations as the workflow holds them: whole when inline; names and
+        checksums (SQL left in history) when they came in parts."""
+        if not self._req.bundle.in_parts:
+            return self._req.bundle.migrations
+        return [m for i in sorted(self._parts) for m in self._parts[i]]
+
     async def _preflight(self) -> None:
         self._enter(Stage.preflight)
-        self._details(details.preflight(self._req.environment, len(self._req.bundle.migrations)))
+        self._details(details.preflight(self._req.environment, self._req.bundle.count))
         result: PreflightResult = await workflow.execute_activity_method(
             PreflightActivities.preflight,
             self._req,
@@ -243,7 +274,7 @@ class DeployWorkflow:
 
     async def _deploy(self) -> None:
         plan = self._plan
-        bundle = {m.name: m for m in self._req.bundle.migrations}
+        bundle = {m.name: m for m in self._bundle_entries()}
         todo = [bundle[m.name] for m in plan.by_action(*RUNS_IN_DEPLOY)]
         if self._req.dry_run:
             self._status.notes.append("dry run: deploy skipped (would apply " + ", ".join(m.name for m in todo) + ")")
@@ -254,7 +285,7 @@ class DeployWorkflow:
         result = await workflow.execute_activity_method(
             ApplyActivities.deploy,
             DeployInput(environment=plan.environment, plan=slim_plan(plan, *RUNS_IN_DEPLOY), migrations=todo,
-                        marks=self._marks),
+                        marks=self._marks, bundle_parts=self._req.bundle.parts),
             start_to_close_timeout=DEPLOY_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
             retry_policy=DEPLOY_RETRY,
@@ -284,13 +315,15 @@ class DeployWorkflow:
             VerifyInput(
                 environment=plan.environment,
                 plan=slim_plan(plan, *VERIFIED),
-                # verify compares checksums and runs verify.sql: the migration bodies stay out
+                # verify compares checksums and runs verify.sql: the migration bodies stay out (all of
+                # it stays out for a bundle in parts: the activity reads it back from history)
                 migrations=[m.model_copy(update={"sql": "", "down_sql": None}) for m in self._req.bundle.migrations],
+                bundle_parts=self._req.bundle.parts,
             ),
             start_to_close_timeout=VERIFY_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
             retry_policy=QUICK_RETRY,
-            summary=f"verify {len(self._req.bundle.migrations)} migration(s) on {plan.environment}",
+            summary=f"verify {self._req.bundle.count} migration(s) on {plan.environment}",
         )
         self._status.verification = result.checks
         failed = [c for c in result.checks if not c.passed]
@@ -404,6 +437,28 @@ class DeployWorkflow:
         '`starter.py sign --decision reject` prints.'))
     def reject_update(self, payload: ApprovalPayload) -> ApprovalAnswer:
         return self._answer(self._attempt("reject", "update", payload))
+
+    @workflow.update(name=messages.BUNDLE_PART_UPDATE)
+    def bundle_part(self, part: BundlePart) -> str:
+        """One part of a bundle too large for one payload; its SQL is recorded in history here."""
+        self._parts[part.index] = [m.model_copy(update={"sql": "", "down_sql": None, "verify_sql": None})
+                                   for m in part.migrations]
+        return f"part {part.index + 1} of {len(self._req.bundle.parts)} accepted ({len(part.migrations)} migrations)"
+
+    @bundle_part.validator
+    def _check_bundle_part(self, part: BundlePart) -> None:
+        """Refuse (and so keep out of history) a part the request did not announce exactly."""
+        expected = self._req.bundle.parts
+        if not expected:
+            problem = "this run's bundle came inline with its request: it takes no parts"
+        elif not 0 <= part.index < len(expected):
+            problem = f"bundle part {part.index} is not one of the {len(expected)} the request announced"
+        elif part.index in self._parts:
+            problem = f"bundle part {part.index} was already received"
+        else:
+            problem = check_part(part, expected[part.index])
+        if problem:
+            raise ApplicationError(problem, type=messages.BUNDLE_PART_REFUSED, non_retryable=True)
 
     @workflow.query(name=messages.STATUS_QUERY)
     def status(self) -> RunStatus:

@@ -1,5 +1,7 @@
 """Reading a DeployWorkflow history back into its audit: who requested and approved what, every
-stage with its times and attempts, what ran, and how the run ended.
+stage with its times and attempts, what ran, and how the run ended. A bundle sent in parts is put back together from its
+`bundle_part` updates, each checked against the request's digests, so the audit shows the SQL
+that ran whichever way it travelled.
 
 Pure: it takes history events already fetched (and decoded, runtime/history.py) and a payload
 converter; `starter.py show` fetches them. Tested on the recorded histories in tests/histories/.
@@ -16,7 +18,9 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import PayloadConverter
 
 from domain.audit import Audit, SignalRecord, StageRecord
-from domain.models import DeployRequest, RunStatus
+from domain.bundle import BundleIncomplete, assemble
+from domain.models import BundlePart, DeployRequest, RunStatus
+from workflows.messages import BUNDLE_PART_UPDATE
 
 
 def _ts(event: HistoryEvent) -> datetime:
@@ -70,6 +74,7 @@ def build_audit(converter: PayloadConverter, workflow_id: str, run_id: str, exec
     audit = Audit(workflow_id=workflow_id, run_id=run_id, execution_status=execution_status)
     reader = _Reader(converter, audit)
     scheduled: dict[int, StageRecord] = {}
+    parts: dict[int, BundlePart] = {}
     for ev in events:
         et = ev.event_type
         if et == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
@@ -128,6 +133,14 @@ def build_audit(converter: PayloadConverter, workflow_id: str, run_id: str, exec
             attrs = ev.workflow_execution_update_accepted_event_attributes
             req = attrs.accepted_request
             values = reader.decode(req.input.args, f"update {req.input.name} (event {ev.event_id})")
+            if req.input.name == BUNDLE_PART_UPDATE:  # the bundle's SQL, not a message from a person
+                for value in values:
+                    try:
+                        part = BundlePart.model_validate(value)
+                        parts.setdefault(part.index, part)
+                    except Exception:  # noqa: BLE001 - reported below as a missing part
+                        pass
+                continue
             audit.messages.append(
                 SignalRecord(
                     kind="update",
@@ -151,4 +164,9 @@ def build_audit(converter: PayloadConverter, workflow_id: str, run_id: str, exec
             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
         ):
             audit.closed_at = _ts(ev)
+    if audit.request is not None and audit.request.bundle.in_parts:
+        try:
+            audit.request.bundle.migrations = assemble(audit.request.bundle.parts, parts)
+        except BundleIncomplete as exc:
+            audit.problems.append(f"the bundle's SQL: {exc}")
     return audit

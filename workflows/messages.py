@@ -7,7 +7,10 @@ Kept free of activities (and asyncpg) so starters import it cheaply.
   refused attempts are recorded, never dropped (what a person types in the UI's Send a Signal);
 - updates `approve_update`, `reject_update`: same payload, answer ApprovalAnswer; a refused attempt
   is recorded too and fails the update with the reason (ApplicationError type ApprovalRefused);
-- query `status` -> RunStatus.
+- query `status` -> RunStatus;
+- update `bundle_part` (BundlePart): one part of a bundle too large for one payload, sent by the
+  starter right after the start (domain/bundle.py); refused (not recorded) unless it matches the
+  digest the request announced for it (ApplicationError type BundlePartRefused).
 
 A run's result is its RunStatus when it succeeded (or only planned); otherwise the run fails with a
 non-retryable ApplicationError whose details[0] is the final RunStatus as JSON.
@@ -29,9 +32,12 @@ APPROVE_UPDATE = "approve_update"
 REJECT_UPDATE = "reject_update"
 STATUS_QUERY = "status"
 APPROVAL_REFUSED = "ApprovalRefused"  # ApplicationError type of a refused update
+BUNDLE_PART_UPDATE = "bundle_part"
+BUNDLE_PART_REFUSED = "BundlePartRefused"
 
 __all__ = [
-    "APPROVAL_REFUSED", "ApprovalRefusedError", "APPROVE_SIGNAL", "APPROVE_UPDATE", "REJECT_SIGNAL", "REJECT_UPDATE", "STATUS_QUERY",
+    "APPROVAL_REFUSED", "ApprovalRefusedError", "APPROVE_SIGNAL", "APPROVE_UPDATE", "BUNDLE_PART_REFUSED",
+    "BUNDLE_PART_UPDATE", "REJECT_SIGNAL", "REJECT_UPDATE", "STATUS_QUERY",
     "ApprovalAnswer", "ApprovalPayload", "RunStatus", "final_status", "query_status", "status_from_failure",
 ]
 

@@ -18,14 +18,15 @@ WORKFLOW_NAME = "DeployWorkflow"
 def start_options(request: DeployRequest, *, task_queue: str, workflow_id: str | None = None) -> dict[str, Any]:
     """Keyword arguments for `client.start_workflow(WORKFLOW_NAME, request, **options)`: the id (one
     open run per environment), static summary/details for the UI, and the search attributes."""
-    names = [m.name for m in request.bundle.migrations]
+    bundle = request.bundle
     summary = (f"{request.operation} on {request.environment}" + (" (dry run)" if request.dry_run else "")
                + f" by {request.requested_by}")[:200]
     details = "\n".join([
         f"### Prisma migrations: {request.operation} on `{request.environment}`",
         f"- requested by **{request.requested_by}**" + (" — dry run, nothing is written" if request.dry_run else ""),
         f"- source: {request.bundle.source or 'bundle'} @ `{request.bundle.revision or 'unknown revision'}`",
-        f"- {len(names)} migration(s) in the bundle, last: `{names[-1] if names else '-'}`",
+        f"- {bundle.count} migration(s) in the bundle, last: `{bundle.last_name or '-'}`"
+        + (f" (sent in {len(bundle.parts)} parts after the start)" if bundle.in_parts else ""),
         "- the plan, the latest approval attempts and how to approve: **Current Details** "
         "(User Metadata tab; press R to refresh them)",
     ])

@@ -286,6 +286,10 @@ def _undo(stmt: StatementInfo, schema: str, new_tables: set[str]) -> list[ast.No
         if isinstance(key, str):
             return key
         return [ast.DeleteStmt(relation=_rangevar(key.table), whereClause=_match(key))]
+    if kind == "VariableSetStmt" and str(node.get("name", "")).lower() == "search_path":
+        # What follows lands in another schema, decided at run time: a DROP of the default
+        # schema's object of the same name would be the wrong object.
+        return "it changes search_path, so the schema of what it creates is not known statically"
     if kind in ("VariableSetStmt", "TransactionStmt"):
         return []
     if kind == "AlterEnumStmt" and node.get("newVal"):

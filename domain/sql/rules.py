@@ -112,6 +112,7 @@ class _Analyzer:
 
     def __init__(self, default_schema: str, server_version: int | None) -> None:
         self.schema = default_schema
+        self.default_schema = default_schema
         self.server_version = server_version
         self.new_tables: set[str] = set()
         # Columns this migration added to existing tables that are still NULL in every row
@@ -148,6 +149,15 @@ class _Analyzer:
         self.in_transaction = False
         return ("non-transactional", Severity.warning, f"{why} cannot run inside a transaction block; "
                 "if it fails midway the migration is partially applied")
+
+    def _on_VariableSetStmt(self, node):
+        """SET search_path moves the unqualified names that follow to its first schema (Prisma's
+        engine runs the whole file in one session, so it lasts to the end of the file or a RESET)."""
+        if str(node.get("name", "")).lower() == "search_path":
+            values = [a.get("A_Const", {}).get("sval", {}).get("sval") for a in node.get("args", [])]
+            schemas = [v for v in values if v and v != "$user"]
+            self.schema = schemas[0] if node.get("kind") == "VAR_SET_VALUE" and schemas else self.default_schema
+        return [], [], True
 
     def _other(self, kind: str, node: dict[str, Any]):
         quiet_idempotent = {"VariableSetStmt", "CommentStmt", "GrantStmt", "SelectStmt", "GrantRoleStmt",

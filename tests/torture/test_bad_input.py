@@ -69,7 +69,7 @@ CLI_FOLDER_CASES = {
     "lock file for another provider": ({}, "P3019"),
     "bundle over the payload limit": (
         {NEW: {"migration.sql": b"INSERT INTO t VALUES ('" + b"x" * (MAX_BUNDLE_BYTES + 1000) + b"');\n"}},
-        "a Temporal payload allows"),
+        "more than one Temporal payload holds"),
     # PostgreSQL rejects a BOM ("syntax error at or near \ufeffCREATE"): say what it is.
     "UTF-8 BOM": ({NEW: {"migration.sql": b"\xef\xbb\xbf" + OK_SQL}}, "byte order mark"),
     # Two folders on Linux, one on macOS/Windows checkouts: the history would differ by machine.

@@ -12,6 +12,7 @@ Reading history is I/O and idempotent: a retried activity reads the same events.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from temporalio import activity
@@ -42,11 +43,14 @@ class RunBundles:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
+        started = time.perf_counter()
         try:
             found = assemble(parts, await self._read_parts(*key))
         except BundleIncomplete as exc:
             raise ApplicationError(f"the run's migrations could not be read back from its history: {exc}",
                                    type="BundleIncomplete", non_retryable=True) from None
+        activity.logger.info("bundle read back from history", extra={
+            "parts": len(parts), "migrations": len(found), "seconds": round(time.perf_counter() - started, 3)})
         self._cache[key] = found
         while len(self._cache) > self._keep:
             self._cache.popitem(last=False)

@@ -7,6 +7,7 @@ bundle before preflight) and is one line for the user.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
@@ -17,6 +18,8 @@ from cli.common import err_console, fail
 from domain.models import BundlePart, DeployRequest, RunStatus
 from workflows.messages import BUNDLE_PART_UPDATE
 from workflows.start import WORKFLOW_NAME, start_options
+
+IN_FLIGHT = 4
 
 
 async def start_run(client: Client, request: DeployRequest, parts: list[BundlePart], *, task_queue: str,
@@ -35,21 +38,26 @@ async def _send_parts(handle: WorkflowHandle, parts: list[BundlePart], request: 
     total = sum(p.size for p in request.bundle.parts)
     columns = (TextColumn("sending {task.fields[count]} migrations in {task.fields[parts]} parts"), BarColumn(),
                DownloadColumn())
+    # A few parts in flight at once (Temporal admits 10 updates in flight per run by default).
+    slots = asyncio.Semaphore(IN_FLIGHT)
     with Progress(*columns, console=err_console, transient=True, disable=quiet) as bar:
         task = bar.add_task("bundle", total=total, count=request.bundle.count, parts=len(parts))
-        for part, digest in zip(parts, request.bundle.parts, strict=True):
-            try:
+
+        async def send(part: BundlePart, size: int) -> None:
+            async with slots:
                 await handle.execute_update(BUNDLE_PART_UPDATE, part, result_type=str)
-            except (WorkflowUpdateFailedError, RPCError) as exc:
-                await _cancel(handle)
-                cause = getattr(exc, "cause", None)
-                why = getattr(cause, "message", None) or getattr(exc, "message", None) or str(exc)
-                fail(f"the run refused part {part.index + 1} of {len(parts)} of the migrations bundle ({why}); "
-                     "it was cancelled before changing anything")
-            except BaseException:
-                await _cancel(handle)
-                raise
-            bar.advance(task, digest.size)
+            bar.advance(task, size)
+
+        try:
+            await asyncio.gather(*(send(p, d.size) for p, d in zip(parts, request.bundle.parts, strict=True)))
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            await _cancel(handle)
+            cause = getattr(exc, "cause", None)
+            why = getattr(cause, "message", None) or getattr(exc, "message", None) or str(exc)
+            fail(f"the run refused a part of the migrations bundle ({why}); it was cancelled before changing anything")
+        except BaseException:
+            await _cancel(handle)
+            raise
 
 
 async def _cancel(handle: WorkflowHandle) -> None:

@@ -128,10 +128,12 @@ def _size(m: BundledMigration) -> int:
     return len(m.model_dump_json().encode())
 
 
-def pack(bundle: MigrationBundle) -> tuple[MigrationBundle, list[BundlePart]]:
+def pack(bundle: MigrationBundle, *, inline_limit: int = MAX_BUNDLE_BYTES, part_bytes: int = PART_BYTES
+         ) -> tuple[MigrationBundle, list[BundlePart]]:
     """The bundle as it travels: inline when it fits one payload, else a header and its parts.
-    Raises BundleTooLarge when a single migration does not fit a payload on its own."""
-    if len(bundle.model_dump_json().encode()) <= MAX_BUNDLE_BYTES:
+    Raises BundleTooLarge when a single migration does not fit a payload on its own. (The limits
+    are parameters for tests that want parts of a small bundle.)"""
+    if len(bundle.model_dump_json().encode()) <= inline_limit:
         return bundle, []
     too_big = [m for m in bundle.migrations if _size(m) > MAX_BUNDLE_BYTES - 10_000]
     if too_big:
@@ -143,7 +145,7 @@ def pack(bundle: MigrationBundle) -> tuple[MigrationBundle, list[BundlePart]]:
     groups: list[list[BundledMigration]] = [[]]
     size = 0
     for m in bundle.migrations:
-        if groups[-1] and size + _size(m) > PART_BYTES:
+        if groups[-1] and size + _size(m) > part_bytes:
             groups.append([])
             size = 0
         groups[-1].append(m)

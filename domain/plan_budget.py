@@ -24,6 +24,15 @@ def fit_to_budget(plan: DeployPlan, budget: int = PLAN_BUDGET_BYTES) -> DeployPl
     if _plan_size(plan) <= budget:
         return plan
     done = {Action.already_applied, Action.leave_phantom}
+    applied = [m for m in plan.migrations if m.action == Action.already_applied]
+    if len(applied) > 1000:
+        # A long history: the migrations already applied are counted, not listed (the fingerprint,
+        # computed before, still covers each of them; the bundle in history names them all).
+        plan = plan.model_copy(update={"migrations": [m for m in plan.migrations if m.action != Action.already_applied],
+                                       "unlisted_applied": plan.unlisted_applied + len(applied)})
+        plan.notes.append(f"the {len(applied)} migrations already applied are counted, not listed")
+        if _plan_size(plan) <= budget:
+            return plan
     steps = [
         ("findings and derived rollbacks of migrations already applied",
          lambda m: m.model_copy(update={"findings": [], "rollback_sql": None}) if m.action in done else m),
@@ -38,13 +47,6 @@ def fit_to_budget(plan: DeployPlan, budget: int = PLAN_BUDGET_BYTES) -> DeployPl
         trimmed.append(what)
         if _plan_size(plan) <= budget:
             break
-    if _plan_size(plan) > budget:
-        # A long history: the migrations already applied are counted, not listed (the fingerprint,
-        # computed before, still covers each of them; the bundle in history names them all).
-        applied = [m for m in plan.migrations if m.action == Action.already_applied]
-        plan = plan.model_copy(update={"migrations": [m for m in plan.migrations if m.action != Action.already_applied],
-                                       "unlisted_applied": plan.unlisted_applied + len(applied)})
-        trimmed.append(f"the list of the {len(applied)} migrations already applied (counted instead)")
     size = _plan_size(plan)
     if size > budget:
         plan.blockers.append(Blocker(

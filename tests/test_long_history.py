@@ -21,6 +21,7 @@ from cli.launch import start_run
 from cli.show import load_audit
 from domain.audit import render_markdown
 from domain.bundle import build_bundle, pack
+from domain.bundle_models import MAX_BUNDLE_BYTES
 from domain.models import DeployRequest, Outcome
 from domain.prisma.folder import read_migrations_dir
 from runtime import connection as temporal_client
@@ -111,7 +112,7 @@ async def test_a_history_too_long_for_one_payload_plans_and_deploys_its_last_mig
     assert request_bytes < 20_000 and len(accepted) == len(parts)
     largest = max(len(base64.b64decode(p["data"])) for e in accepted
                   for p in e["workflowExecutionUpdateAcceptedEventAttributes"]["acceptedRequest"]["input"]["args"]["payloads"])
-    assert largest < 512 * 1024  # under even the 512 KB at which Temporal starts warning
+    assert largest < MAX_BUNDLE_BYTES  # each part well under Temporal's 2 MB
 
     # The audit puts the bundle back together and shows the SQL that ran.
     assert audit.problems == [] and len(audit.request.bundle.migrations) == N

@@ -204,3 +204,25 @@ async def test_cancel_during_deploy_waits_for_the_attempt_then_compensates_and_e
     assert fakes.calls == ["preflight", "deploy", "compensate"]
     # Compensation began only after the cancelled deploy attempt had stopped.
     assert fakes.deploy_finished_at is not None and fakes.compensate_started_at >= fakes.deploy_finished_at
+
+
+async def test_a_bundle_whose_parts_never_all_arrive_ends_without_changes(env) -> None:
+    """The starter died after sending one of two parts: the run waits 10 minutes (skipped here)
+    and ends failed_no_changes, saying so; preflight never ran."""
+    from domain.bundle import build_bundle, pack
+
+    filler = "-- " + "x" * 4000 + "\n"
+    migs = [migration(f"2025{i:010d}_m{i}", f"{filler}SELECT {i};\n") for i in range(500)]
+    header, parts = pack(build_bundle(migs, revision="r", source="s"))
+    assert len(parts) >= 2
+    req = request("dev", []).model_copy(update={"bundle": header})
+    fakes = FakeActivities()
+
+    async def send_only_the_first(handle) -> None:
+        await handle.execute_update(messages.BUNDLE_PART_UPDATE, parts[0], result_type=str)
+
+    status, _, _ = await run_to_end(env, fakes, req, while_running=send_only_the_first)
+    assert fakes.calls == []
+    assert status.outcome == Outcome.failed_no_changes
+    assert status.error == (f"the migrations bundle did not arrive in full (1 of {len(parts)} part(s) within 0:10:00); "
+                            "nothing was changed: start the run again")

@@ -23,12 +23,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from devstack.incident import reproduce_incident
 from domain.approval_proof import NAMESPACE, ApprovalStatement, signed_payload
+from domain.bundle import build_bundle, pack
 from domain.models import Outcome
 from tests.conftest import PG_TEST_PASSWORD
 from tests.helpers import (
@@ -45,11 +46,12 @@ from tests.helpers import (
 )
 from tests.ssh_keys import make_key, sign
 from workflows.deploy import DeployWorkflow
+from workflows.messages import BUNDLE_PART_UPDATE
 from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
-RECORDING_VERSION = "v3-approvals"
+RECORDING_VERSION = "v3-bundle"
 RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 
@@ -105,7 +107,26 @@ async def _record_rollback(client, database_url: str) -> str:
         return await history_json(handle)
 
 
-SCENARIOS = {"incident_full_succeeded": _record_incident, "verify_failed_rolled_back": _record_rollback}
+async def _record_bundle_in_parts(client, database_url: str) -> str:
+    """A bundle sent in parts (small limits, so the recording stays small): one refused, the rest
+    accepted, then preflight reads the SQL back from history and the run deploys it."""
+    migs = [migration(f"2025010{i}000000_p{i}", f'CREATE TABLE "p{i}" ("id" INT);', down=f'DROP TABLE "p{i}";')
+            for i in range(1, 6)]
+    header, parts = pack(build_bundle(migs, revision="replay", source="tests"), inline_limit=500, part_bytes=300)
+    req = request("dev", []).model_copy(update={"bundle": header})
+    async with new_worker(client, make_settings("dev", database_url)) as worker:
+        handle = await start(client, worker, req, workflow_id="replay-bundle-parts")
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(BUNDLE_PART_UPDATE, parts[1].model_copy(update={"index": 0}), result_type=str)
+        for part in parts:
+            await handle.execute_update(BUNDLE_PART_UPDATE, part, result_type=str)
+        final = await final_status(handle)
+        assert final.outcome == Outcome.succeeded and len(final.applied) == len(migs) and len(parts) >= 2
+        return await history_json(handle)
+
+
+SCENARIOS = {"incident_full_succeeded": _record_incident, "verify_failed_rolled_back": _record_rollback,
+             "bundle_in_parts_succeeded": _record_bundle_in_parts}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

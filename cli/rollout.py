@@ -66,9 +66,13 @@ async def start(
     except rollout_rules.RolloutSpecError as exc:
         fail(str(exc))
     settings = load_settings()
+    bundle, parts = bundle_folder(migrations_dir)
+    if parts:  # a rollout's children get the bundle from the rollout's request: inline only, for now
+        fail(f"this folder's {bundle.count} migrations are more than one Temporal payload holds; a rollout carries "
+             "its bundle inline, so deploy each environment with `starter.py deploy` (which sends it in parts)")
     request = RolloutRequest(name=name or "-".join(stage_list), stages=stage_list, waves=wave_list,
                              concurrency=concurrency, max_failures=max_failures, operation=operation, dry_run=dry_run,
-                             requested_by=requested_by or default_requester(), bundle=bundle_folder(migrations_dir))
+                             requested_by=requested_by or default_requester(), bundle=bundle)
     client = await temporal(settings)
     options = rollout_start_options(request, task_queue=settings.task_queue)
     try:

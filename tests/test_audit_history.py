@@ -75,3 +75,22 @@ def test_an_undecodable_payload_is_named_in_the_audit_not_dropped(tmp_path: Path
     assert len(audit.problems) == 1 and f"event {signal['eventId']}" in audit.problems[0]
     assert "could not be decoded" in audit.problems[0]
     assert "Unreadable" in render_markdown(audit)
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*/bundle_in_parts_succeeded.json")), ids=lambda p: p.parent.name)
+def test_a_bundle_sent_in_parts_reads_back_whole_with_the_sql_that_ran(path: Path) -> None:
+    audit = _audit(path)
+    assert audit.problems == []
+    bundle = audit.request.bundle
+    assert bundle.in_parts and len(bundle.parts) >= 2
+    assert [m.name for m in bundle.migrations] == [f"2025010{i}000000_p{i}" for i in range(1, 6)]
+    assert audit.messages == []  # the parts are the bundle, not approvals
+    report = render_markdown(audit)
+    for m in bundle.migrations:
+        assert f"### SQL of `{m.name}`" in report and m.sql in report
+    # A history missing a part says so instead of showing less SQL than ran.
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    first_part = next(e for e in history.events if e.HasField("workflow_execution_update_accepted_event_attributes"))
+    kept = [e for e in history.events if e is not first_part]
+    partial = build_audit(CONVERTER, history.workflow_id, "run", "completed", kept)
+    assert any("bundle part" in p and "missing" in p for p in partial.problems)

@@ -1,30 +1,46 @@
-"""The deploy stage's activity (type name `deploy`): apply the planned migrations, exactly once.
+"""The deploy stage's activity (type name `deploy`): apply the planned migrations, exactly once,
+each one exactly as Prisma's engine runs it: the whole migration.sql as ONE simple-query script.
 
-Under Prisma's advisory lock, after checking that nobody changed the ledger since the plan:
+Under Prisma's advisory lock, after checking that nobody changed the ledger since the plan, each
+migration runs the way its file dictates (domain/sql/script.py, the plan's `execution`):
 
-- A transactional migration runs as ONE transaction holding its whole migration.sql (one simple
-  query, like Prisma's engine) and its ledger row: it is applied with its row or not at all, so a
-  retried attempt skips exactly the migrations whose rows it finds (row ids chosen by the workflow).
-- A migration that cannot run in a transaction follows Prisma's sequence: started row, statements,
-  finished. A crash in between leaves a started row: re-run only when the migration is idempotent.
-- A migration's own SQL error is recorded as Prisma's failed row and returned, never retried;
-  connection loss, serialization failures and lock timeouts are raised as retryable errors.
+- `transaction` (no transaction control, or BEGIN ... COMMIT around the whole file): the script,
+  its backups and its ledger row commit in ONE transaction, the file's own BEGIN/COMMIT blanked
+  out (same text length, so PostgreSQL's error positions still match the file). It is applied with
+  its row or not at all, so a retried attempt skips exactly the migrations whose rows it finds
+  (row ids chosen by the workflow). A failure rolls everything back and is recorded as Prisma's
+  failed row, in one statement, with the real error.
+- `alone` (its only statement refuses transaction blocks, e.g. CREATE INDEX CONCURRENTLY):
+  Prisma's sequence: started row, the statement, finished. A failed index build's INVALID index
+  (its only effect) is dropped before the failure is recorded. A crash leaves the started row;
+  the retry looks at the index (valid: finished; INVALID: dropped and built again).
+- `script` (the file's own COMMITs split it): sent as it is after the started row; a crash or an
+  error may leave some of its transactions committed, which the run reports for a person.
+
+A migration's own SQL error is returned (never retried); connection loss, serialization failures
+and lock timeouts are raised as retryable errors. How each piece is sent is the executor's job
+(activities/execute.py), the seam where lock politeness plugs in.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import backup, bookkeeping
+from activities.catalog import read_schema_model
+from activities.execute import ScriptExecutor, executor_for
 from activities.failures import is_transient, prisma_error_logs
 from activities.heartbeat import Heartbeater
+from activities.index_builds import drop_if_invalid, index_state, index_target
 from activities.ledger import MigrationLedger, utcnow
 from activities.target import TargetDatabases, ledger_changed
 from domain.models import (
+    Action,
     AppliedMigration,
     BundledMigration,
     DeployInput,
@@ -34,12 +50,142 @@ from domain.models import (
 )
 from domain.prisma.ledger import LedgerRow
 from domain.sql.parse import SqlParseError, split_statements
-from domain.sql.rules import analyze_migration
+from domain.sql.repeatable import not_repeatable
+from domain.sql.script import ExecutionMode, script_plan
+from domain.undo import run_key
+
+
+class _Run:
+    """One migration's execution on the deploy's connection."""
+
+    def __init__(self, targets: TargetDatabases, ledger: MigrationLedger, executor: ScriptExecutor,
+                 mig: BundledMigration, pm: PlannedMigration, row_id: str) -> None:
+        self.targets, self.ledger, self.executor = targets, ledger, executor
+        self.mig, self.pm, self.row_id = mig, pm, row_id
+        self.conn = ledger.conn
+
+    def _failed(self, exc: asyncpg.PostgresError, **extra: object) -> tuple[str, FailedMigration]:
+        logs = self.targets.scrub(prisma_error_logs(self.mig.name, exc))
+        activity.logger.warning("migration failed", extra={"migration": self.mig.name, "sqlstate": exc.sqlstate})
+        error = self.targets.scrub(f"{exc.sqlstate}: {exc}")
+        return logs, FailedMigration(name=self.mig.name, ledger_id=self.row_id, error=error, **extra)
+
+    def _applied(self, started: datetime, finished: datetime, t0: float) -> AppliedMigration:
+        return AppliedMigration(name=self.mig.name, checksum=self.mig.checksum, ledger_id=self.row_id,
+                                started_at=started, finished_at=finished,
+                                duration_ms=(time.perf_counter() - t0) * 1000)
+
+    async def in_transaction(self) -> AppliedMigration | FailedMigration | _BackupFailed:
+        try:
+            statements = split_statements(self.mig.sql)
+            body = script_plan(statements, self.mig.sql).body if statements else ""
+        except SqlParseError:  # the plan stops unparseable SQL first; PostgreSQL would report it as Prisma's run
+            body = self.mig.sql
+        started = utcnow()
+        t0 = time.perf_counter()
+        finished: list[datetime] = []
+
+        async def backups(conn: asyncpg.Connection) -> None:
+            try:
+                await backup.take(conn, self.row_id, self.mig.name, self.pm.backups)
+            except asyncpg.PostgresError as exc:
+                raise _BackupFailed(self.targets.scrub(f"{exc.sqlstate}: {exc}")) from None
+
+        async def ledger_row(conn: asyncpg.Connection) -> None:
+            finished.append(utcnow())
+            await self.ledger.insert_applied(self.mig.name, self.mig.checksum, started, finished[-1], self.row_id)
+            await bookkeeping.record_write(conn, self.row_id)
+
+        try:
+            await self.executor.run_script(body, what=self.mig.name, before=backups, after=ledger_row)
+        except _BackupFailed as exc:
+            return exc
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc):
+                raise
+            logs, failed = self._failed(exc)
+            await self.ledger.insert_failed(self.mig.name, self.mig.checksum, started, logs, self.row_id)
+            return failed
+        return self._applied(started, finished[-1], t0)
+
+    async def alone(self, row: LedgerRow | None) -> AppliedMigration | FailedMigration | str:
+        (stmt,) = split_statements(self.mig.sql)
+        target = index_target(stmt.kind, stmt.node())
+        if row is not None:  # our started row, no error recorded: an earlier attempt stopped mid-way
+            state = await index_state(self.conn, target) if target else None
+            if target and state is not None and state.valid:
+                return await self._finish(row.started_at, time.perf_counter())  # the build had completed
+            if target and state is not None:
+                await drop_if_invalid(self.conn, target, None)  # the interrupted build's leftover
+            elif not target and not_repeatable(stmt):
+                return (f"{self.mig.name} runs outside a transaction and an earlier attempt of this run stopped "
+                        f"part-way (ledger row {self.row_id} started, never finished); its statement is not safe "
+                        f"to repeat ({not_repeatable(stmt)}), so it was not re-run: check whether it took effect, "
+                        "then resolve it (prisma migrate resolve --applied or --rolled-back)")
+            started = row.started_at
+        else:
+            if target and self.pm.action == Action.reapply:
+                await drop_if_invalid(self.conn, target, None)  # the failed attempt's leftover (see the plan)
+            started = utcnow()
+            await self.ledger.insert_started(self.mig.name, self.mig.checksum, started, self.row_id)
+        before = await index_state(self.conn, target) if target else None
+        t0 = time.perf_counter()
+        try:
+            await self.executor.run_statement(self.mig.sql, what=self.mig.name, multi_transaction=True)
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc):
+                raise
+            dropped = await drop_if_invalid(self.conn, target, before) if target else False
+            logs, failed = self._failed(exc, invalid_index_dropped=dropped)
+            await self.ledger.record_failure(self.row_id, logs)
+            return failed
+        return await self._finish(started, t0)
+
+    async def script(self, row: LedgerRow | None) -> AppliedMigration | FailedMigration | str:
+        if row is not None:
+            return (f"{self.mig.name} commits in several transactions (its own COMMITs) and an earlier attempt "
+                    f"of this run stopped part-way (ledger row {self.row_id} started, never finished): some of "
+                    "its transactions may have committed, so it was not re-run: check what took effect, complete "
+                    "or undo it, then resolve it (prisma migrate resolve --applied or --rolled-back)")
+        started = utcnow()
+
+        async def backups_and_started_row(conn: asyncpg.Connection) -> None:
+            await backup.take(conn, self.row_id, self.mig.name, self.pm.backups)
+            await self.ledger.insert_started(self.mig.name, self.mig.checksum, started, self.row_id)
+
+        await self.executor.run_script("", what=f"{self.mig.name} (backups)", after=backups_and_started_row)
+        t0 = time.perf_counter()
+        try:
+            await self.executor.run_statement(self.mig.sql, what=self.mig.name, multi_transaction=True)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, asyncpg.PostgresConnectionError):
+                raise
+            if self.conn.is_in_transaction():  # the file's own BEGIN left the session in the failed block
+                await self.conn.execute("ROLLBACK")
+            logs, failed = self._failed(exc, partial=True)
+            await self.ledger.record_failure(self.row_id, logs)
+            return failed
+        return await self._finish(started, t0)
+
+    async def _finish(self, started: datetime, t0: float) -> AppliedMigration:
+        finished = utcnow()
+        await self.ledger.mark_finished(self.row_id, finished)
+        return self._applied(started, finished, t0)
 
 
 class ApplyActivities:
     def __init__(self, targets: TargetDatabases) -> None:
         self.targets = targets
+
+    async def _prepare(self, conn: asyncpg.Connection, inp: DeployInput) -> None:
+        """Before this run's first change: the bookkeeping schema, expired backups dropped, and the
+        schema as it is now (kept by the first attempt; compensation returns to it)."""
+        await bookkeeping.ensure(conn)
+        retention = self.targets.environment(inp.environment).backup_retention
+        await bookkeeping.drop_expired(conn, retention, keep=set(inp.marks.deploy_ids.values()))
+        key = run_key(inp.marks)
+        if key and await bookkeeping.schema_before(conn, key) is None:
+            await bookkeeping.remember_schema(conn, key, (await read_schema_model(conn)).model_dump_json())
 
     @activity.defn(name="deploy")
     async def deploy(self, inp: DeployInput) -> DeployResult:
@@ -58,11 +204,12 @@ class ApplyActivities:
                     if changed:
                         return DeployResult(stopped=changed)
                     own = {r.id: r for r in snapshot.rows if r.id in inp.marks.deploy_ids.values()}
+                    await self._prepare(conn, inp)
+                    executor = executor_for(conn)
                     result = DeployResult()
                     for index, mig in enumerate(inp.migrations):
                         progress.update(done=index, current=mig.name)
                         row_id = inp.marks.deploy_ids[mig.name]
-                        pm = planned[mig.name]
                         row = own.get(row_id)
                         if row is not None and row.is_applied:
                             result.applied.append(_applied_from_row(row))
@@ -73,10 +220,18 @@ class ApplyActivities:
                         if row is not None and row.is_rolled_back:
                             result.stopped = f"{mig.name}: this run's row {row_id} was already rolled back"
                             return result
-                        if pm.in_transaction:
-                            outcome = await self._apply_in_transaction(ledger, mig, row_id)
+                        run = _Run(self.targets, ledger, executor, mig, planned[mig.name], row_id)
+                        mode = ExecutionMode(planned[mig.name].execution)
+                        if mode == ExecutionMode.transaction:
+                            outcome = await run.in_transaction()
+                        elif mode == ExecutionMode.alone:
+                            outcome = await run.alone(row)
                         else:
-                            outcome = await self._apply_outside_transaction(ledger, mig, pm, row_id, row)
+                            outcome = await run.script(row)
+                        if isinstance(outcome, _BackupFailed):
+                            result.stopped = (f"the backup before {mig.name} failed ({outcome}); the migration did "
+                                              "not run, nothing of it was changed")
+                            return result
                         if isinstance(outcome, AppliedMigration):
                             result.applied.append(outcome)
                         elif isinstance(outcome, FailedMigration):
@@ -104,74 +259,9 @@ class ApplyActivities:
             todo.append(found)
         return inp.model_copy(update={"migrations": todo})
 
-    async def _apply_in_transaction(
-        self, ledger: MigrationLedger, mig: BundledMigration, row_id: str
-    ) -> AppliedMigration | FailedMigration:
-        conn = ledger.conn
-        started = utcnow()
-        t0 = time.perf_counter()
-        try:
-            async with conn.transaction():
-                if _has_statements(mig.sql):  # Prisma records an empty migration as applied, so do we
-                    await conn.execute(mig.sql)  # no arguments: simple query protocol, the whole script at once
-                finished = utcnow()
-                await ledger.insert_applied(mig.name, mig.checksum, started, finished, row_id)
-        except Exception as exc:  # noqa: BLE001
-            if is_transient(exc) or not isinstance(exc, asyncpg.PostgresError):
-                raise
-            logs = self.targets.scrub(prisma_error_logs(mig.name, exc))
-            await ledger.insert_failed(mig.name, mig.checksum, started, logs, row_id)
-            activity.logger.warning("migration failed", extra={"migration": mig.name, "sqlstate": exc.sqlstate})
-            return FailedMigration(name=mig.name, ledger_id=row_id, error=self.targets.scrub(f"{exc.sqlstate}: {exc}"))
-        return AppliedMigration(name=mig.name, checksum=mig.checksum, ledger_id=row_id, started_at=started,
-                                finished_at=finished, duration_ms=(time.perf_counter() - t0) * 1000)
 
-    async def _apply_outside_transaction(
-        self, ledger: MigrationLedger, mig: BundledMigration, pm: PlannedMigration, row_id: str, row: LedgerRow | None
-    ) -> AppliedMigration | FailedMigration | str:
-        """Prisma's sequence for statements that cannot run in a transaction: started row, each
-        statement on its own, finished. A crash in between leaves a started row: re-run only when
-        the migration is idempotent, otherwise a person must look."""
-
-        conn = ledger.conn
-        if row is not None:  # our started row, unfinished, no failure recorded: a crash mid-way
-            if not analyze_migration(mig.name, mig.sql).idempotent:
-                return (
-                    f"{mig.name} runs outside a transaction and an earlier attempt of this run stopped part-way "
-                    f"(ledger row {row_id} started, never finished); it is not idempotent, so it was not re-run: "
-                    "check which of its statements took effect, complete or undo them, then resolve it"
-                )
-            started = row.started_at
-        else:
-            started = utcnow()
-            await ledger.insert_started(mig.name, mig.checksum, started, row_id)
-        t0 = time.perf_counter()
-        done = 0
-        for stmt in split_statements(mig.sql):
-            try:
-                await conn.execute(stmt.text)
-            except Exception as exc:  # noqa: BLE001
-                if not isinstance(exc, asyncpg.PostgresError) or isinstance(exc, asyncpg.PostgresConnectionError):
-                    raise
-                logs = self.targets.scrub(prisma_error_logs(mig.name, exc))
-                await ledger.record_failure(row_id, logs)
-                return FailedMigration(name=mig.name, ledger_id=row_id, error=self.targets.scrub(f"{exc.sqlstate}: {exc}"),
-                                       partial=done > 0, statements_done=done)
-            done += 1
-        finished = utcnow()
-        await ledger.mark_finished(row_id, finished)
-        return AppliedMigration(name=mig.name, checksum=mig.checksum, ledger_id=row_id, started_at=started,
-                                finished_at=finished, duration_ms=(time.perf_counter() - t0) * 1000)
-
-
-def _has_statements(sql: str) -> bool:
-    """False for an empty or comment-only script (asyncpg's execute() fails on PostgreSQL's
-    EmptyQueryResponse); unparseable SQL counts as statements, so PostgreSQL reports the error."""
-
-    try:
-        return bool(split_statements(sql))
-    except SqlParseError:
-        return True
+class _BackupFailed(Exception):
+    """Taking a backup failed: the migration's transaction rolled back, nothing of it ran."""
 
 
 def _applied_from_row(row: LedgerRow) -> AppliedMigration:

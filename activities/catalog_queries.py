@@ -10,6 +10,7 @@ What is left out, in every query:
 - objects that are members of an extension (pg_depend.deptype = 'e'), and the contents of such
   objects (an extension table's columns, indexes, triggers...);
 - Prisma's ledger table `_prisma_migrations`, in any schema, and its contents;
+- the worker's bookkeeping schema `_migrator_backup` (backups, undo records: activities/bookkeeping.py);
 - objects PostgreSQL creates internally for another one (deptype 'i': a range type's constructor
   functions, an FK's system triggers).
 Requires PostgreSQL 13 or later (regcollation).
@@ -18,6 +19,7 @@ Requires PostgreSQL 13 or later (regcollation).
 from __future__ import annotations
 
 LEDGER = "_prisma_migrations"
+BOOKKEEPING = "_migrator_backup"  # domain.backup_items.BOOKKEEPING_SCHEMA
 
 
 def _not_member(catalog: str, oid: str) -> str:
@@ -40,7 +42,7 @@ def _acl(acl: str, kind: str, owner: str | None) -> str:
 
 
 _USER_NAMESPACE = f"""
-    n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%'
+    n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> '{BOOKKEEPING}'
     AND {_not_member('pg_namespace', 'n.oid')}"""
 
 # A relation whose contents we list: not an extension member and not the ledger.

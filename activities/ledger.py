@@ -133,22 +133,36 @@ class MigrationLedger:
         return row_id
 
     async def mark_finished(self, row_id: str, finished_at: datetime) -> None:
+        """Prisma's two updates after a script (steps + 1, then finished_at) as one statement."""
         await self.conn.execute(
-            f"UPDATE {TABLE} SET applied_steps_count = applied_steps_count + 1, finished_at = $2 WHERE id = $1",
+            f"UPDATE {TABLE} SET applied_steps_count = applied_steps_count + 1, finished_at = $2"
+            " WHERE id = $1 AND finished_at IS NULL",
             row_id,
             finished_at,
         )
 
     async def record_failure(self, row_id: str, logs: str) -> None:
+        """Prisma's `logs` on a started row whose script failed (one statement)."""
         await self.conn.execute(f"UPDATE {TABLE} SET logs = $2 WHERE id = $1", row_id, logs)
 
     async def insert_failed(
         self, name: str, checksum: str, started_at: datetime, logs: str, row_id: str | None = None
     ) -> str:
-        """The row a failed `migrate deploy` leaves, written after the migration's transaction
-        rolled back."""
-        row_id = await self.insert_started(name, checksum, started_at, row_id)
-        await self.record_failure(row_id, logs)
+        """The row a failed `migrate deploy` leaves (started, never finished, the error in logs), in ONE
+        statement, written after the migration's transaction rolled back: a crash leaves either no
+        row (the retry runs the migration again, which fails again) or this one, never a started row
+        without its error. A retry that finds the row already written keeps it."""
+        row_id = row_id or str(uuid.uuid4())
+        await self.conn.execute(
+            f"INSERT INTO {TABLE} (id, checksum, started_at, migration_name, logs, applied_steps_count)"
+            " SELECT $1::varchar, $2::varchar, $3::timestamptz, $4::varchar, $5::text, 0"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {TABLE} WHERE id = $1::varchar)",
+            row_id,
+            checksum,
+            started_at,
+            name,
+            logs,
+        )
         return row_id
 
     # -- resolve ------------------------------------------------------------------------------

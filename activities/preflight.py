@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
+from activities.backup import table_facts
 from activities.drift import drift_proof
 from activities.evidence import existing_insert_keys, failed_migration_evidence
 from activities.heartbeat import Heartbeater
 from activities.ledger import MigrationLedger
 from activities.target import TargetDatabases
+from domain.backup import plan_backups, tables_to_inspect
+from domain.backup_items import MigrationBackups
 from domain.bundle import bundle_problems
 from domain.catalog import DriftReport
 from domain.facts import PreflightFacts
@@ -81,6 +84,7 @@ class PreflightActivities:
                 except SqlParseError as exc:
                     facts.input_problems.append(Blocker(code=BlockerCode.unparseable_verify_sql, migration=m.name,
                                                         message=f"cannot parse verify.sql of {m.name}: {exc}"))
+        facts.backups = await self._backups(conn, request, facts.analyses, runnable, snapshot.schema_name)
         for name, state in states.items():
             if state == MigrationState.failed and name in facts.analyses:
                 facts.evidence[name] = await failed_migration_evidence(conn, facts.analyses[name], snapshot.schema_name)
@@ -88,6 +92,21 @@ class PreflightActivities:
                                                                               snapshot.schema_name)
         facts.drift = await self._drift(env, request, snapshot, diagnosis, conn)
         return facts
+
+    async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],
+                       runnable: list[str], schema: str) -> dict[str, MigrationBackups]:
+        """What each migration to run destroys and the backups that keep it, from the catalog."""
+        out: dict[str, MigrationBackups] = {}
+        created: set[str] = set()
+        for m in request.bundle.migrations:
+            analysis = analyses.get(m.name)
+            if m.name not in runnable or analysis is None:
+                continue
+            tables = tables_to_inspect(analysis.statements, schema, frozenset(created))
+            facts = await table_facts(conn, tables) if tables else {}
+            out[m.name] = plan_backups(analysis.statements, facts, schema, frozenset(created))
+            created |= {c.split(":", 1)[1] for c in analysis.creates if c.startswith("table:")}
+        return out
 
     async def _unsafe_derived_rollbacks(self, conn: asyncpg.Connection, request: DeployRequest,
                                         analyses: dict[str, MigrationAnalysis], states: dict[str, MigrationState],

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from pydantic import BaseModel, Field
 
+from domain.backup_items import MigrationBackups
 from domain.catalog import DriftReport
 from domain.evidence import Evidence
 from domain.models import Blocker
@@ -26,6 +27,9 @@ class EnvironmentPolicy(BaseModel):
     required_approvals: dict[Risk, int] = Field(default_factory=lambda: {Risk.low: 1, Risk.medium: 1, Risk.high: 2})
     approval_proofs: list[str] = Field(default_factory=lambda: ["ssh"])  # ssh | typed
     allowed_signers: str = ""  # the approvers' public keys (ssh-keygen ALLOWED SIGNERS text)
+    # Backups before destruction larger than this (all of one run's together) need an explicit
+    # approval of "no backup" instead.
+    backup_max_bytes: int = 1 << 30
 
     def approvals_for(self, risk: Risk) -> int:
         return max(1, int(self.required_approvals.get(risk, 1)))
@@ -43,6 +47,8 @@ class PreflightFacts(BaseModel):
     # Migrations whose derived rollback must not be used (e.g. the rows it would delete already exist).
     unsafe_derived_rollbacks: dict[str, str] = Field(default_factory=dict)
     drift: DriftReport | None = None
+    # What each migration to run destroys, and its backups (domain/backup.py), by name.
+    backups: dict[str, MigrationBackups] = Field(default_factory=dict)
     # Verify statements the run will execute (sizes the run's result).
     verify_statements: int = 0
     # Extensions the server can create (pg_available_extensions); None when not read.

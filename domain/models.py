@@ -27,6 +27,7 @@ from domain.bundle_models import (  # noqa: F401 - part of this module's interfa
     MigrationBundle,
     UnreadableMigration,
 )
+from domain.backup_items import BackupItem
 from domain.risk import Risk, Severity
 
 
@@ -101,6 +102,7 @@ class Finding(BaseModel):
 class RollbackSource(StrEnum):
     down_sql = "down.sql"  # the migration's own down.sql
     derived = "derived"  # derived from its SQL (domain.sql.rollback)
+    backup = "backup"  # it only changes data: undone by putting its backups back
 
 
 class BlockerCode(StrEnum):
@@ -122,6 +124,10 @@ class BlockerCode(StrEnum):
     extension_unavailable = "extension_unavailable"  # CREATE EXTENSION of one the server does not have
     plan_too_large = "plan_too_large"
     result_too_large = "result_too_large"
+    fails_in_prisma = "fails_in_prisma"  # PostgreSQL refuses the file as Prisma sends it (one script)
+    # Data it destroys would not be backed up (over the size limit, or impossible): the run needs an
+    # explicit approval of "no backup" (DeployPlan.no_backup); until one exists, the run stops here.
+    no_backup_needs_approval = "no_backup_needs_approval"
     legacy = "legacy"  # a blocker recorded as plain text by an older version
 
 
@@ -145,12 +151,16 @@ class PlannedMigration(BaseModel):
     action: Action
     reason: str
     checksum: str | None = None
+    # How the deploy runs the file (domain.sql.script.ExecutionMode): transaction | alone | script.
+    execution: str = "transaction"
     in_transaction: bool = True
     rollback: RollbackSource | None = None
     rollback_sql: str | None = None
     risk: Risk = Risk.low
     findings: list[Finding] = Field(default_factory=list)
     creates: list[str] = Field(default_factory=list)  # objects the migration creates (for verify)
+    backups: list[BackupItem] = Field(default_factory=list)  # taken before its destructive statements
+    unbacked: list[str] = Field(default_factory=list)  # data it destroys that no backup will hold, and why
     evidence: list[str] = Field(default_factory=list)  # failed migrations: what was found in the database
 
 
@@ -172,6 +182,9 @@ class DeployPlan(BaseModel):
     required_approvals: int = 1
     drift: dict[str, Any] | None = None
     fingerprint: str = ""
+    backup_bytes: int = 0  # estimated size of every backup the run takes
+    # Migrations that destroy data no backup will hold: they need an explicit "no backup" approval.
+    no_backup: list[str] = Field(default_factory=list)
     # Digest of the ledger rows the plan was made from (part of the fingerprint): deploy and resolve
     # re-read the ledger under the advisory lock and stop if anyone else changed it since.
     ledger_digest: str = ""
@@ -282,6 +295,8 @@ class FailedMigration(BaseModel):
     error: str
     partial: bool = False  # statements outside a transaction ran before the failure: effects remain
     statements_done: int = 0
+    # A failed CREATE INDEX CONCURRENTLY's INVALID index (its only effect) was dropped before recording.
+    invalid_index_dropped: bool = False
 
 
 class DeployResult(BaseModel):
@@ -316,6 +331,7 @@ class UndoStep(BaseModel):
     rollback: RollbackSource | None = None
     rollback_sql: str | None = None
     in_transaction: bool = True
+    unbacked: list[str] = Field(default_factory=list)  # data it destroyed that no backup holds
     # Set for this run's failed migration when its failure provably changed nothing (rolled-back
     # transaction, or no statement done outside one): its failed row is simply marked rolled back.
     failed_without_effects: bool = False
@@ -329,8 +345,10 @@ class CompensateInput(BaseModel):
 
 class CompensateResult(BaseModel):
     steps: list[CompensationStep] = Field(default_factory=list)
-    complete: bool = True
+    complete: bool = True  # schema and data as before the run
     human_action: str | None = None
+    schema_differences: list[str] = Field(default_factory=list)  # what still differs from before the run
+    data_lost: list[str] = Field(default_factory=list)  # destroyed without a backup (approved "no backup")
 
 
 class RunStatus(BaseModel):

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
+from domain.backup_items import MigrationBackups
+from domain.backup_plan import attach_backups, limit_backups
 from domain.catalog import DriftVerdict
 from domain.evidence import Evidence
 from domain.facts import EnvironmentPolicy, PreflightFacts
@@ -46,6 +48,7 @@ from domain.prisma.folder_rules import FolderEntry
 from domain.prisma.ledger import LedgerSnapshot
 from domain.risk import Risk, max_risk
 from domain.sql.rules import MigrationAnalysis
+from domain.sql.script import FAILS_IN_PRISMA
 from domain.stages import RUNS_IN_DEPLOY, RUNS_IN_RESOLVE
 
 # Blockers listed after the plan's own: a file that does not parse says so after what the ledger says.
@@ -71,6 +74,8 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         server_version=facts.server_version,
         problems=problems,
         available_extensions=facts.available_extensions,
+        backups=facts.backups,
+        backup_max_bytes=policy.backup_max_bytes,
     )
     if facts.drift is not None:
         plan.drift = facts.drift.model_dump(mode="json")
@@ -104,17 +109,20 @@ def _failed_decision(analysis: MigrationAnalysis | None, evidence: Evidence | No
         )
     if analysis is not None and analysis.idempotent:
         return Action.reapply, (
-            "failed, and it is idempotent (every statement is safe to repeat): mark it rolled back and run it again"
+            "failed, and every statement is proven safe to repeat: mark it rolled back and run it again"
         )
     if evidence is not None and evidence.all_present:
         return Action.resolve_applied, (
             "failed, but every effect it has is already in the database: record it as applied without running it"
         )
+    unsafe = "; ".join(analysis.repeat_blockers) if analysis is not None else ""
+    why = f" and it is not safe to run again ({unsafe})" if unsafe else ""
     if evidence is None:
-        return Action.needs_human, "failed, and its effects could not be checked: a person must decide"
+        return Action.needs_human, f"failed, its effects could not be checked{why}: a person must decide"
     return Action.needs_human, (
-        "failed with part of its effects in the database and it is not idempotent: a person must undo or "
-        "complete it, then resolve it"
+        f"failed with part of its effects in the database or unverifiable{why}: a person must check what took "
+        "effect (the found state is listed), then either complete the rest by hand and run prisma migrate resolve "
+        "--applied for it, or undo what took effect and run prisma migrate resolve --rolled-back for it"
     )
 
 
@@ -129,6 +137,8 @@ def build_plan(
     server_version: str = "",
     problems: Sequence[Blocker] = (),
     available_extensions: Collection[str] | None = None,
+    backups: Mapping[str, MigrationBackups] | None = None,
+    backup_max_bytes: int = 1 << 30,
 ) -> DeployPlan:
     """The actions per migration, the blockers and the risk, from the diagnosis of the ledger
     against the bundle, the SQL analyses (bundle names) and the evidence about failed migrations."""
@@ -157,6 +167,7 @@ def build_plan(
         failed_rows = [r for r in status.attempts if r.is_failed]
         pm = PlannedMigration(name=name, action=Action.already_applied, reason="", checksum=status.checksum_local)
         if analysis is not None:
+            pm.execution = analysis.execution
             pm.in_transaction = analysis.in_transaction
             pm.risk = analysis.risk
             pm.findings = list(analysis.findings)
@@ -230,6 +241,14 @@ def build_plan(
             blockers.append(Blocker(code=BlockerCode.unknown_state, migration=name,
                                     message=f"migration {name} is in state {state}, which this version cannot plan"))
 
+        if pm.action in RUNS_IN_DEPLOY:
+            attach_backups(pm, analysis, (backups or {}).get(name), snapshot.schema_name or "public")
+        fails = [f for f in pm.findings if f.code == FAILS_IN_PRISMA]
+        if pm.action in RUNS_IN_DEPLOY and fails:
+            blockers.append(Blocker(
+                code=BlockerCode.fails_in_prisma, migration=name,
+                message=f"migration {name} will fail as Prisma runs it (line {fails[0].line}): {fails[0].message}",
+            ))
         if pm.action in RUNS_IN_DEPLOY and pm.rollback is None and operation in (Operation.full, Operation.migrate):
             why = "; ".join(analysis.rollback_blockers if analysis else []) or "no down.sql and none derivable"
             notes.append(
@@ -239,6 +258,10 @@ def build_plan(
 
     if operation in (Operation.full, Operation.migrate):
         blockers += _deploy_stops(diagnosis, planned, analyses, available_extensions)
+    backup_blockers, backup_notes, backup_bytes, no_backup = limit_backups(
+        [m for m in planned if m.action in RUNS_IN_DEPLOY], backup_max_bytes)
+    blockers += backup_blockers
+    notes += backup_notes
     blockers += [p for p in problems if p.code in _LATE_PROBLEMS]
     if request.bundle.folder_problem:
         notes.append(request.bundle.folder_problem)
@@ -273,6 +296,8 @@ def build_plan(
         risk=risk,
         required_approvals=max(1, int(required_approvals.get(risk, 1))),
         ledger_digest=ledger_digest(snapshot.rows),
+        backup_bytes=backup_bytes,
+        no_backup=no_backup,
     )
     plan.fingerprint = plan_fingerprint(plan, request)
     return plan

@@ -64,6 +64,10 @@ class EnvironmentSettings(BaseModel):
     # Replay the applied history into a shadow database and compare schemas during preflight:
     # auto = when the ledger has phantoms or edited migrations; needs the CREATEDB privilege.
     drift_proof: Literal["auto", "always", "never"] = "auto"
+    # Backups before destructive statements (schema _migrator_backup in the target database): how
+    # long they are kept, and the largest a run may take before the plan needs "no backup" approved.
+    backup_retention: timedelta = timedelta(days=7)
+    backup_max_bytes: int = Field(default=1 << 30, ge=0)
 
     def policy(self) -> EnvironmentPolicy:
         """The approval rules of this environment, as the plan needs them (no database URL)."""
@@ -75,6 +79,7 @@ class EnvironmentSettings(BaseModel):
             required_approvals=dict(self.required_approvals),
             approval_proofs=list(self.approval_proofs),
             allowed_signers=self.allowed_signers_text(),
+            backup_max_bytes=self.backup_max_bytes,
         )
 
     def allowed_signers_text(self) -> str:

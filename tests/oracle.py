@@ -79,3 +79,53 @@ def engine_diagnosis(database_url: str, migrations_dir: Path) -> dict:
             found["exit"] = result.returncode
             return found
     raise AssertionError(f"no diagnoseMigrationHistory output from prisma status:\n{result.stderr[-3000:]}")
+
+
+@dataclass
+class LedgerReading:
+    """What the real Prisma CLI makes of a database: `migrate status`'s pending and failed lists,
+    and what `migrate deploy` then applies (or its error code)."""
+
+    status_exit: int
+    pending: list[str]
+    failed: list[str]
+    deploy_exit: int
+    applied_by_deploy: list[str]
+    deploy_error: str | None
+
+
+def _names_after(header: str, text: str) -> list[str]:
+    match = re.search(header + r"[^\n]*\n((?:\d{14}_[^\n]+\n?)+)", text)
+    return match.group(1).split() if match else []
+
+
+def status_then_deploy(database_url: str, migrations_dir: Path) -> LedgerReading:
+    """Run `prisma migrate status`, then `prisma migrate deploy` (which changes the database)."""
+    status = prisma(database_url, migrations_dir, "status")
+    said = status.stdout + status.stderr
+    deploy = prisma(database_url, migrations_dir, "deploy")
+    error = re.search(r"Error: (P\d{4})", deploy.stdout + deploy.stderr)
+    return LedgerReading(
+        status_exit=status.returncode,
+        pending=_names_after(r"Following migrations? have not yet been applied:", said),
+        failed=_names_after(r"Following migrations? have failed:", said),
+        deploy_exit=deploy.returncode,
+        applied_by_deploy=re.findall(r"└─ (\d{14}_[^/\s]+)/", deploy.stdout),
+        deploy_error=error.group(1) if error else None,
+    )
+
+
+def assert_status_and_deploy_agree(database_url: str, migrations_dir: Path) -> LedgerReading:
+    """The ledger is one Prisma reads consistently: `status` lists exactly what `deploy` applies,
+    a failed migration shown by `status` is what stops `deploy` (P3009), and afterwards `status`
+    says up to date when deploy succeeded."""
+    reading = status_then_deploy(database_url, migrations_dir)
+    if reading.failed:
+        assert reading.deploy_error == "P3009" and reading.applied_by_deploy == [], reading
+    else:
+        assert reading.deploy_exit == 0, reading
+        assert reading.applied_by_deploy == reading.pending, reading
+        assert (reading.status_exit == 0) == (reading.pending == []), reading
+        after = prisma(database_url, migrations_dir, "status")
+        assert after.returncode == 0 and "up to date" in after.stdout, after
+    return reading

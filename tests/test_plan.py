@@ -269,3 +269,30 @@ def test_postgis_tables_alone_need_no_baseline_and_the_others_are_named() -> Non
     d = diagnose([INIT], snap(table=False, others=(*postgis, "customers")))
     assert d.needs_baseline and d.blocking_tables == ["customers"]
     assert "The database has tables (customers) but no _prisma_migrations table" in d.problems[0]
+
+
+PRICES = migration("20240105000000_prices",
+                   'ALTER TABLE "t" ALTER COLUMN "v" TYPE numeric USING "v" / 100.0;\n'
+                   'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "t_v_key" ON "t" ("v");')
+
+
+def test_a_file_prisma_cannot_run_is_a_blocker_before_any_change() -> None:
+    plan = plan_for([INIT, PRICES], snap(row(INIT.name, INIT.checksum)))
+    (blocker,) = plan.blockers
+    assert blocker.code == BlockerCode.fails_in_prisma and blocker.migration == PRICES.name
+    assert "CREATE INDEX CONCURRENTLY cannot run inside a transaction block" in blocker.message
+    assert "line 2" in blocker.message
+
+
+def test_a_failed_conversion_with_unknown_effects_is_never_rerun() -> None:
+    """The price incident's second run: the old executor had committed the ALTER before the index
+    failed. Re-running would divide the prices again: the plan stops and says what to do."""
+    fixed = migration(PRICES.name, 'ALTER TABLE "t" ALTER COLUMN "v" TYPE numeric USING "v" / 100.0;')
+    s = snap(row(INIT.name, INIT.checksum), row(fixed.name, fixed.checksum, finished=False, logs="x"))
+    unknown = Evidence(migration=fixed.name, summary=["statement 1 (line 1): ALTER COLUMN TYPE took effect: unknown"])
+    plan = plan_for([INIT, fixed], s, evidence={fixed.name: unknown})
+    assert actions(plan)[fixed.name] == Action.needs_human
+    (blocker,) = plan.blockers
+    assert blocker.code == BlockerCode.failed_needs_human
+    assert "converts the column's data again" in blocker.message and "took effect: unknown" in blocker.message
+    assert "prisma migrate resolve --applied" in blocker.message and "--rolled-back" in blocker.message

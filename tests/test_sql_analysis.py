@@ -190,8 +190,10 @@ def test_risk_is_the_worst_statement() -> None:
 def test_in_transaction_and_idempotent_flags() -> None:
     a = analyze_migration("m", "CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON t (x)")
     assert not a.in_transaction and a.idempotent
-    b = analyze_migration("m", "CREATE TABLE IF NOT EXISTS t (id int); INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING")
+    b = analyze_migration("m", "CREATE TABLE IF NOT EXISTS t (id int); INSERT INTO t (id) VALUES (1) ON CONFLICT (id) DO NOTHING")
     assert b.in_transaction and b.idempotent
+    # without conflict columns nothing proves that a second run finds its own row
+    assert not analyze_migration("m", "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING").idempotent
     c = analyze_migration("m", "CREATE TABLE t (id int)")
     assert c.in_transaction and not c.idempotent
     d = analyze_migration("m", "ALTER TYPE \"Q\" ADD VALUE 'x'", server_version=11)

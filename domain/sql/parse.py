@@ -34,6 +34,9 @@ class StatementInfo(BaseModel):
     line: int  # 1-based line where the statement starts (after leading comments)
     text: str
     kind: str  # libpg_query node type, e.g. CreateStmt
+    # Byte offsets of `text` in the UTF-8 script (without the terminating semicolon).
+    start: int = 0
+    end: int = 0
     findings: list[Finding] = Field(default_factory=list)
 
     # The parse tree (libpg_query JSON) of this statement; not serialised. See node().
@@ -84,7 +87,9 @@ def statements_with_nodes(sql: str, name: str | None = None) -> list[tuple[State
                 offset += len(stripped.decode("utf-8")[: tokens[0].start].encode("utf-8"))
         text = data[start + offset : start + length].decode("utf-8").rstrip()
         (kind, body), = raw["stmt"].items()
-        info = StatementInfo(index=i, line=_line_of(data, start + offset), text=text, kind=kind)
+        begin = start + offset
+        info = StatementInfo(index=i, line=_line_of(data, begin), text=text, kind=kind, start=begin,
+                             end=begin + len(text.encode("utf-8")))
         info._node = body
         out.append((info, body))
     return out

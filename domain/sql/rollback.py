@@ -317,12 +317,21 @@ def _undo_alter_table(node: dict[str, Any], schema: str) -> list[ast.Node] | str
     ]
 
 
-def derive_rollback(statements: list[StatementInfo], default_schema: str = DEFAULT_SCHEMA) -> tuple[str | None, list[str]]:
-    """(rollback SQL, blockers): SQL only when every statement is provably reversible."""
+# Statements that change only data: undone by putting their backup back, when one is taken.
+RESTORABLE = {"UpdateStmt", "DeleteStmt", "TruncateStmt"}
+
+
+def derive_rollback(statements: list[StatementInfo], default_schema: str = DEFAULT_SCHEMA, *,
+                    restored: frozenset[int] = frozenset()) -> tuple[str | None, list[str]]:
+    """(rollback SQL, blockers): SQL only when every statement is provably reversible. Statements
+    whose index is in `restored` (data-only statements with a backup) need no SQL: their backup is
+    put back; with nothing else to undo the rollback is the empty string."""
     undo: list[list[ast.Node]] = []
     blockers: list[str] = []
     new_tables: set[str] = set()
     for stmt in statements:
+        if stmt.index in restored and stmt.kind in RESTORABLE:
+            continue
         result = _undo(stmt, default_schema, new_tables)
         if isinstance(result, str):
             blockers.append(f"statement {stmt.index + 1} (line {stmt.line}): {result}")
@@ -332,5 +341,7 @@ def derive_rollback(statements: list[StatementInfo], default_schema: str = DEFAU
         return None, blockers
     nodes = [n for group in reversed(undo) for n in group]
     if not nodes:
+        if restored:
+            return "", []
         return None, ["the migration changes nothing a rollback could undo"]
     return "".join(_print(n) + ";\n" for n in nodes), []

@@ -19,14 +19,15 @@ from domain.sql.parse import (
     DEFAULT_SCHEMA,
     SqlParseError,
     StatementInfo,
-    literal_value,
     names,
     qualified,
     qualified_names,
     statements_with_nodes,
     walk,
 )
+from domain.sql.repeatable import repeat_blockers
 from domain.sql.rollback import derive_rollback
+from domain.sql.script import ExecutionMode, script_plan
 
 
 class MigrationAnalysis(BaseModel):
@@ -34,8 +35,12 @@ class MigrationAnalysis(BaseModel):
     statements: list[StatementInfo] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     risk: Risk = Risk.low
+    # How the file runs as one script (domain/sql/script.py); in_transaction: in one transaction.
+    execution: ExecutionMode = ExecutionMode.transaction
     in_transaction: bool = True
+    # Safe to run twice, as the parser proves it (domain/sql/repeatable.py); why not, per statement.
     idempotent: bool = True
+    repeat_blockers: list[str] = Field(default_factory=list)
     creates: list[str] = Field(default_factory=list)
     derived_rollback: str | None = None
     rollback_blockers: list[str] = Field(default_factory=list)
@@ -119,8 +124,6 @@ class _Analyzer:
         # (table -> column names). Any statement that may write rows forgets them.
         self.null_columns: dict[str, set[str]] = {}
         self.creates: list[str] = []
-        self.in_transaction = True
-        self.idempotent = True
         self.creating_only = True
 
     # Each handler returns findings as (code, severity, message) and may update the state.
@@ -129,12 +132,10 @@ class _Analyzer:
             self.null_columns.clear()
         handler = getattr(self, f"_on_{kind}", None)
         result = handler(node) if handler else self._other(kind, node)
-        findings, creates, idempotent = result
+        findings, creates = result
         seeds_new_table = kind == "InsertStmt" and self._table(node.get("relation")) in self.new_tables
         if not creates and not seeds_new_table and kind not in ("VariableSetStmt", "CommentStmt"):
             self.creating_only = False
-        if not idempotent:
-            self.idempotent = False
         self.creates.extend(creates)
         snippet = info.text if len(info.text) <= 200 else info.text[:197] + "..."
         for code, severity, message in findings:
@@ -146,7 +147,6 @@ class _Analyzer:
         return qualified(rangevar, self.schema)
 
     def _non_transactional(self, why: str) -> tuple[str, Severity, str]:
-        self.in_transaction = False
         return ("non-transactional", Severity.warning, f"{why} cannot run inside a transaction block; "
                 "if it fails midway the migration is partially applied")
 
@@ -160,27 +160,27 @@ class _Analyzer:
         return [], [], True
 
     def _other(self, kind: str, node: dict[str, Any]):
-        quiet_idempotent = {"VariableSetStmt", "CommentStmt", "GrantStmt", "SelectStmt", "GrantRoleStmt",
+        quiet = {"VariableSetStmt", "CommentStmt", "GrantStmt", "SelectStmt", "GrantRoleStmt",
                             "AlterDefaultPrivilegesStmt", "AlterOwnerStmt", "CreatePolicyStmt"}
-        if kind in quiet_idempotent:
-            return [], [], True
+        if kind in quiet:
+            return [], []
         if kind in ("CreatedbStmt", "AlterSystemStmt"):
-            return [self._non_transactional(kind.removesuffix("Stmt"))], [], False
-        return [], [], False
+            return [self._non_transactional(kind.removesuffix("Stmt"))], []
+        return [], []
 
     # creates ---------------------------------------------------------------------------------
 
     def _on_CreateStmt(self, node):
         table = self._table(node.get("relation"))
         self.new_tables.add(table)
-        return [], [f"table:{table}"], bool(node.get("if_not_exists"))
+        return [], [f"table:{table}"]
 
     def _on_CreateTableAsStmt(self, node):
         into = node.get("into", {})
         table = self._table(into.get("rel"))
         self.new_tables.add(table)
         prefix = "materialized_view" if node.get("objtype") == "OBJECT_MATVIEW" else "table"
-        return [], [f"{prefix}:{table}"], bool(node.get("if_not_exists"))
+        return [], [f"{prefix}:{table}"]
 
     def _on_IndexStmt(self, node):
         table = self._table(node.get("relation"))
@@ -193,45 +193,45 @@ class _Analyzer:
                              f"CREATE INDEX on existing table {table} without CONCURRENTLY blocks writes "
                              "to it while the index builds"))
         creates = [f"index:{schema}.{node['idxname']}"] if node.get("idxname") else []
-        return findings, creates or [f"index:{table}.<unnamed>"], bool(node.get("if_not_exists"))
+        return findings, creates or [f"index:{table}.<unnamed>"]
 
     def _on_CreateEnumStmt(self, node):
-        return [], [f"type:{qualified_names(node.get('typeName'), self.schema)}"], False
+        return [], [f"type:{qualified_names(node.get('typeName'), self.schema)}"]
 
     def _on_CompositeTypeStmt(self, node):
-        return [], [f"type:{self._table(node.get('typevar'))}"], False
+        return [], [f"type:{self._table(node.get('typevar'))}"]
 
     def _on_CreateDomainStmt(self, node):
-        return [], [f"type:{qualified_names(node.get('domainname'), self.schema)}"], False
+        return [], [f"type:{qualified_names(node.get('domainname'), self.schema)}"]
 
     def _on_CreateSeqStmt(self, node):
-        return [], [f"sequence:{self._table(node.get('sequence'))}"], bool(node.get("if_not_exists"))
+        return [], [f"sequence:{self._table(node.get('sequence'))}"]
 
     def _on_ViewStmt(self, node):
-        return [], [f"view:{self._table(node.get('view'))}"], bool(node.get("replace"))
+        return [], [f"view:{self._table(node.get('view'))}"]
 
     def _on_CreateSchemaStmt(self, node):
-        return [], [f"schema:{node.get('schemaname')}"], bool(node.get("if_not_exists"))
+        return [], [f"schema:{node.get('schemaname')}"]
 
     def _on_CreateExtensionStmt(self, node):
-        return [], [f"extension:{node.get('extname')}"], bool(node.get("if_not_exists"))
+        return [], [f"extension:{node.get('extname')}"]
 
     def _on_CreateFunctionStmt(self, node):
         kind = "procedure" if node.get("is_procedure") else "function"
-        return [], [f"{kind}:{qualified_names(node.get('funcname'), self.schema)}"], bool(node.get("replace"))
+        return [], [f"{kind}:{qualified_names(node.get('funcname'), self.schema)}"]
 
     def _on_CreateTrigStmt(self, node):
         table = self._table(node.get("relation"))
-        return [], [f"trigger:{table}.{node.get('trigname')}"], bool(node.get("replace"))
+        return [], [f"trigger:{table}.{node.get('trigname')}"]
 
     # alter table -----------------------------------------------------------------------------
 
     def _on_AlterTableStmt(self, node):
         if node.get("objtype") not in (None, "OBJECT_TABLE"):
-            return [], [], False
+            return [], []
         table = self._table(node.get("relation"))
         new = table in self.new_tables
-        findings, creates, idempotent = [], [], True
+        findings, creates = [], []
         for item in node.get("cmds", []):
             cmd = item.get("AlterTableCmd", {})
             sub = cmd.get("subtype")
@@ -239,7 +239,6 @@ class _Analyzer:
                 coldef = cmd.get("def", {}).get("ColumnDef", {})
                 col = coldef.get("colname")
                 creates.append(f"column:{table}.{col}")
-                idempotent &= bool(cmd.get("missing_ok"))
                 if new:
                     continue
                 if _starts_all_null(coldef):
@@ -259,7 +258,6 @@ class _Analyzer:
             elif sub == "AT_DropColumn":
                 findings.append(("drop-column", Severity.error,
                                  f"drops column {table}.{cmd.get('name')} and its data; the running app may still read it"))
-                idempotent &= bool(cmd.get("missing_ok"))
             elif sub == "AT_AlterColumnType":
                 self.null_columns.get(table, set()).discard(cmd.get("name"))  # USING may fill it
                 if not new:
@@ -277,14 +275,12 @@ class _Analyzer:
                 findings.extend(f)
                 if name:
                     creates.append(f"constraint:{table}.{name}")
-                idempotent = False
             elif sub == "AT_DropConstraint":
                 findings.append(("drop-constraint", Severity.warning,
                                  f"drops constraint {cmd.get('name')} on {table}: the data it guarded is no "
                                  "longer checked"))
-                idempotent &= bool(cmd.get("missing_ok"))
             # Other subcommands (defaults, DROP NOT NULL, storage, RLS...) are metadata-only.
-        return findings, creates, idempotent
+        return findings, creates
 
     def _constraint(self, table: str, new: bool, con: dict[str, Any], columns: list[str] | None = None):
         contype = con.get("contype")
@@ -353,45 +349,45 @@ class _Analyzer:
             findings.append(("drop-object", Severity.warning, f"drops {what} {label}"))
         if node.get("behavior") == "DROP_CASCADE":
             findings.append(("drop-cascade", Severity.error, f"CASCADE also drops everything that depends on {label}"))
-        return findings, [], bool(node.get("missing_ok"))
+        return findings, []
 
     def _on_DropdbStmt(self, node):
-        return [("drop-database", Severity.error, f"drops database {node.get('dbname')}")], [], bool(node.get("missing_ok"))
+        return [("drop-database", Severity.error, f"drops database {node.get('dbname')}")], []
 
     def _on_TruncateStmt(self, node):
         tables = ", ".join(self._table(r.get("RangeVar")) for r in node.get("relations", []))
-        return [("truncate", Severity.error, f"TRUNCATE deletes every row of {tables}")], [], True
+        return [("truncate", Severity.error, f"TRUNCATE deletes every row of {tables}")], []
 
     # data changes ----------------------------------------------------------------------------
 
     def _on_DeleteStmt(self, node):
         table = self._table(node.get("relation"))
         if not node.get("whereClause"):
-            return [("delete-without-where", Severity.error, f"DELETE without WHERE removes every row of {table}")], [], True
-        return [("delete-rows", Severity.warning, f"deletes rows from {table}; they cannot be restored by a rollback")], [], True
+            return [("delete-without-where", Severity.error, f"DELETE without WHERE removes every row of {table}")], []
+        return [("delete-rows", Severity.warning, f"deletes rows from {table}; they cannot be restored by a rollback")], []
 
     def _on_UpdateStmt(self, node):
         table = self._table(node.get("relation"))
-        constant = all(literal_value(t["ResTarget"].get("val", {}))[0] for t in node.get("targetList", []) if "ResTarget" in t)
         if not node.get("whereClause"):
-            return [("update-without-where", Severity.error, f"UPDATE without WHERE rewrites every row of {table}")], [], constant
-        return [("update-rows", Severity.warning, f"updates rows of {table}; the old values are not kept")], [], constant
+            return [("update-without-where", Severity.error, f"UPDATE without WHERE rewrites every row of {table}")], []
+        return [("update-rows", Severity.warning, f"updates rows of {table}; the old values are not kept")], []
 
     def _on_InsertStmt(self, node):
         table = self._table(node.get("relation"))
         conflict = node.get("onConflictClause")
         if table in self.new_tables:
-            return [("insert-new-table", Severity.info, f"inserts rows into {table}, created by this migration")], [], bool(conflict)
+            return [("insert-new-table", Severity.info, f"inserts rows into {table}, created by this migration")], []
+        if not node.get("selectStmt", {}).get("SelectStmt", {}).get("valuesLists"):
+            return [("insert-select", Severity.warning,
+                     f"inserts into {table} whatever its query finds when it runs: not safe to run again")], []
         if conflict and conflict.get("action") == "ONCONFLICT_NOTHING":
             return [("insert-idempotent", Severity.info,
-                     f"inserts into {table} with ON CONFLICT DO NOTHING: safe to run again")], [], True
+                     f"inserts into {table} with ON CONFLICT DO NOTHING: safe to run again")], []
         if conflict:
-            constant = all(literal_value(t["ResTarget"].get("val", {}))[0] or _is_excluded(t["ResTarget"].get("val", {}))
-                           for t in conflict.get("targetList", []) if "ResTarget" in t)
             return [("insert-upsert", Severity.warning,
-                     f"inserts into {table} and overwrites existing rows on conflict (ON CONFLICT DO UPDATE)")], [], constant
+                     f"inserts into {table} and overwrites existing rows on conflict (ON CONFLICT DO UPDATE)")], []
         return [("insert-not-idempotent", Severity.warning,
-                 f"inserts into {table} without ON CONFLICT: running it again duplicates rows or fails")], [], False
+                 f"inserts into {table} without ON CONFLICT: running it again duplicates rows or fails")], []
 
     # renames, enums, maintenance -------------------------------------------------------------
 
@@ -401,45 +397,44 @@ class _Analyzer:
         if rtype == "OBJECT_TABLE":
             table = self._table(node.get("relation"))
             return [("rename-table", Severity.warning,
-                     f"renames table {table} to {new_name}: the running app still uses the old name")], [], False
+                     f"renames table {table} to {new_name}: the running app still uses the old name")], []
         if rtype == "OBJECT_COLUMN":
             table = self._table(node.get("relation"))
             return [("rename-column", Severity.warning,
                      f"renames column {table}.{node.get('subname')} to {new_name}: the running app still uses "
-                     "the old name")], [], False
-        return [("rename-object", Severity.info, f"renames a {str(rtype).removeprefix('OBJECT_').lower()} to {new_name}")], [], False
+                     "the old name")], []
+        return [("rename-object", Severity.info, f"renames a {str(rtype).removeprefix('OBJECT_').lower()} to {new_name}")], []
 
     def _on_AlterEnumStmt(self, node):
         typ = qualified_names(node.get("typeName"), self.schema)
         if node.get("oldVal"):
             return [("rename-enum-value", Severity.warning,
-                     f"renames value {node['oldVal']!r} of {typ}: the running app still sends the old one")], [], False
+                     f"renames value {node['oldVal']!r} of {typ}: the running app still sends the old one")], []
         label = node.get("newVal")
         if self.server_version is not None and self.server_version < 12:
             findings = [self._non_transactional("ALTER TYPE ... ADD VALUE (PostgreSQL < 12)")]
         else:
             findings = [("enum-add-value", Severity.info,
                          f"adds value {label!r} to {typ}; it cannot be used before this transaction commits")]
-        return findings, [f"enum_value:{typ}.{label}"], bool(node.get("skipIfNewValExists"))
+        return findings, [f"enum_value:{typ}.{label}"]
 
     def _on_VacuumStmt(self, node):
         if node.get("is_vacuumcmd"):
-            return [self._non_transactional("VACUUM")], [], True
-        return [], [], True
+            return [self._non_transactional("VACUUM")], []
+        return [], []
 
     def _on_ReindexStmt(self, node):
         params = {p.get("DefElem", {}).get("defname") for p in node.get("params", [])}
         if "concurrently" in params:
-            return [self._non_transactional("REINDEX CONCURRENTLY")], [], True
-        return [("reindex-lock", Severity.warning, "REINDEX blocks writes to the table while it runs")], [], True
+            return [self._non_transactional("REINDEX CONCURRENTLY")], []
+        return [("reindex-lock", Severity.warning, "REINDEX blocks writes to the table while it runs")], []
 
     def _on_TransactionStmt(self, node):
-        self.in_transaction = False
         return [("transaction-control", Severity.warning,
-                 f"the file manages its own transaction ({node.get('kind', '').removeprefix('TRANS_STMT_')})")], [], False
+                 f"the file manages its own transaction ({node.get('kind', '').removeprefix('TRANS_STMT_')})")], []
 
     def _on_DoStmt(self, node):
-        return [("opaque-code", Severity.warning, "a DO block cannot be analysed statically; review it by hand")], [], False
+        return [("opaque-code", Severity.warning, "a DO block cannot be analysed statically; review it by hand")], []
 
 
 # Statement kinds that cannot write a value into an existing row (DDL that adds, creates or
@@ -451,11 +446,6 @@ _CANNOT_FILL_COLUMNS = frozenset(
         "CommentStmt", "VariableSetStmt", "GrantStmt", "AlterEnumStmt", "RenameStmt", "DropStmt",
     }
 )
-
-
-def _is_excluded(node: dict[str, Any]) -> bool:
-    ref = node.get("ColumnRef")
-    return bool(ref) and names(ref.get("fields"))[:1] == ["excluded"]
 
 
 def analyze_migration(
@@ -486,13 +476,18 @@ def analyze_migration(
         findings.insert(0, creates_only)
     risk = max_risk(RISK_OF_SEVERITY[Severity(f.severity)] for f in findings)
     rollback_sql, blockers = derive_rollback(statements, default_schema)
+    shape = script_plan(statements, sql, server_version)
+    findings.extend(shape.failures)
+    not_repeatable = repeat_blockers(statements)
     return MigrationAnalysis(
         name=name,
         statements=statements,
         findings=findings,
-        risk=risk,
-        in_transaction=analyzer.in_transaction,
-        idempotent=analyzer.idempotent,
+        risk=max_risk([risk, *(RISK_OF_SEVERITY[Severity.error] for _ in shape.failures)]),
+        execution=shape.mode,
+        in_transaction=shape.mode == ExecutionMode.transaction,
+        idempotent=not not_repeatable,
+        repeat_blockers=not_repeatable,
         creates=analyzer.creates,
         derived_rollback=rollback_sql,
         rollback_blockers=blockers,

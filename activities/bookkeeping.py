@@ -8,7 +8,9 @@
 - `runs`: the schema model before a run's first change, so compensation can prove it returned the
   schema to it, or name what differs;
 - `undo_progress`: which statements of a rollback outside a transaction are done, so a retried
-  compensation does not run them twice.
+  compensation does not run them twice;
+- `undone`: each ledger row compensation removed and what it did, written with the removal, so a
+  retried compensation reports the steps an earlier attempt finished.
 Kept for the environment's `backup_retention`, then dropped by the next deploy.
 """
 
@@ -34,6 +36,9 @@ CREATE TABLE IF NOT EXISTS {SCHEMA}.writes (
     ledger_id varchar(36) PRIMARY KEY, xid bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS {SCHEMA}.runs (
     run_key varchar(36) PRIMARY KEY, schema_before jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS {SCHEMA}.undone (
+    ledger_id varchar(36) PRIMARY KEY, migration_name text NOT NULL, action text NOT NULL, detail text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS {SCHEMA}.undo_progress (
     ledger_id varchar(36) NOT NULL, step int NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (ledger_id, step));
@@ -57,7 +62,7 @@ async def ensure(conn: asyncpg.Connection) -> None:
 
 
 async def exists(conn: asyncpg.Connection) -> bool:
-    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{SCHEMA}.undo_progress"))
+    return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", f"{SCHEMA}.undone"))
 
 
 # -- writes (xmin of a migration's transaction) ---------------------------------------------------
@@ -97,9 +102,20 @@ async def mark_undo_step(conn: asyncpg.Connection, ledger_id: str, step: int) ->
                        " ON CONFLICT DO NOTHING", ledger_id, step)
 
 
-async def forget_undo(conn: asyncpg.Connection, ledger_id: str) -> None:
+async def record_undone(conn: asyncpg.Connection, ledger_id: str, migration: str, action: str, detail: str) -> None:
+    """In the transaction that removes the ledger row: what compensation did to it."""
     await conn.execute(f"DELETE FROM {SCHEMA}.undo_progress WHERE ledger_id = $1", ledger_id)
     await conn.execute(f"DELETE FROM {SCHEMA}.writes WHERE ledger_id = $1", ledger_id)
+    await conn.execute(f"INSERT INTO {SCHEMA}.undone (ledger_id, migration_name, action, detail) VALUES ($1, $2, $3, $4)"
+                       " ON CONFLICT (ledger_id) DO NOTHING", ledger_id, migration, action, detail)
+
+
+async def undone(conn: asyncpg.Connection, ledger_id: str) -> tuple[str, str] | None:
+    """(action, detail) when an earlier compensation attempt removed this ledger row."""
+    if not await exists(conn):
+        return None
+    row = await conn.fetchrow(f"SELECT action, detail FROM {SCHEMA}.undone WHERE ledger_id = $1", ledger_id)
+    return (row["action"], row["detail"]) if row else None
 
 
 # -- retention ------------------------------------------------------------------------------------
@@ -114,7 +130,7 @@ async def drop_expired(conn: asyncpg.Connection, retention: timedelta, keep: set
                                " AND NOT ledger_id = ANY($1::varchar[]) RETURNING backup_table", list(keep))
         for r in old:
             await conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{quote_ident(r['backup_table'])}")
-        for table in ("writes", "undo_progress"):
+        for table in ("writes", "undo_progress", "undone"):
             await conn.execute(f"DELETE FROM {SCHEMA}.{table} WHERE created_at < {cutoff}"
                                " AND NOT ledger_id = ANY($1::varchar[])", list(keep))
         await conn.execute(f"DELETE FROM {SCHEMA}.runs WHERE created_at < {cutoff} AND NOT run_key = ANY($1::varchar[])",

@@ -59,8 +59,12 @@ class CompensateActivities:
                     rows = {r.id: r for r in (await ledger.read()).rows}
                     for index, step in enumerate(inp.undo):
                         row = rows.get(step.ledger_id)
-                        if row is None:
-                            continue  # never reached, or already undone by an earlier attempt
+                        if row is None:  # never reached, or undone by an earlier attempt (then say what it did)
+                            earlier = await bookkeeping.undone(conn, step.ledger_id)
+                            if earlier is not None:
+                                result.steps.append(CompensationStep(name=step.name, action=earlier[0], ok=True,
+                                                                     detail=earlier[1]))
+                            continue
                         blocked = await self._undo_one(ledger, step, row, result)
                         if blocked:
                             remaining = [s.name for s in inp.undo[index + 1:]
@@ -86,11 +90,13 @@ class CompensateActivities:
             return None
         if row.is_failed:
             if step.failed_without_effects:
-                await self._forget(ledger, row.id)
-                result.steps.append(CompensationStep(
+                done = CompensationStep(
                     name=step.name, action="removed failed row", ok=True,
                     detail="its failure changed nothing (rolled back, or its INVALID index dropped): "
-                           f"ledger row {row.id} removed, as before the run"))
+                           f"ledger row {row.id} removed, as before the run")
+                async with conn.transaction():
+                    await self._forget(ledger, row.id, done)
+                result.steps.append(done)
                 return None
             result.steps.append(CompensationStep(name=step.name, action="blocked", ok=False,
                                                  detail="failed part-way outside a transaction"))
@@ -112,7 +118,7 @@ class CompensateActivities:
         what = {RollbackSource.down_sql: "ran down.sql", RollbackSource.derived: "ran derived rollback",
                 RollbackSource.backup: "restored its backups"}.get(step.rollback, "ran rollback")
         try:
-            restored = await self._run_rollback(ledger, step, row)
+            done = await self._run_rollback(ledger, step, row, what)
         except backup.RestoreImpossible as exc:
             result.steps.append(CompensationStep(name=step.name, action=f"{what} failed", ok=False, detail=str(exc)))
             return f"{exc}; nothing of its rollback was kept: {step.name} stays applied (ledger row {row.id})"
@@ -123,24 +129,25 @@ class CompensateActivities:
             result.steps.append(CompensationStep(name=step.name, action=f"{what} failed", ok=False, detail=message))
             return (f"the rollback of {step.name} failed ({message}); it stays applied (ledger row {row.id}): "
                     "fix and run its rollback by hand, then remove or resolve its ledger row")
-        detail = f"ledger row {row.id} removed" + (f"; {'; '.join(restored)}" if restored else "")
-        result.steps.append(CompensationStep(name=step.name, action=what, ok=True, detail=detail))
+        result.steps.append(done)
         if step.unbacked:
             result.data_lost.append(f"{step.name}: {'; '.join(step.unbacked)}")
         return None
 
-    async def _run_rollback(self, ledger: MigrationLedger, step: UndoStep, row: LedgerRow) -> list[str]:
-        """The rollback, the backups put back and the ledger row removed; returns what was restored."""
+    async def _run_rollback(self, ledger: MigrationLedger, step: UndoStep, row: LedgerRow, what: str) -> CompensationStep:
+        """The rollback, the backups put back and the ledger row removed (with the record of it)."""
         conn = ledger.conn
         statements = split_statements(step.rollback_sql) if step.rollback_sql.strip() else []
         shape = script_plan(statements, step.rollback_sql) if statements else None
-        if shape is None or shape.mode == ExecutionMode.transaction:
+        # One transaction unless a statement refuses one (then statement by statement, as a person would).
+        if shape is None or (shape.mode == ExecutionMode.transaction
+                             and not any(refuses_transaction_block(s.kind, s.node()) for s in statements)):
             async with conn.transaction():
                 if shape is not None:
                     await conn.execute(shape.body)
-                restored = await backup.restore(conn, row.id)
-                await self._forget(ledger, row.id)
-            return restored
+                done = _done(step, row, what, await backup.restore(conn, row.id))
+                await self._forget(ledger, row.id, done)
+            return done
         done = await bookkeeping.undo_steps_done(conn, row.id)
         for stmt in statements:
             if stmt.index in done or stmt.kind == "TransactionStmt":
@@ -153,15 +160,16 @@ class CompensateActivities:
                     await conn.execute(stmt.text)
                     await bookkeeping.mark_undo_step(conn, row.id, stmt.index)
         async with conn.transaction():
-            restored = await backup.restore(conn, row.id)
-            await self._forget(ledger, row.id)
-        return restored
+            done = _done(step, row, what, await backup.restore(conn, row.id))
+            await self._forget(ledger, row.id, done)
+        return done
 
-    async def _forget(self, ledger: MigrationLedger, row_id: str) -> None:
-        """The ledger as before the run: this run's row removed (its record stays in history)."""
+    async def _forget(self, ledger: MigrationLedger, row_id: str, done: CompensationStep) -> None:
+        """In the caller's transaction: the ledger as before the run (this run's row removed; its
+        record stays in workflow history), and what was done remembered for a retried attempt."""
         await ledger.delete_rows([row_id])
         if await bookkeeping.exists(ledger.conn):
-            await bookkeeping.forget_undo(ledger.conn, row_id)
+            await bookkeeping.record_undone(ledger.conn, row_id, done.name, done.action, done.detail)
 
     # -- resolve, schema ---------------------------------------------------------------------------
     @staticmethod
@@ -208,6 +216,11 @@ class CompensateActivities:
             lost = "; ".join(result.data_lost)
             result.human_action = "; ".join(x for x in (result.human_action, (
                 f"the schema is back but data the run destroyed without a backup is not ({lost})")) if x)
+
+
+def _done(step: UndoStep, row: LedgerRow, what: str, restored: list[str]) -> CompensationStep:
+    detail = f"ledger row {row.id} removed" + (f"; {'; '.join(restored)}" if restored else "")
+    return CompensationStep(name=step.name, action=what, ok=True, detail=detail)
 
 
 async def _run_alone(conn: asyncpg.Connection, stmt: StatementInfo) -> None:

@@ -26,6 +26,15 @@ class DatabaseUnavailable(RuntimeError):
     """One sentence, safe to show and log: no password, no full URL."""
 
 
+class DatabaseRefused(DatabaseUnavailable):
+    """The server answered and refused for good (wrong password or user, unknown database, a bad
+    URL): trying again cannot help, unlike an unreachable or starting server."""
+
+
+_REFUSALS = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError,
+             asyncpg.InvalidCatalogNameError)
+
+
 def _split_prisma_params(dsn: str) -> tuple[str, str | None]:
     """(the URL asyncpg should see, the schema Prisma would use or None)."""
     parts = urlsplit(dsn)
@@ -79,7 +88,7 @@ async def connect(
     try:
         check_dsn(dsn)
     except InvalidDsn as exc:
-        raise DatabaseUnavailable(str(exc)) from None
+        raise DatabaseRefused(str(exc)) from None
     url, schema = _split_prisma_params(dsn)
     settings: dict[str, str] = {}
     if schema:
@@ -91,4 +100,5 @@ async def connect(
     try:
         return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S, server_settings=settings or None)
     except Exception as exc:  # every failure becomes one sentence; the cause is not chained (it may hold the URL)
-        raise DatabaseUnavailable(_describe(exc, dsn)) from None
+        kind = DatabaseRefused if isinstance(exc, _REFUSALS) else DatabaseUnavailable
+        raise kind(_describe(exc, dsn)) from None

@@ -12,7 +12,8 @@ from temporalio.exceptions import ApplicationError
 from domain.prisma.errors import migration_failed_logs
 
 # Error types the workflow's retry policies name as non-retryable (deterministic failures).
-NON_RETRYABLE = ["UnknownEnvironment", "LedgerShapeError", "InvalidInput", "InternalError", "DatabaseError"]
+NON_RETRYABLE = ["UnknownEnvironment", "LedgerShapeError", "InvalidInput", "InternalError", "DatabaseError",
+                 "DatabaseRefused", "BookkeepingError"]
 
 # SQLSTATEs worth another attempt: the same SQL may well succeed once the condition is gone.
 _TRANSIENT_SQLSTATES = {

@@ -18,8 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 from temporalio.exceptions import ApplicationError
 
+from activities.bookkeeping import BookkeepingError
 from activities.bundle_store import RunBundles
-from activities.db import DatabaseUnavailable, connect
+from activities.db import DatabaseRefused, DatabaseUnavailable, connect
 from activities.failures import is_transient, pg_interval_seconds
 from activities.ledger import LedgerShapeError
 from domain.dsn import scrub
@@ -78,8 +79,14 @@ class TargetDatabases:
             raise
         except asyncio.CancelledError:
             raise
+        except DatabaseRefused as exc:  # wrong password, unknown database: retrying cannot help
+            raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="DatabaseRefused",
+                                   non_retryable=True) from None
         except DatabaseUnavailable as exc:
             raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="DatabaseUnavailable") from None
+        except BookkeepingError as exc:
+            raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="BookkeepingError",
+                                   non_retryable=True) from None
         except LedgerShapeError as exc:
             raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="LedgerShapeError",
                                    non_retryable=True) from None

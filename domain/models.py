@@ -125,9 +125,8 @@ class BlockerCode(StrEnum):
     plan_too_large = "plan_too_large"
     result_too_large = "result_too_large"
     fails_in_prisma = "fails_in_prisma"  # PostgreSQL refuses the file as Prisma sends it (one script)
-    # Data it destroys would not be backed up (over the size limit, or impossible): the run needs an
-    # explicit approval of "no backup" (DeployPlan.no_backup); until one exists, the run stops here.
-    no_backup_needs_approval = "no_backup_needs_approval"
+    # Data it destroys would not be backed up (over the limit, or impossible): needs an explicit "no backup"
+    no_backup_needs_approval = "no_backup_needs_approval"  # approval (DeployPlan.no_backup); until then, a stop
     legacy = "legacy"  # a blocker recorded as plain text by an older version
 
 
@@ -295,8 +294,7 @@ class FailedMigration(BaseModel):
     error: str
     partial: bool = False  # statements outside a transaction ran before the failure: effects remain
     statements_done: int = 0
-    # A failed CREATE INDEX CONCURRENTLY's INVALID index (its only effect) was dropped before recording.
-    invalid_index_dropped: bool = False
+    invalid_index_dropped: bool = False  # a failed CONCURRENTLY build's INVALID index (its only effect) dropped
 
 
 class DeployResult(BaseModel):
@@ -365,7 +363,8 @@ class RunStatus(BaseModel):
     plan: DeployPlan | None = None
     progress: Progress = Field(default_factory=Progress)
     stage_times: dict[str, dict[str, datetime | None]] = Field(default_factory=dict)
-    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    approvals: list[ApprovalRecord] = Field(default_factory=list)  # bounded: domain/attempts.py
+    refused_not_kept: int = 0  # refused attempts no longer listed in `approvals` (all are in history)
     resolved: list[ResolveDecision] = Field(default_factory=list)
     applied: list[AppliedMigration] = Field(default_factory=list)
     verification: list[VerifyCheck] = Field(default_factory=list)

@@ -193,7 +193,8 @@ async def test_compensation_is_idempotent(database_url: str, db: asyncpg.Connect
     first = await ActivityEnvironment().run(a.compensate, inp)
     second = await ActivityEnvironment().run(a.compensate, inp)
     assert [(s.name, s.action) for s in first.steps] == [(B.name, "ran derived rollback"), (A.name, "ran down.sql")]
-    assert second.steps == []  # the rows are gone: a retried attempt finds nothing left to undo
+    # the rows are gone: a retried attempt undoes nothing again and reports what the first one did
+    assert second.steps == first.steps
     assert first.complete and second.complete
     assert await db.fetchval("SELECT to_regclass('a')") is None
     assert await ledger_rows(db) == []  # the ledger as before the run (the audit is in history)
@@ -215,12 +216,17 @@ async def test_errors_never_carry_the_password(database_url: str) -> None:
     a = StageActivities(make_settings("t", wrong))
     with pytest.raises(ApplicationError) as err:
         await ActivityEnvironment().run(a.preflight, request("t", [A]))
-    assert err.value.type == "DatabaseUnavailable"
+    assert err.value.type == "DatabaseRefused" and err.value.non_retryable  # a wrong password is not retried
     assert "authentication failed" in err.value.message
     assert PG_TEST_PASSWORD not in err.value.message and err.value.__cause__ is None
     with pytest.raises(ApplicationError) as unknown:
         await ActivityEnvironment().run(a.preflight, request("nope", [A]))
     assert unknown.value.type == "UnknownEnvironment" and unknown.value.non_retryable
+    no_such_db = StageActivities(make_settings("t", database_url.rsplit("/", 1)[0] + "/no_such_database"))
+    with pytest.raises(ApplicationError) as missing:
+        await ActivityEnvironment().run(no_such_db.preflight, request("t", [A]))
+    assert missing.value.type == "DatabaseRefused" and missing.value.non_retryable
+    assert "database no_such_database does not exist" in missing.value.message
 
 
 async def test_unfinished_sql_is_cancelled_with_the_activity(database_url: str, db: asyncpg.Connection) -> None:

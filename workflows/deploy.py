@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.resolve import ResolveActivities
     from activities.verify import VerifyActivities
     from domain import approval, details
+    from domain.attempts import keep_attempt
     from domain.bundle import check_part
     from domain.models import (
         Action,
@@ -387,7 +388,7 @@ class DeployWorkflow:
             open_for_approvals=self._accepting,
             proofs=self._proofs,
         )
-        self._status.approvals.append(record)
+        self._status.refused_not_kept += keep_attempt(self._status.approvals, record)
         workflow.logger.info(
             "approval attempt", extra={"decision": decision, "via": via, "stage": record.stage,
                                        "approver": record.approver, "accepted": record.accepted,

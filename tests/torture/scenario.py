@@ -1,9 +1,13 @@
 """The crash scenario: four migrations whose every effect can be counted.
 
-m1 creates `effects` (one row per applied migration body) and table `a`; m2 is transactional and
-may sleep; m3 runs outside a transaction (CREATE INDEX CONCURRENTLY) and may sleep after its index
-is built, i.e. between its statements and its ledger update; m4 has a verify.sql (that may sleep,
-or fail to trigger compensation) and a down.sql (that may sleep). Every migration has a down.sql.
+Before the run, schema `shop` holds table `items` (3 rows, the application's data; not in the
+public schema, so the database needs no baseline). m1 creates `effects` (one row per applied
+migration body), table `a` (one row) and a function the index build may sleep in; m2 is
+transactional, with `app_data` updates every `shop.items` note (so it is backed up first, in its
+transaction), and may sleep right after that backup or at its end; m3 is `CREATE INDEX CONCURRENTLY` alone (Prisma
+runs it outside a transaction), whose build may be slowed by the function; m4 has a verify.sql
+(that may sleep, or fail to trigger compensation) and a down.sql (that may sleep). Every migration
+has a down.sql. A trigger on `shop.items` may sleep while compensation writes the backup back.
 """
 
 from __future__ import annotations
@@ -18,26 +22,45 @@ from tests.helpers import migration
 NAMES = ["20240101000000_m1", "20240102000000_m2", "20240103000000_m3", "20240104000000_m4"]
 
 
-def bundle(*, sleep_m2: float = 0, sleep_m3: float = 0, sleep_verify: float = 0, sleep_down4: float = 0,
-           verify_fails: bool = False) -> list[BundledMigration]:
+ITEMS = {1: "red", 2: "green", 3: "blue"}
+
+
+async def setup(url: str, *, sleep_restore: float = 0) -> None:
+    """The application's data that exists before the run (and the trigger that slows a restore)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "CREATE SCHEMA shop; CREATE TABLE shop.items (id int PRIMARY KEY, note text NOT NULL);"
+            "INSERT INTO shop.items VALUES " + ", ".join(f"({k}, '{v}')" for k, v in ITEMS.items()) + ";"
+            "CREATE FUNCTION shop.slow_restore() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF OLD.note = 'm2' AND NEW.note <> 'm2' THEN PERFORM pg_sleep({sleep_restore}); END IF; "
+            "RETURN NEW; END $$;"
+            "CREATE TRIGGER slow_restore BEFORE UPDATE ON shop.items FOR EACH ROW EXECUTE FUNCTION shop.slow_restore();")
+    finally:
+        await conn.close()
+
+
+def bundle(*, sleep_m2: float = 0, sleep_after_backup: float = 0, sleep_m3: float = 0, sleep_verify: float = 0,
+           sleep_down4: float = 0, verify_fails: bool = False, app_data: bool = False) -> list[BundledMigration]:
+    """`app_data`: m2 also updates shop.items (call `setup` first)."""
     m1 = migration(
         NAMES[0],
         "CREATE TABLE effects (id serial PRIMARY KEY, migration text NOT NULL, at timestamptz DEFAULT clock_timestamp());\n"
-        "CREATE TABLE a (x int);\nINSERT INTO effects (migration) VALUES ('m1');\n",
-        down="DROP TABLE a;\nDROP TABLE effects;\n",  # undone last: the other downs already deleted their rows
+        "CREATE TABLE a (x int);\nINSERT INTO a VALUES (1);\nINSERT INTO effects (migration) VALUES ('m1');\n"
+        "CREATE FUNCTION slow_id(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+        f"PERFORM pg_sleep({sleep_m3}); RETURN v; END $$;\n",
+        down="DROP TABLE a;\nDROP FUNCTION slow_id(int);\nDROP TABLE effects;\n",  # undone last
     )
     m2 = migration(
         NAMES[1],
-        "CREATE TABLE b (id int);\nINSERT INTO effects (migration) VALUES ('m2');\n"
+        (f"SELECT pg_sleep({sleep_after_backup});\n" if sleep_after_backup else "")
+        + "CREATE TABLE b (id int);\nINSERT INTO effects (migration) VALUES ('m2');\n"
+        + ("UPDATE shop.items SET note = 'm2';\n" if app_data else "")
         + (f"SELECT pg_sleep({sleep_m2});\n" if sleep_m2 else ""),
-        down="DROP TABLE b;\nDELETE FROM effects WHERE migration = 'm2';\n",
+        down="DROP TABLE b;\nDELETE FROM effects WHERE migration = 'm2';\n",  # shop.items: from its backup
     )
-    m3 = migration(
-        NAMES[2],
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x_idx ON a (x);\n"
-        + (f"SELECT pg_sleep({sleep_m3});\n" if sleep_m3 else ""),
-        down="DROP INDEX CONCURRENTLY IF EXISTS a_x_idx;\n",
-    )
+    m3 = migration(NAMES[2], "CREATE INDEX CONCURRENTLY IF NOT EXISTS a_x_idx ON a ((slow_id(x)));\n",
+                   down="DROP INDEX CONCURRENTLY IF EXISTS a_x_idx;\n")
     verify = "SELECT false AS ok;\n" if verify_fails else (
         f"SELECT true AS ok FROM pg_sleep({sleep_verify});\n" if sleep_verify else
         "SELECT count(*) = 1 AS ok FROM effects WHERE migration = 'm4';\n")
@@ -62,6 +85,8 @@ class Count:
     tables: set[str]
     index: bool
     bad_applied_rows: list[str]  # applied rows not shaped like Prisma's (logs NULL, 1 step)
+    items: dict[int, str]  # shop.items: id -> note (the application's data m2 updates)
+    invalid_indexes: int  # INVALID indexes left in the database
 
 
 async def count(url: str) -> Count:
@@ -74,6 +99,9 @@ async def count(url: str) -> Count:
                 effects[r["migration"]] = r["n"]
         rows = await conn.fetch("SELECT * FROM _prisma_migrations") if "_prisma_migrations" in tables else []
         index = bool(await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE indexname = 'a_x_idx'"))
+        has_items = await conn.fetchval("SELECT to_regclass('shop.items') IS NOT NULL")
+        items = {r["id"]: r["note"] for r in await conn.fetch("SELECT id, note FROM shop.items")} if has_items else {}
+        invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
     finally:
         await conn.close()
     short = {n: n.split("_")[1] for n in NAMES}
@@ -91,4 +119,4 @@ async def count(url: str) -> Count:
                 bad.append(f"{s}: logs={r['logs']!r} steps={r['applied_steps_count']}")
         else:
             failed[s] = failed.get(s, 0) + 1
-    return Count(effects, applied, failed, rolled, tables - {"_prisma_migrations"}, index, bad)
+    return Count(effects, applied, failed, rolled, tables - {"_prisma_migrations"}, index, bad, items, invalid)

@@ -35,11 +35,16 @@ pytestmark = pytest.mark.torture
 
 POINTS = [
     "before_migration",  # deploy attempt started, waiting for Prisma's lock, nothing applied yet
-    "inside_slow_migration",  # m2's transaction is running (pg_sleep inside it)
-    "between_migration_and_ledger",  # m3 (no transaction): index built, ledger row not finished yet
+    "inside_slow_migration",  # m2's transaction is running (pg_sleep at its end)
+    "between_backup_and_statement",  # m2's backup of shop.items taken in its transaction, its script sleeping
+    "between_migration_and_ledger",  # m3 (alone, no transaction): started row written, index being built
     "during_verification",  # verify.sql is running
     "during_compensation",  # verification failed; m4's down.sql is running
+    "during_restore",  # verification failed; m2's backup being written back to shop.items
 ]
+# What is running at each point (pg_stat_activity.query), the moment to kill the worker in.
+WATCH = {"between_migration_and_ledger": "a_x_idx", "during_restore": "_migrator_backup"}
+COMPENSATING = {"during_compensation", "during_restore"}
 SLEEP = 2.0
 # A dead worker's attempt is re-dispatched after the heartbeat timeout (30 s unless configurable).
 RUN_TIMEOUT = 120 if HAS_HEARTBEAT_SETTING else 240
@@ -57,13 +62,16 @@ async def crash_trial(case: str, index: int, rng: random.Random, point: str, tcl
     url = pg_server.url(db)
     admin = pg_server.admin_url
     env = new_env_name("crash")
-    compensation = point == "during_compensation"
+    compensation = point in COMPENSATING
+    await scenario.setup(url, sleep_restore=SLEEP / 3 if point == "during_restore" else 0)  # 3 rows
     migs = scenario.bundle(
         sleep_m2=SLEEP if point == "inside_slow_migration" else 0,
+        sleep_after_backup=SLEEP if point == "between_backup_and_statement" else 0,
         sleep_m3=SLEEP if point == "between_migration_and_ledger" else 0,
         sleep_verify=SLEEP if point == "during_verification" else 0,
-        sleep_down4=SLEEP if compensation else 0,
+        sleep_down4=SLEEP if point == "during_compensation" else 0,
         verify_fails=compensation,
+        app_data=True,
     )
     worker = workers({env: env_config(url)})
     holder: asyncpg.Connection | None = None
@@ -77,7 +85,8 @@ async def crash_trial(case: str, index: int, rng: random.Random, point: str, tcl
                 await wait_status(handle, lambda s: s.stage == "deploy", 60, "the deploy stage")
                 await wait_for(lambda: _deploy_started(handle), 30, "the deploy attempt to start")
             else:
-                await wait_for(lambda: active_queries(admin, db, "pg_sleep"), 60, f"{point}: the slow statement")
+                watch = WATCH.get(point, "pg_sleep")
+                await wait_for(lambda: active_queries(admin, db, watch), 60, f"{point}: the slow statement")
             time.sleep(rng.uniform(0, SLEEP * 0.8))  # somewhere inside the slow statement / the lock wait
             worker.restart()  # kill -9, then a fresh worker on the same task queue
             if holder is not None:
@@ -95,17 +104,20 @@ async def crash_trial(case: str, index: int, rng: random.Random, point: str, tcl
             assert final.outcome == expected, f"outcome {final.outcome} ({final.error}), expected {expected}"
             assert trial.double_applied == 0, f"applied more than once: {found}"
             assert not found.failed_rows or not any(found.failed_rows.values()), f"unfinished ledger rows: {found}"
+            assert found.invalid_indexes == 0, f"INVALID index left: {found}"
             if compensation:
-                # Undone newest first by each down.sql; every row of this run marked rolled back.
+                # Undone newest first by each down.sql, m2's backup put back; the ledger as before the run.
                 assert found.tables == set() and not found.index, f"left after compensation: {found}"
                 assert all(n == 0 for n in found.effects.values()), found.effects
                 assert all(n == 0 for n in found.applied_rows.values()), found.applied_rows
-                assert all(n == 1 for n in found.rolled_back_rows.values()), found.rolled_back_rows
+                assert all(n == 0 for n in found.rolled_back_rows.values()), found.rolled_back_rows
+                assert found.items == scenario.ITEMS, f"shop.items not restored: {found.items}"
                 assert [s.name for s in final.compensation if s.ok] == list(reversed(scenario.NAMES)), final.compensation
             else:
                 assert trial.lost == 0, f"missing: {found}"
                 assert found.tables == {"effects", "a", "b", "c"}, found.tables
                 assert all(n == 1 for n in found.applied_rows.values()), found.applied_rows
+                assert found.items == {k: "m2" for k in scenario.ITEMS}, found.items
                 assert not found.bad_applied_rows, found.bad_applied_rows
                 assert [a.name for a in final.applied] == scenario.NAMES
             await assert_clean(admin, db)
@@ -115,12 +127,12 @@ async def crash_trial(case: str, index: int, rng: random.Random, point: str, tcl
                 said = " | ".join(ln for ln in (res.stdout + res.stderr).splitlines()
                                   if ln.strip() and "schema loaded" not in ln and "Datasource" not in ln)
                 if compensation:
-                    # Prisma's status calls rolled-back rows "up to date" (they match by name, REPORT.md
-                    # §4.3), but its deploy treats them as unapplied: the real `migrate deploy` must
-                    # re-apply all four from the state compensation left, and then agree.
-                    assert res.returncode == 0, f"prisma status: {said}"
+                    # The ledger is as before the run: Prisma's status lists all four as pending, and
+                    # its deploy re-applies exactly those four from the state compensation left.
+                    assert res.returncode == 1 and all(n in said for n in scenario.NAMES), f"prisma status: {said}"
                     again = prisma(url, folder, "deploy")
                     assert again.returncode == 0, f"prisma deploy: {again.stdout[-400:]} {again.stderr[-400:]}"
+                    assert all(n in again.stdout for n in scenario.NAMES), again.stdout
                     redone = await scenario.count(url)
                     assert all(n == 1 for n in redone.applied_rows.values()), redone
                     assert all(n == 1 for n in redone.effects.values()), redone

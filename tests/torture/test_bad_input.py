@@ -240,7 +240,9 @@ async def test_malformed_approvals_are_refused_recorded_and_change_nothing(pg_se
                         with pytest.raises(WorkflowUpdateFailedError) as refused:
                             await handle.execute_update("approve_update", payload)
                         assert expected in refused.value.cause.message, refused.value.cause.message
-                    st = await wait_status(handle, lambda s: len(s.approvals) == sent, 10, "the attempt to be recorded")
+                    # (the status lists the latest refused attempts; every one is counted, and all are in history)
+                    st = await wait_status(handle, lambda s: len(s.approvals) + s.refused_not_kept == sent, 10,
+                                           "the attempt to be recorded")
                     last = st.approvals[-1]
                     assert not last.accepted and expected in (last.refusal or ""), (case, last)
                     assert "\n" not in last.refusal

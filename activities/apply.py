@@ -96,8 +96,15 @@ class _Run:
             await self.ledger.insert_applied(self.mig.name, self.mig.checksum, started, finished[-1], self.row_id)
             await bookkeeping.record_write(conn, self.row_id)
 
+        async def attempt() -> None:  # one transaction: backups, the script, the ledger row
+            async with self.conn.transaction():
+                await backups(self.conn)
+                if body.strip():
+                    await self.conn.execute(body)  # no arguments: one simple-query script, as Prisma sends it
+                await ledger_row(self.conn)
+
         try:
-            await self.executor.run_script(body, what=self.mig.name, before=backups, after=ledger_row)
+            await self.executor.run_atomic(attempt, (), what=self.mig.name)
         except _BackupFailed as exc:
             return exc
         except asyncpg.PostgresError as exc:
@@ -131,7 +138,7 @@ class _Run:
         before = await index_state(self.conn, target) if target else None
         t0 = time.perf_counter()
         try:
-            await self.executor.run_statement(self.mig.sql, what=self.mig.name, multi_transaction=True)
+            await self.executor.run_statement(self.mig.sql, (), what=self.mig.name, multi_transaction=True)
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
@@ -149,14 +156,12 @@ class _Run:
                     "or undo it, then resolve it (prisma migrate resolve --applied or --rolled-back)")
         started = utcnow()
 
-        async def backups_and_started_row(conn: asyncpg.Connection) -> None:
-            await backup.take(conn, self.row_id, self.mig.name, self.pm.backups)
+        async with self.conn.transaction():  # its backups and its started row, before the script
+            await backup.take(self.conn, self.row_id, self.mig.name, self.pm.backups)
             await self.ledger.insert_started(self.mig.name, self.mig.checksum, started, self.row_id)
-
-        await self.executor.run_script("", what=f"{self.mig.name} (backups)", after=backups_and_started_row)
         t0 = time.perf_counter()
         try:
-            await self.executor.run_statement(self.mig.sql, what=self.mig.name, multi_transaction=True)
+            await self.executor.run_statement(self.mig.sql, (), what=self.mig.name, multi_transaction=True)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, asyncpg.PostgresConnectionError):
                 raise

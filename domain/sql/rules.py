@@ -19,6 +19,7 @@ from domain.sql.parse import (
     DEFAULT_SCHEMA,
     SqlParseError,
     StatementInfo,
+    literal_value,
     names,
     qualified,
     qualified_names,

@@ -176,3 +176,23 @@ async def test_after_compensation_prisma_status_and_deploy_agree_on_real_histori
     undone = [s.name for s in final.compensation if s.ok]
     reading = assert_status_and_deploy_agree(database_url, write_folder(tmp_path / "after", migs))
     assert reading.pending == list(reversed(undone))  # what compensation undid is pending again, nothing else
+
+
+NICKNAME = migration("20250102000000_nickname", "ALTER TABLE customers ADD COLUMN nickname text DEFAULT 'none';\n")
+
+
+async def test_an_added_column_the_application_filled_is_not_dropped(client, database_url: str, tmp_path: Path) -> None:
+    assert (await run(client, database_url, [CUSTOMERS])).outcome == Outcome.succeeded
+    settings = make_settings("dev", database_url, gates=["verify"])
+    async with new_worker(client, settings) as worker:
+        handle = await start(client, worker, request("dev", [CUSTOMERS, NICKNAME]))
+        await wait_gate(handle, "verify")
+        await sql(database_url, "UPDATE customers SET nickname = 'annie' WHERE id = 1")
+        await handle.signal("reject", approval("verify", "alice", comment="no"))
+        final = await final_status(handle)
+    assert final.outcome == Outcome.failed_needs_attention
+    assert "DROP COLUMN public.customers.nickname would destroy values in 1 row(s)" in final.human_action
+    assert [tuple(r) for r in await sql(database_url, "SELECT id, nickname FROM customers ORDER BY id")] == [
+        (1, "annie"), (2, "none"), (3, "none")]
+    require_oracle()
+    assert_status_and_deploy_agree(database_url, write_folder(tmp_path / "m", [CUSTOMERS, NICKNAME]))

@@ -191,3 +191,20 @@ def test_base_flags_a_new_migration_that_sorts_before_the_base_in_prismas_order(
     found = {m["name"]: [f["code"] for f in m["findings"]]
              for m in json.loads(_lint(str(mdir), "--base", "main", "--json").stdout)["migrations"]}
     assert "out-of-order" not in found[later]
+
+
+def test_a_file_postgresql_refuses_as_one_script_fails_lint_with_the_reason(tmp_path: Path) -> None:
+    folder = _folder(tmp_path, {
+        "20250101000000_prices": "ALTER TABLE products ALTER COLUMN price TYPE numeric USING price / 100.0;\n"
+                                 "CREATE UNIQUE INDEX CONCURRENTLY products_sku_key ON products (sku);\n",
+        "20250102000000_enum": "ALTER TYPE \"Role\" ADD VALUE 'owner';\nUPDATE users SET role = 'owner' WHERE id = 1;\n",
+    })
+    result = _lint(str(folder), "--json")
+    assert result.returncode == 1
+    by = {m["name"]: m for m in json.loads(result.stdout)["migrations"]}
+    prices = [f for f in by["20250101000000_prices"]["findings"] if f["code"] == "fails-in-prisma"]
+    assert [(f["line"], f["severity"]) for f in prices] == [(2, "error")]
+    assert "cannot run inside a transaction block" in prices[0]["message"]
+    enum = [f for f in by["20250102000000_enum"]["findings"] if f["code"] == "fails-in-prisma"]
+    assert [f["line"] for f in enum] == [2] and "unsafe use of new value" in enum[0]["message"]
+    assert by["20250101000000_prices"]["idempotent"] is False

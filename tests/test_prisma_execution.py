@@ -55,7 +55,8 @@ async def _state(url: str) -> dict:
     conn = await asyncpg.connect(url)
     try:
         return {
-            "prices": [str(r[0]) for r in await conn.fetch("SELECT price FROM products ORDER BY id")],
+            "prices": [str(r[0]) for r in await conn.fetch("SELECT price FROM products ORDER BY id")]
+            if await conn.fetchval("SELECT to_regclass('products') IS NOT NULL") else None,
             "tables": sorted(r[0] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname='public'")),
             "indexes": sorted((r[0], r[1]) for r in await conn.fetch(
                 "SELECT c.relname, x.indisvalid FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid "
@@ -139,3 +140,38 @@ async def test_failed_concurrent_unique_index_leaves_no_invalid_index(database_u
     # (the activity alone does not resolve: the run's resolve stage marks the old row first)
     assert again.stopped is None and [m.name for m in again.applied] == [SKU_INDEX.name]
     assert (await _state(database_url))["indexes"] == [("products_pkey", True), ("products_sku_key", True)]
+
+
+ENUM_SETUP = migration("20250101000000_subs", "CREATE TYPE status AS ENUM ('active');\n"
+                       "CREATE TABLE subs (id int PRIMARY KEY, status text NOT NULL);\n"
+                       "INSERT INTO subs VALUES (1, 'active'), (2, 'unpaid');\n")
+# rallly's 20250223160003_set_subscription_status_enum, shortened: its own COMMIT splits it in two.
+ENUM_VALUES = migration("20250102000000_status_enum",
+                        "BEGIN;\nALTER TYPE status ADD VALUE 'unpaid';\nCOMMIT;\n"
+                        "ALTER TABLE subs ADD COLUMN status_enum status;\n"
+                        "UPDATE subs SET status_enum = status::status;\n")
+
+
+@pytest.mark.oracle
+async def test_a_file_with_its_own_commit_runs_as_one_script_like_prisma(database_url, prisma_url, tmp_path) -> None:
+    plan, result = await _deploy_directly(database_url, [ENUM_SETUP, ENUM_VALUES])
+    assert plan.blockers == [] and [m.execution for m in plan.migrations] == ["transaction", "script"]
+    assert [m.name for m in result.applied] == [ENUM_SETUP.name, ENUM_VALUES.name]
+    ours = await _state(database_url)
+    theirs = await _prisma_deploys(prisma_url, tmp_path, [ENUM_SETUP, ENUM_VALUES])
+    assert ours["ledger"] == theirs["ledger"] == [(ENUM_SETUP.name, True, 1, True), (ENUM_VALUES.name, True, 1, True)]
+
+
+@pytest.mark.oracle
+async def test_a_script_failing_after_its_commit_is_recorded_as_partly_applied(database_url, prisma_url, tmp_path) -> None:
+    bad = migration(ENUM_VALUES.name, ENUM_VALUES.sql.replace("status::status", "status::status, nope = 1"))
+    _, result = await _deploy_directly(database_url, [ENUM_SETUP, bad])
+    assert result.failed.name == bad.name and result.failed.partial and result.failed.error.startswith("42703")
+    theirs = await _prisma_deploys(prisma_url, tmp_path, [ENUM_SETUP, bad])
+    conn = await asyncpg.connect(database_url)
+    try:  # the transaction before its COMMIT stays, as with Prisma: the enum has the new value
+        assert await conn.fetchval("SELECT enum_range(NULL::status)::text") == "{active,unpaid}"
+    finally:
+        await conn.close()
+    assert (await _state(database_url))["ledger"] == theirs["ledger"] == [
+        (ENUM_SETUP.name, True, 1, True), (bad.name, False, 0, False)]

@@ -158,11 +158,11 @@ class _Analyzer:
             values = [a.get("A_Const", {}).get("sval", {}).get("sval") for a in node.get("args", [])]
             schemas = [v for v in values if v and v != "$user"]
             self.schema = schemas[0] if node.get("kind") == "VAR_SET_VALUE" and schemas else self.default_schema
-        return [], [], True
+        return [], []
 
     def _other(self, kind: str, node: dict[str, Any]):
         quiet = {"VariableSetStmt", "CommentStmt", "GrantStmt", "SelectStmt", "GrantRoleStmt",
-                            "AlterDefaultPrivilegesStmt", "AlterOwnerStmt", "CreatePolicyStmt"}
+                 "AlterDefaultPrivilegesStmt", "AlterOwnerStmt", "CreatePolicyStmt"}
         if kind in quiet:
             return [], []
         if kind in ("CreatedbStmt", "AlterSystemStmt"):

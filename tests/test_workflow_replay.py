@@ -45,8 +45,8 @@ from tests.helpers import (
     wait_gate,
 )
 from tests.ssh_keys import make_key, sign
-from workflows.deploy import DeployWorkflow
 from workflows.messages import BUNDLE_PART_UPDATE
+from worker import WORKFLOWS  # every workflow a history may be of (deploys, rollouts)
 from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -134,7 +134,7 @@ async def test_recording_scenarios_still_end_as_recorded_and_replay(dev_client, 
     """The scenarios behind the committed histories still reach their outcome, and their fresh
     histories replay; with RECORD_HISTORIES=1 they also overwrite the committed files."""
     text = await SCENARIOS[name](dev_client, database_url)
-    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
     await replayer.replay_workflow(history_of(name, text))
     if os.environ.get("RECORD_HISTORIES"):
@@ -152,7 +152,7 @@ def test_every_scenario_has_a_recording() -> None:
 async def test_recorded_history_replays_with_the_current_code(path: Path) -> None:
     text = path.read_text()
     assert PG_TEST_PASSWORD not in text  # committed histories hold no secrets either
-    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
     await replayer.replay_workflow(history_of(path.stem, text))
 
@@ -169,6 +169,6 @@ async def test_a_fresh_history_with_signals_updates_and_compensation_replays(dev
         final = await final_status(handle)
         text = await history_json(handle)
     assert final.outcome == Outcome.rejected
-    replayer = Replayer(workflows=[DeployWorkflow], data_converter=pydantic_data_converter,
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
                         workflow_runner=workflow_runner())
     await replayer.replay_workflow(history_of(handle.id, text))

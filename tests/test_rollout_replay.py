@@ -1,0 +1,116 @@
+"""Replay: the current RolloutWorkflow (and DeployWorkflow, for the runs a rollout starts) must
+reproduce recorded rollout histories exactly. tests/histories/v3-rollout/ holds them: a fleet in
+waves with an approved plan, a wave approval, a second plan and a pause (its runs' histories too:
+the children that took the rollout's approvals), and a rollout that continued as new.
+
+Record anew after a change (into a new folder; never overwrite):
+
+    RECORD_HISTORIES=1 .venv/bin/python -m pytest -q tests/test_rollout_replay.py
+
+The scenarios also run in every test run (to a temporary history) and must replay.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from domain.models import ApprovalAnswer, ApprovalPayload
+from domain.rollout_models import ControlPayload
+from tests.conftest import PG_TEST_PASSWORD
+from tests.helpers import new_worker
+from tests.rollout_fakes import final_rollout, start_rollout, wait_rollout
+from tests.rollout_helpers import EFFECTS, apply_by_hand, create_fleet, drop_fleet, fleet_settings, request
+from worker import WORKFLOWS
+from workflows.rollout_history import run_chain
+from workflows.sandbox import workflow_runner
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+RECORDING_VERSION = "v3-rollout"
+RECORDED = sorted((HISTORIES / RECORDING_VERSION).glob("*.json"))
+
+
+def replayer() -> Replayer:
+    return Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+
+
+async def _approve(handle, stage: str, by: str, fingerprint: str) -> None:
+    await handle.execute_update("approve_update", ApprovalPayload(stage=stage, approver=by, fingerprint=fingerprint),
+                                result_type=ApprovalAnswer)
+
+
+async def _record_waves(client, pg_server) -> dict[str, str]:
+    prefix, names = await create_fleet(pg_server, 4)
+    await apply_by_hand(pg_server.url(names[3]), [EFFECTS])
+    settings = fleet_settings(pg_server, prefix, gates=["deploy"], approvers=["alice", "bob"], allow_self_approval=False)
+    try:
+        async with new_worker(client, settings) as worker:
+            handle = await start_rollout(client, worker, request(["tenants"], waves=["1", "2", "rest"], concurrency=2))
+            status = await wait_rollout(handle, lambda s: s.awaiting is not None, timeout=60)
+            await handle.signal("approve", {"stage": "deploy", "approver": "mallory"})  # refused, recorded
+            await _approve(handle, "deploy", "bob", status.groups[status.awaiting.groups[0]].state_fingerprint)
+            status = await wait_rollout(handle, lambda s: s.awaiting is not None and s.awaiting.wave == 2, timeout=60)
+            await _approve(handle, "wave", "alice", status.waves[1].fingerprint)
+            status = await wait_rollout(handle, lambda s: s.awaiting is not None and s.awaiting.wave == 3, timeout=60)
+            await handle.execute_update("pause_update", ControlPayload(by="dave"), result_type=ApprovalAnswer)
+            await _approve(handle, "deploy", "alice", status.groups[status.awaiting.groups[0]].state_fingerprint)
+            await wait_rollout(handle, lambda s: s.phase == "paused", timeout=30)
+            await handle.signal("resume", {"by": "dave"})
+            final = await final_rollout(handle)
+            assert final.outcome == "succeeded"
+            out = {"rollout_waves_succeeded": (await handle.fetch_history()).to_json()}
+            for target in (f"tenants:{names[0]}", f"tenants:{names[3]}"):
+                run_id = next(r.run_id for r in final.results() if r.target == target)
+                child = client.get_workflow_handle(f"prisma-deploy-{target}", run_id=run_id)
+                key = "rollout_child_own_state" if target.endswith(names[3]) else "rollout_child_canary"
+                out[key] = (await child.fetch_history()).to_json()
+            return out
+    finally:
+        await drop_fleet(pg_server, names)
+
+
+async def _record_continue_as_new(client, pg_server) -> dict[str, str]:
+    prefix, names = await create_fleet(pg_server, 3)
+    try:
+        async with new_worker(client, fleet_settings(pg_server, prefix)) as worker:
+            handle = await start_rollout(client, worker, request(["tenants"], waves=["1", "rest"], concurrency=2,
+                                                                 children_per_run=2))
+            final = await final_rollout(handle)
+            assert final.outcome == "succeeded" and final.runs == 2
+            chain = await run_chain(client, handle.id)
+            return {f"rollout_continued_run{i + 1}": history.to_json() for i, (_, history) in enumerate(chain)}
+    finally:
+        await drop_fleet(pg_server, names)
+
+
+SCENARIOS = {"waves": _record_waves, "continue_as_new": _record_continue_as_new}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+async def test_recording_scenarios_still_end_as_recorded_and_replay(dev_client, pg_server, name: str) -> None:
+    histories = await SCENARIOS[name](dev_client, pg_server)
+    for key, text in histories.items():
+        assert PG_TEST_PASSWORD not in text and "postgresql://" not in text
+        await replayer().replay_workflow(WorkflowHistory.from_json(key, text))
+        if os.environ.get("RECORD_HISTORIES"):
+            target = HISTORIES / RECORDING_VERSION / f"{key}.json"
+            assert not target.exists(), f"{target} is recorded already: record into a new version folder"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+
+
+def test_the_recordings_exist() -> None:
+    assert {p.stem for p in RECORDED} >= {"rollout_waves_succeeded", "rollout_child_canary", "rollout_child_own_state",
+                                          "rollout_continued_run1", "rollout_continued_run2"}
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
+async def test_recorded_rollout_history_replays_with_the_current_code(path: Path) -> None:
+    text = path.read_text()
+    assert PG_TEST_PASSWORD not in text
+    await replayer().replay_workflow(WorkflowHistory.from_json(path.stem, text))

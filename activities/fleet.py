@@ -35,7 +35,8 @@ class FleetActivities:
     async def discover_targets(self, inp: DiscoverInput) -> DiscoverResult:
         settings = self.targets.settings
         if inp.stage in settings.environments:
-            return DiscoverResult(stage=inp.stage, kind="environment", targets=[inp.stage])
+            return DiscoverResult(stage=inp.stage, kind="environment", targets=[inp.stage],
+                                  gated=bool(settings.environments[inp.stage].gates))
         fleet = self.targets.fleet(inp.stage)
         if fleet.discover is None:
             unknown = [e for e in fleet.environments if e not in settings.environments]
@@ -44,8 +45,10 @@ class FleetActivities:
                     f"fleet {inp.stage} lists environments this worker does not know: {', '.join(unknown)}",
                     type="UnknownEnvironment", non_retryable=True)
             members = list(fleet.environments)
+            gated = any(settings.environments[e].gates for e in members)
         else:
             members = await self.targets.discover(inp.stage, fresh=True)
+            gated = bool(fleet.member_settings("gates_check").gates)
         if not members:
             raise ApplicationError(f"fleet {inp.stage} has no databases (its discovery query listed none)",
                                    type="EmptyFleet", non_retryable=True)
@@ -54,7 +57,7 @@ class FleetActivities:
                   for name, listed in fleet.groups.items()}
         activity.logger.info("fleet discovered", extra={"fleet": inp.stage, "databases": len(members)})
         return DiscoverResult(stage=inp.stage, kind="fleet", targets=[fleet.target(inp.stage, m) for m in members],
-                              groups=groups, waves=fleet.waves)
+                              groups=groups, waves=fleet.waves, gated=gated)
 
     @activity.defn(name="plan_targets")
     async def plan_targets(self, inp: PlanTargetsInput) -> PlanTargetsResult:

@@ -160,19 +160,41 @@ def group_plans(planned: Iterable[tuple[str, PreflightResult]]) -> list[PlannedG
     return list(groups.values())
 
 
+def review_plan(plan: DeployPlan) -> DeployPlan:
+    """The plan as a rollout keeps it for its gates and audit: actions, reasons, risk and blockers,
+    without the review detail (findings, evidence, rollback SQL, drift) its planning activity's
+    result already holds in history. Keeps what the rollout carries across continue-as-new small."""
+    return plan.model_copy(update={
+        "migrations": [m.model_copy(update={"findings": [], "evidence": [], "rollback_sql": None, "creates": []})
+                       for m in plan.migrations],
+        "drift": None,
+    })
+
+
+def _group(groups: dict[str, PlanGroup], key: str, state_fingerprint: str, plan: DeployPlan,
+           policy: ApprovalPolicy) -> PlanGroup:
+    group = groups.get(key)
+    if group is None:  # an existing group keeps its approvals
+        group = groups[key] = PlanGroup(key=key, state_fingerprint=state_fingerprint, plan=review_plan(plan),
+                                        policy=policy, gates=plan_gates(plan, policy))
+    return group
+
+
 def absorb(groups: dict[str, PlanGroup], planned: Iterable[PlannedGroup]) -> dict[str, str]:
-    """Add newly planned groups to the rollout's (an existing group keeps its approvals); returns
-    target -> group key."""
+    """Add newly planned groups to the rollout's; returns target -> group key."""
     membership: dict[str, str] = {}
     for pg in planned:
-        group = groups.get(pg.key)
-        if group is None:
-            group = groups[pg.key] = PlanGroup(key=pg.key, state_fingerprint=pg.state_fingerprint, plan=pg.plan,
-                                               policy=pg.policy, gates=plan_gates(pg.plan, pg.policy))
-        group.members += len(pg.members)
+        _group(groups, pg.key, pg.state_fingerprint, pg.plan, pg.policy).members += len(pg.members)
         for target in pg.members:
             membership[target] = pg.key
     return membership
+
+
+def absorb_run(groups: dict[str, PlanGroup], plan: DeployPlan, policy: ApprovalPolicy) -> str:
+    """The group of a database its own run planned (a stage without gates is not pre-planned)."""
+    key = group_key(plan.state_fingerprint, policy)
+    _group(groups, key, plan.state_fingerprint, plan, policy).members += 1
+    return key
 
 
 def wave_groups(wave: WaveState, membership: dict[str, str]) -> list[str]:

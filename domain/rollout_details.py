@@ -139,7 +139,7 @@ def report(status: RolloutStatus, workflow_id: str, run_ids: list[str]) -> str:
                 out.append(f"| `{target}` | not started | | | | | |")
                 continue
             plan = st.groups[r.group].state_fingerprint[:12] if r.group in st.groups else "—"
-            out.append(f"| `{r.target}` | {r.outcome} | `{plan}` | {r.approvals or '—'} | {len(r.applied)} | "
+            out.append(f"| `{r.target}` | {r.outcome} | `{plan}` | {r.approvals or '—'} | {r.applied} | "
                        f"`{r.run_id or '—'}` | {_cell(r.error or '')} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"

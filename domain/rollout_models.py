@@ -72,6 +72,7 @@ class DiscoverResult(BaseModel):
     targets: list[str]  # names the worker resolves to databases (fleet members: "<fleet>:<database>")
     groups: dict[str, list[str]] = Field(default_factory=dict)  # named groups of targets, for waves
     waves: list[str] | None = None  # the fleet's default waves (worker settings)
+    gated: bool = True  # some database of the stage has gates: plan and approve before deploying
 
 
 class PlanTargetsInput(BaseModel):
@@ -105,7 +106,7 @@ class TargetResult(BaseModel):
     outcome: str  # a DeployWorkflow Outcome, or not_planned / busy
     run_id: str | None = None
     group: str | None = None  # key of its plan group
-    applied: list[str] = Field(default_factory=list)  # migrations the run applied
+    applied: int = 0  # migrations the run applied (which: its plan group's; its run has the detail)
     approvals: str | None = None  # "rollout" when the rollout's approvals opened its gates, "own" otherwise
     error: str | None = None
     ended_at: datetime | None = None
@@ -116,6 +117,7 @@ class WaveState(BaseModel):
     stage: str
     label: str  # e.g. "canary", "25%", "group:eu", "prod"
     targets: list[str]
+    gated: bool = True  # False: no database has gates, so each run plans for itself (no read-only pre-plan)
     planned: bool = False
     gate_passed: bool = False
     fingerprint: str = ""  # what a `wave` approval names: this wave's targets and the results before it
@@ -133,7 +135,7 @@ class PlanGroup(BaseModel):
 
     key: str
     state_fingerprint: str
-    plan: DeployPlan  # representative (its environment is the first member planned)
+    plan: DeployPlan  # representative (the first member's), without review detail (domain.rollout.review_plan)
     policy: ApprovalPolicy
     gates: list[str]  # the gates the plan's runs have (approved here for all of them)
     members: int = 0

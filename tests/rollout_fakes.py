@@ -140,9 +140,10 @@ class FakeFleet:
 
         @activity.defn(name="discover_targets")
         async def discover_targets(inp: DiscoverInput) -> DiscoverResult:
-            if inp.stage in self.fleets:
-                return DiscoverResult(stage=inp.stage, kind="fleet", targets=list(self.fleets[inp.stage]))
-            return DiscoverResult(stage=inp.stage, kind="environment", targets=[inp.stage])
+            targets = list(self.fleets.get(inp.stage, [inp.stage]))
+            gated = any(self.policy(t).gates for t in targets)
+            kind = "fleet" if inp.stage in self.fleets else "environment"
+            return DiscoverResult(stage=inp.stage, kind=kind, targets=targets, gated=gated)
 
         @activity.defn(name="plan_targets")
         async def plan_targets(inp: PlanTargetsInput) -> PlanTargetsResult:

@@ -173,12 +173,13 @@ class RolloutWorkflow:
         for label, targets in split:
             number += 1
             st.waves.append(WaveState(number=number, stage=stage, label=stage if found.kind != "fleet" else label,
-                                      targets=targets))
+                                      targets=targets, gated=found.gated))
         return [w for w in st.waves if w.stage == stage]
 
     async def _wave(self, wave: WaveState) -> None:
         if not wave.planned:
-            await self._plan(wave)
+            if wave.gated:  # without gates each run plans for itself: a read-only pre-plan would repeat it
+                await self._plan(wave)
             wave.planned = True
         if rollout.threshold_passed(wave, self._req.max_failures):
             raise _Stop(RolloutOutcome.halted, self._halt_reason(wave))
@@ -311,14 +312,14 @@ class RolloutWorkflow:
                 WORKFLOW_NAME, child, result_type=RunStatus, parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
                 **options)
             result.run_id = handle.first_execution_run_id
-            self._absorb(result, await handle)
+            self._absorb(result, await handle, wave)
         except WorkflowAlreadyStartedError:
             result.outcome = "busy"
             result.error = f"a run is already open for {target} ({options['id']}): it was not deployed by this rollout"
         except ChildWorkflowError as err:
             status = messages.status_from_failure(err)
             if status is not None:
-                self._absorb(result, status)
+                self._absorb(result, status, wave)
             else:
                 result.outcome = "cancelled" if _is_cancelled(err) else "failed"
                 result.error = _cause(err)
@@ -332,9 +333,12 @@ class RolloutWorkflow:
                 st.running.remove(target)
             self._tick += 1
 
-    def _absorb(self, result: TargetResult, status: RunStatus) -> None:
+    def _absorb(self, result: TargetResult, status: RunStatus, wave: WaveState) -> None:
         result.outcome = _outcome_of(status)
-        result.applied = [a.name for a in status.applied]
+        result.applied = len(status.applied)
+        if result.group is None and status.plan is not None and status.policy is not None:
+            result.group = wave.membership[result.target] = rollout.absorb_run(self._st.groups, status.plan,
+                                                                               status.policy)
         result.error = (status.error or "")[:300] or None
         accepted = [r for r in status.approvals if r.accepted and r.decision == "approve"]
         result.approvals = ("rollout" if any(r.via == "rollout" for r in accepted) else "own") if accepted else None

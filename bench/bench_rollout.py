@@ -11,9 +11,11 @@ each on freshly reset databases. Every tenant receives two migrations; the secon
 orchestrator nothing, as a migration's lock waits and I/O on a real server do. BENCH_ROLLOUT_SLEEP=0
 measures pure orchestration cost instead (then the 2 shared cores of this machine are the limit).
 
-Reported: wall time of each, speed-up (1) / (8) against the ideal (the concurrency), and for each
-rollout its runs (continue-as-new), the largest run's events and bytes, and events in all: the
-largest run is what Temporal limits, and it must not grow with the fleet.
+Reported: wall time of each, speed-up (1) / (8) against the ideal (the concurrency); the mean
+duration of one database's run and how many were open on average (their summed durations over the
+wall time: the rollout keeps its slots busy, or it does not); the machine's load average (the
+machine is shared); and for each rollout its runs (continue-as-new), the largest run's events and
+bytes, and events in all: the largest run is what Temporal limits, and it must not grow with the fleet.
 """
 
 from __future__ import annotations
@@ -93,12 +95,20 @@ async def rollout(client, fleet: str, concurrency: int, sleep: float, task_queue
     elapsed = time.perf_counter() - start
     if status is None or status.outcome != "succeeded":
         raise RuntimeError(f"rollout ended {status and status.outcome}: {status and status.error}")
+    load = os.getloadavg()[0]
     chain = await run_chain(client, handle.id)
     events = [len(h.events) for _, h in chain]
     sizes = [len(h.to_json().encode()) for _, h in chain]
+    # How long each database's own run took, first event to last: their sum over the wall time is
+    # how many runs were open on average (the rollout's occupancy of its concurrency).
+    spans = []
+    for r in status.results():
+        h = await client.get_workflow_handle(f"prisma-deploy-{r.target}", run_id=r.run_id).fetch_history()
+        spans.append((h.events[-1].event_time.ToDatetime() - h.events[0].event_time.ToDatetime()).total_seconds())
     return {"databases": len(status.results()), "concurrency": concurrency, "seconds": round(elapsed, 1),
+            "run_s_mean": round(sum(spans) / len(spans), 2), "in_flight_mean": round(sum(spans) / elapsed, 2),
             "runs": len(chain), "max_events_per_run": max(events), "events_total": sum(events),
-            "max_run_bytes": max(sizes)}
+            "max_run_bytes": max(sizes), "load_avg_1m": round(load, 1)}
 
 
 async def main() -> dict:
@@ -148,9 +158,9 @@ def machine() -> dict:
 
 
 def render(result: dict) -> None:
-    print_table("Fleet rollouts (one wave, no gates)", ["fleet", "databases", "concurrency", "sleep_s", "seconds", "runs",
-                                                        "max_events_per_run", "events_total", "max_run_bytes"],
-                result["rows"])
+    print_table("Fleet rollouts (one wave, no gates)", ["fleet", "databases", "concurrency", "sleep_s", "seconds",
+                                                        "run_s_mean", "in_flight_mean", "runs", "max_events_per_run",
+                                                        "events_total", "max_run_bytes", "load_avg_1m"], result["rows"])
     s = result["summary"]
     print(f"speed-up {s['speedup']}x of an ideal {s['ideal']}x = {s['fraction_of_ideal']:.0%} "
           f"(one database at a time: {s['per_database_s_one_at_a_time']} s each)")

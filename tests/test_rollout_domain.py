@@ -216,3 +216,23 @@ def test_pause_resume_cancel_say_who_and_refuse_what_makes_no_sense() -> None:
                                          finished=False).refusal
     assert "has ended" in check_control({"by": "d"}, "cancel", at=NOW, paused=False, cancelling=False,
                                         finished=True).refusal
+
+
+def test_the_gate_shows_previous_results_the_plans_and_the_exact_json_to_send() -> None:
+    from domain import rollout_details
+    from domain.rollout_models import RolloutStatus
+
+    groups, membership = _rollout_groups({n: "s" for n in names(3)})
+    status = RolloutStatus(name="r", stages=["t"], requested_by="carol", operation="full", groups=groups)
+    first = WaveState(number=1, stage="t", label="canary", targets=["db000"], membership=membership)
+    first.results["db000"] = TargetResult(target="db000", outcome="failed_rolled_back", error="relation exists")
+    second = WaveState(number=2, stage="t", label="rest", targets=names(3)[1:], membership=membership)
+    status.waves = [first, second]
+    gate = gate_for(second, wave_groups(second, membership), groups, first=False)
+    text = rollout_details.gate(status, gate, "prisma-rollout-r")
+    key = membership["db000"]
+    assert "waits before wave 2 (t, rest: 2 database(s))" in text
+    assert "wave 1 (t, canary): 1/1 done — 1 failed_rolled_back" in text and "`db000`: **failed_rolled_back** — relation exists" in text
+    assert (f'{{"stage": "deploy", "approver": "<your name>", "comment": "ok", "fingerprint": '
+            f'"{groups[key].state_fingerprint}"}}') in text
+    assert "starter.py approve prisma-rollout-r --stage <stage>" in text

@@ -25,7 +25,13 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
 from temporalio.exceptions import CancelledError as TemporalCancelled
 from temporalio.workflow import ParentClosePolicy
 
@@ -59,6 +65,8 @@ PLAN_TIMEOUT = timedelta(minutes=30)
 PLAN_HEARTBEAT = timedelta(minutes=2)
 # Past this many events a run continues as new even between its children-per-run marks.
 MAX_EVENTS_PER_RUN = 10_000
+# The next run's input (the request with the bundle, and the state) must fit one Temporal payload (2 MB).
+MAX_CARRIED_BYTES = 1_800_000
 ERROR_TYPES = {
     RolloutOutcome.completed_with_failures: "RolloutCompletedWithFailures",
     RolloutOutcome.halted: "RolloutHalted",
@@ -95,6 +103,7 @@ class RolloutWorkflow:
             concurrency=request.concurrency, max_failures=request.max_failures)
         self._running: dict[str, asyncio.Task] = {}
         self._started_here = 0
+        self._renew_refused = False
         self._tick = 0  # bumped by every event the main loop may wait for
         self._accepting = True
         self._phase_shown: str | None = None
@@ -163,6 +172,8 @@ class RolloutWorkflow:
                 FleetActivities.discover_targets, DiscoverInput(stage=stage), start_to_close_timeout=DISCOVER_TIMEOUT,
                 retry_policy=QUICK_RETRY, summary=f"list the databases of {stage}")
         except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise asyncio.CancelledError() from None
             raise _Stop(RolloutOutcome.failed, f"could not list the databases of {stage}: {_cause(exc)}") from None
         spec = (self._req.waves or found.waves or DEFAULT_WAVES) if found.kind == "fleet" else ["100%"]
         try:
@@ -218,6 +229,8 @@ class RolloutWorkflow:
                     start_to_close_timeout=PLAN_TIMEOUT, heartbeat_timeout=PLAN_HEARTBEAT, retry_policy=QUICK_RETRY,
                     summary=f"plan {len(batch)} database(s) of wave {wave.number} (read-only preflight)")
             except ActivityError as exc:
+                if is_cancelled_exception(exc):
+                    raise asyncio.CancelledError() from None
                 raise _Stop(RolloutOutcome.failed, f"could not plan wave {wave.number}: {_cause(exc)}") from None
             wave.membership.update(rollout.absorb(st.groups, result.groups))
             for target, why in result.failures.items():
@@ -289,8 +302,14 @@ class RolloutWorkflow:
 
     def _renew_due(self) -> bool:
         info = workflow.info()
-        return (self._started_here >= self._req.children_per_run or info.is_continue_as_new_suggested()
-                or info.get_current_history_length() > MAX_EVENTS_PER_RUN)
+        due = (self._started_here >= self._req.children_per_run or info.is_continue_as_new_suggested()
+               or info.get_current_history_length() > MAX_EVENTS_PER_RUN)
+        if due and not self._renew_refused and not self._running:
+            size = len(self._req.model_copy(update={"state": self._st}).model_dump_json())
+            if size > MAX_CARRIED_BYTES:  # cannot carry it: go on in this run (its history grows instead)
+                self._renew_refused = True
+                workflow.logger.warning("rollout state too large to continue as new", extra={"bytes": size})
+        return due and not self._renew_refused
 
     def _start(self, target: str, wave: WaveState) -> None:
         self._started_here += 1

@@ -35,7 +35,7 @@ async def rollout_crash_trial(index: int, rng: random.Random, tclient, workers, 
                           "rules": {"gates": []}}}
     worker = workers({}, fleets=json.dumps(fleets))
     try:
-        with report.Trial("worker kill -9: mid-wave of a 8-database rollout") as trial:
+        with report.Trial("worker kill -9: mid-wave of an 8-database rollout") as trial:
             req = request(["tenants"], slow(SLEEP), waves=["1", "100%"], concurrency=3)
             handle = await tclient.start_workflow(
                 ROLLOUT_WORKFLOW_NAME, req, result_type=RolloutStatus,

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import console as stdout_console
+from domain.backup_items import human_bytes
 from domain.models import DeployPlan
 
 ACTION_TEXT = {
@@ -36,10 +37,12 @@ def render_plan(plan: DeployPlan, out: Console | None = None) -> None:
             continue
         notes = [m.reason] + [f"{f.code}: {f.message}" for f in m.findings if f.severity != "info"]
         notes += [f"evidence: {e}" for e in m.evidence]
+        notes += [f"backup first: {b.reason} (about {human_bytes(b.estimated_bytes)})" for b in m.backups]
+        notes += [f"no backup: {u}" for u in m.unbacked]
         table.add_row(
             m.name,
             ACTION_TEXT.get(m.action, m.action),
-            "yes" if m.in_transaction else "no",
+            "yes" if m.in_transaction else f"no ({m.execution})",
             m.risk,
             m.rollback or "none",
             "\n".join(n for n in notes if n),
@@ -48,6 +51,9 @@ def render_plan(plan: DeployPlan, out: Console | None = None) -> None:
     console.print(table)
     if applied:
         console.print(f"{applied} migration(s) already applied, unchanged.")
+    if plan.backup_bytes:
+        console.print(f"backups before destruction: about {human_bytes(plan.backup_bytes)}, in schema "
+                      "_migrator_backup of the target database", markup=False)
     if plan.drift:
         console.print(f"drift: {plan.drift.get('verdict', '?')} {plan.drift.get('summary', '')}", markup=False)
     for note in plan.notes:

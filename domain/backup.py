@@ -33,12 +33,12 @@ def tables_to_inspect(statements: list[StatementInfo], default_schema: str,
     facts). `created_before`: tables earlier migrations of the same run create."""
     created: set[str] = set(created_before)
     out: list[str] = []
-    for s in statements:
+    for s, schema in _with_search_path(statements, default_schema):
         node = s.node()
         if s.kind in ("CreateStmt", "CreateTableAsStmt"):
             rel = node.get("relation") or node.get("into", {}).get("rel")
-            created.add(qualified(rel, default_schema))
-        for table, _ in destroyed_data(s, default_schema):
+            created.add(qualified(rel, schema))
+        for table, _ in destroyed_data(s, schema):
             if table not in created and table not in out:
                 out.append(table)
     return out
@@ -51,16 +51,16 @@ def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts
     result = MigrationBackups()
     created: set[str] = set(created_before)
     touched: set[str] = set()
-    for s in statements:
+    for s, schema in _with_search_path(statements, default_schema):
         node = s.node()
         if s.kind in ("CreateStmt", "CreateTableAsStmt"):
-            created.add(qualified(node.get("relation") or node.get("into", {}).get("rel"), default_schema))
+            created.add(qualified(node.get("relation") or node.get("into", {}).get("rel"), schema))
         if s.kind == "DropStmt" and node.get("behavior") == "DROP_CASCADE" and node.get("removeType") in (
                 "OBJECT_SCHEMA", "OBJECT_TYPE", "OBJECT_DOMAIN"):
             what = node["removeType"].removeprefix("OBJECT_").lower()
             result.impossible.append(f"statement {s.index + 1} (line {s.line}): DROP {what.upper()} ... CASCADE "
                                      "drops whatever depends on it; what that holds cannot be backed up statically")
-        for table, (kind, columns, reason) in destroyed_data(s, default_schema):
+        for table, (kind, columns, reason) in destroyed_data(s, schema):
             if table in created:
                 continue
             fact = facts.get(table)
@@ -82,9 +82,22 @@ def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts
                 kind=kind, columns=[c for c in cols if c not in key] if kind == "columns" else cols, key=key,
                 where=condition, estimated_rows=fact.rows, estimated_bytes=_estimate(fact, kind, cols, key),
             ))
-        for table in _writes(s, default_schema):
+        for table in _writes(s, schema):
             touched.add(table)
     return result
+
+
+def _with_search_path(statements: list[StatementInfo], default_schema: str):
+    """Each statement with the schema its unqualified names land in: SET search_path moves them
+    (Prisma runs the whole file in one session) until a RESET."""
+    schema = default_schema
+    for s in statements:
+        node = s.node()
+        if s.kind == "VariableSetStmt" and str(node.get("name", "")).lower() == "search_path":
+            values = [a.get("A_Const", {}).get("sval", {}).get("sval") for a in node.get("args", [])]
+            schemas = [v for v in values if v and v != "$user"]
+            schema = schemas[0] if node.get("kind") == "VAR_SET_VALUE" and schemas else default_schema
+        yield s, schema
 
 
 def _estimate(fact: TableFacts, kind: str, cols: list[str], key: list[str]) -> int:

@@ -1,0 +1,114 @@
+"""Which data a migration destroys and what is backed up before it (domain/backup.py), what the
+plan says about it (domain/backup_plan.py, cli/render.py), and the backups taken and put back on
+real PostgreSQL (activities/backup.py)."""
+
+from __future__ import annotations
+
+import io
+
+import asyncpg
+from rich.console import Console
+
+from activities import backup, bookkeeping
+from cli.render import render_plan
+from domain.backup import plan_backups
+from domain.backup_items import TableFacts
+from domain.models import BlockerCode, RollbackSource
+from domain.sql.parse import split_statements
+from domain.plan import build_plan
+from domain.prisma.diagnosis import diagnose
+from domain.sql.rules import analyze_migration
+from tests.helpers import migration, request
+from tests.test_plan import row, snap
+
+USERS = TableFacts(schema_name="public", name="users", columns=["id", "email", "phone"], key=["id"],
+                   types={"id": "integer", "email": "text", "phone": "text"}, bytes=8192 * 10, rows=1000,
+                   widths={"id": 4, "phone": 12})
+LOG = TableFacts(schema_name="public", name="log", columns=["at", "line"], bytes=4096, rows=10)
+
+
+def plan_for(migs, snapshot, **kwargs):
+    req = request("prod", list(migs))
+    analyses = {m.name: analyze_migration(m.name, m.sql) for m in migs}
+    return build_plan(req, diagnose(req.bundle.migrations, snapshot), analyses, {}, snapshot=snapshot,
+                      required_approvals={"low": 1, "medium": 1, "high": 2}, **kwargs)
+
+
+def backups(sql: str, facts=None, created=frozenset()):
+    return plan_backups(split_statements(sql), facts or {"public.users": USERS, "public.log": LOG}, "public", created)
+
+
+def test_each_destroying_statement_gets_the_backup_that_undoes_it() -> None:
+    got = backups("ALTER TABLE users DROP COLUMN phone;\nDELETE FROM users WHERE email LIKE '%@old.example';\n"
+                  "UPDATE users SET email = lower(email);\nTRUNCATE log;\nDROP TABLE log;")
+    assert [(i.statement, i.kind, i.table, i.columns, i.key, i.where) for i in got.items] == [
+        (1, "columns", "users", ["phone"], ["id"], None),
+        # users was changed by statement 1 already: every row is saved, not only the WHERE's
+        (2, "rows", "users", ["id", "email", "phone"], ["id"], None),
+        (3, "columns", "users", ["email"], ["id"], None),
+        (4, "rows", "log", ["at", "line"], [], None),
+        (5, "rows", "log", ["at", "line"], [], None),
+    ]
+    assert got.items[0].estimated_bytes == 1000 * (4 + 12) and got.items[3].estimated_bytes == 4096
+    only_where = backups("DELETE FROM users WHERE email LIKE '%@old.example'")
+    assert only_where.items[0].where == "email LIKE '%@old.example'"
+
+
+def test_what_holds_nothing_to_lose_is_not_backed_up_and_what_cannot_be_is_said() -> None:
+    assert backups("CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\nDROP TABLE t;").items == []
+    assert backups("DROP TABLE made_by_this_run;", created=frozenset({"public.made_by_this_run"})).items == []
+    assert backups("ALTER TABLE users ADD COLUMN x int;\nALTER TABLE users DROP COLUMN x;").items == []
+    got = backups("UPDATE log SET line = '';\nDROP TYPE mood CASCADE;\nDROP TABLE gone;")
+    assert got.items == []
+    assert [s.split(": ", 1)[1] for s in got.impossible] == [
+        "UPDATE public.log SET line: table public.log has no primary key or unique key on NOT NULL columns, so old "
+        "values could not be matched back to their rows",
+        "DROP TYPE ... CASCADE drops whatever depends on it; what that holds cannot be backed up statically",
+        "DROP TABLE public.gone: table public.gone was not found in the database",
+    ]
+
+
+def test_the_plan_shows_backups_their_size_and_makes_data_only_migrations_undoable() -> None:
+    init = migration("20240101000000_init", 'CREATE TABLE "users" ("id" INT PRIMARY KEY, "email" TEXT, "phone" TEXT);')
+    fix = migration("20240102000000_fix", 'UPDATE "users" SET "phone" = NULL WHERE "phone" = \'\';')
+    s = snap(row(init.name, init.checksum))
+    plan = plan_for([init, fix], s, backups={fix.name: backups(fix.sql)})
+    by = {m.name: m for m in plan.migrations}
+    assert by[fix.name].rollback == RollbackSource.backup and by[fix.name].rollback_sql == ""
+    assert plan.blockers == [] and plan.backup_bytes == 1000 * (4 + 12)
+    out = io.StringIO()
+    render_plan(plan, Console(file=out, width=200))
+    text = out.getvalue()
+    assert "backup first: UPDATE public.users SET phone (about 15.6 kB)" in text
+    assert "backups before destruction: about 15.6 kB" in text
+
+    over = plan_for([init, fix], s, backups={fix.name: backups(fix.sql)}, backup_max_bytes=1000)
+    assert [b.code for b in over.blockers] == [BlockerCode.no_backup_needs_approval] and over.no_backup == [fix.name]
+
+
+async def test_a_backup_is_taken_and_put_back(db: asyncpg.Connection) -> None:
+    await db.execute("CREATE TABLE users (id int PRIMARY KEY, email text, phone text GENERATED ALWAYS AS (email) STORED);"
+                     "INSERT INTO users (id, email) VALUES (1, 'a@x'), (2, 'b@x');")
+    facts = await backup.table_facts(db, ["public.users", "public.nope"])
+    assert list(facts) == ["public.users"] and facts["public.users"].key == ["id"]
+    items = plan_backups(split_statements("DELETE FROM users WHERE id = 2"), facts, "public").items
+    await bookkeeping.ensure(db)
+    async with db.transaction():
+        assert await backup.take(db, "row-1", "m", items) == [1]
+        await db.execute("DELETE FROM users WHERE id = 2")
+    await db.execute("INSERT INTO users (id, email) VALUES (3, 'c@x')")  # the application goes on
+    async with db.transaction():
+        done = await backup.restore(db, "row-1")
+    assert done == ['DELETE FROM public.users: 1 of 1 row(s) put back from "_migrator_backup".'
+                    f'"{backup.backup_table_name("row-1", items[0])}"']
+    assert [tuple(r) for r in await db.fetch("SELECT id, email, phone FROM users ORDER BY id")] == [
+        (1, "a@x", "a@x"), (2, "b@x", "b@x"), (3, "c@x", "c@x")]
+    async with db.transaction():
+        assert await backup.restore(db, "row-1") == []  # put back once
+
+
+def test_set_search_path_moves_what_is_backed_up() -> None:
+    app = USERS.model_copy(update={"schema_name": "app"})
+    got = backups("SET search_path TO app;\nALTER TABLE users DROP COLUMN phone;\nRESET search_path;\nDROP TABLE log;",
+                  facts={"app.users": app, "public.log": LOG})
+    assert [(i.schema_name, i.table) for i in got.items] == [("app", "users"), ("public", "log")]

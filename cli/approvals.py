@@ -29,6 +29,7 @@ from cli.common import (
     temporal,
 )
 from cli.render import render_plan
+from cli.rollout_approve import rollout_statement
 from cli.sign import SigningError, sign_message, signed_run_id, signing_key
 from domain.approval_proof import ApprovalStatement, signed_payload
 from domain.models import ApprovalAnswer, RunStatus
@@ -60,11 +61,11 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
     handle = client.get_workflow_handle(desc.id, run_id=desc.run_id)  # the run shown is the run decided
     update = APPROVE_UPDATE if decision == "approve" else REJECT_UPDATE
     if desc.workflow_type == ROLLOUT_WORKFLOW_NAME:
-        # A rollout shows its own plans (`starter.py rollout show`); its approvals are not signed yet.
-        if sign_with is not None:
-            fail("a rollout's approvals cannot be signed yet: approve without --sign-with "
-                 "(its databases' runs count them only where typed names are allowed)")
-        payload = {"stage": stage, "approver": by, "comment": comment, "fingerprint": fingerprint}
+        # A rollout shows its own plans (`starter.py rollout show`): signed over its ids and the plan state.
+        statement, holder = await rollout_statement(handle, desc.id, signed_run_id(desc), stage, decision, by,
+                                                    fingerprint)
+        payload = await _payload(desc.id, statement.run_id, holder, decision, stage, by, comment,
+                                 statement.fingerprint, sign_with)
         return await _execute(handle, update, payload, stage)
     try:
         status = await query_status(handle)
@@ -107,8 +108,10 @@ def _show_plan(status: RunStatus, stage: str, decision: str, fingerprint: str | 
                           "the run will refuse this decision.", markup=False, soft_wrap=True)
 
 
-async def _payload(workflow_id: str, run_id: str, status: RunStatus, decision: str, stage: str, by: str,
+async def _payload(workflow_id: str, run_id: str, status: Any, decision: str, stage: str, by: str,
                    comment: str | None, fingerprint: str, sign_with: Path | None) -> dict[str, Any]:
+    """`status`: what holds the policy whose allowed signers pick the key (a RunStatus, or a
+    rollout's PolicyHolder)."""
     unsigned = {"stage": stage, "approver": by, "comment": comment, "fingerprint": fingerprint}
     with signing_key(sign_with, by, status) as key:
         if key is None:

@@ -49,13 +49,16 @@ def gate_hint(status: RolloutStatus, gate: RolloutGate, workflow_id: str) -> str
             lines.append(f"  plan {group.state_fingerprint} — {group.members} database(s), risk {group.plan.risk}, "
                          f"{group.policy.required_approvals} approval(s) per gate by "
                          f"{', '.join(group.policy.approvers) or 'anyone'}")
+            sign = "" if "typed" in group.policy.proofs else " --sign-with YOUR_KEY"
             for stage in todo:
                 lines.append(f"    python starter.py approve {workflow_id} --stage {stage} --by YOUR_NAME "
-                             f"--fingerprint {group.state_fingerprint}")
+                             f"--fingerprint {group.state_fingerprint}{sign}")
     else:
         lines.append(f"  every plan is approved; continue with {gate.approvals_needed} approval(s) of the wave by "
                      f"{', '.join(gate.approvers) or 'anyone'}:")
-        lines.append(f"    python starter.py approve {workflow_id} --stage wave --by YOUR_NAME --fingerprint {wave.fingerprint}")
+        typed = all("typed" in g.policy.proofs for g in status.groups.values() if g.key in wave.membership.values())
+        lines.append(f"    python starter.py approve {workflow_id} --stage wave --by YOUR_NAME --fingerprint {wave.fingerprint}"
+                     + ("" if typed else " --sign-with YOUR_KEY"))
     lines.append(f"  details: python starter.py rollout show {status.name}")
     return "\n".join(lines)
 

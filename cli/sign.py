@@ -30,6 +30,7 @@ import typer
 
 from cli.app import app
 from cli.common import describe_or_fail, err_console, fail, load_settings, resolve_run, run, temporal
+from cli.rollout_approve import rollout_statement
 from domain.allowed_signers import AllowedSignersError, parse_allowed_signers
 from domain.approval_proof import (
     DECISIONS,
@@ -43,6 +44,7 @@ from domain.approval_proof import (
 )
 from domain.models import RunStatus
 from domain.sshsig import SshSigError, parse_armored
+from workflows.rollout_start import ROLLOUT_WORKFLOW_NAME
 
 SIGN_TIMEOUT_SECONDS = 300  # long enough to type a passphrase or touch a security key
 
@@ -215,8 +217,11 @@ async def sign(
     desc = await describe_or_fail(handle)
     if desc.status is None or desc.status.name != "RUNNING":
         fail(f"run {desc.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
-    status = await handle.query("status", result_type=RunStatus)
-    statement = statement_for(desc.id, signed_run_id(desc), status, stage, decision, by)
+    if desc.workflow_type == ROLLOUT_WORKFLOW_NAME:  # a rollout's gate: its ids and the plan state (or wave)
+        statement, status = await rollout_statement(handle, desc.id, signed_run_id(desc), stage, decision, by, None)
+    else:
+        status = await handle.query("status", result_type=RunStatus)
+        statement = statement_for(desc.id, signed_run_id(desc), status, stage, decision, by)
     with signing_key(key, by, status) as key_file:
         if key_file is None:
             fail(f"no key to sign with: give --key, or add the key the allowed signers list for {by} to ssh-agent")

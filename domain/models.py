@@ -203,6 +203,7 @@ class ApprovedPlan(BaseModel):
 
     state_fingerprint: str
     approvals: list[ApprovalRecord] = Field(default_factory=list)
+    signatures: list[str | None] = Field(default_factory=list)  # each approval's SSH signature, or None
     rollout_workflow_id: str
     rollout_run_id: str  # the first run of the rollout (stable across continue-as-new)
 

@@ -64,16 +64,22 @@ def gate(status: RolloutStatus, gate: RolloutGate, workflow_id: str) -> str:
             group = status.groups[key]
             lines += plan_summary(group)
             for stage in group.gates:
-                if stage not in group.gates_passed:
+                if stage not in group.gates_passed and "typed" in group.policy.proofs:
                     lines += ["```json", f'{{"stage": "{stage}", "approver": "<your name>", "comment": "ok", '
                               f'"fingerprint": "{group.state_fingerprint}"}}', "```"]
+                elif stage not in group.gates_passed:  # only signed approvals count: sign, then paste
+                    lines += [f"  - {stage}: only SSH-signed approvals count. Run `starter.py sign {workflow_id} "
+                              f"--stage {stage} --by <you> --key <your key>` and paste the line it prints "
+                              "(Send an Update → `approve_update`, or Send a Signal → `approve`)."]
     else:
         lines += [f"Every plan of this wave is approved. To continue, {gate.approvals_needed} approval(s) of the wave "
                   f"by {', '.join(gate.approvers) or 'anyone'}"
                   + ("" if gate.allow_self_approval else f" (not the requester, {status.requested_by})") + ":",
                   "```json",
                   f'{{"stage": "{WAVE}", "approver": "<your name>", "comment": "ok", "fingerprint": "{wave.fingerprint}"}}',
-                  "```"]
+                  "```",
+                  f"Where only SSH-signed approvals count: `starter.py sign {workflow_id} --stage {WAVE} --by <you> "
+                  "--key <your key>`, and paste the line it prints."]
     lines += ["", f"More Actions → Send a Signal → `approve` (or `reject`) with that input, or "
               f"`starter.py approve {workflow_id} --stage <stage> --by <you> --fingerprint <fingerprint>`."]
     return "\n".join(lines)

@@ -140,6 +140,7 @@ class PlanGroup(BaseModel):
     gates: list[str]  # the gates the plan's runs have (approved here for all of them)
     members: int = 0
     approvals: list[ApprovalRecord] = Field(default_factory=list)  # accepted and refused, in order
+    signatures: list[str | None] = Field(default_factory=list)  # aligned with approvals: what each was signed with
     gates_passed: list[str] = Field(default_factory=list)
 
     @property

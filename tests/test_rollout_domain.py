@@ -236,3 +236,89 @@ def test_the_gate_shows_previous_results_the_plans_and_the_exact_json_to_send() 
     assert (f'{{"stage": "deploy", "approver": "<your name>", "comment": "ok", "fingerprint": '
             f'"{groups[key].state_fingerprint}"}}') in text
     assert "starter.py approve prisma-rollout-r --stage <stage>" in text
+
+
+# -- signed approvals (issue 15's proofs, over the rollout's ids and the group's state) ---------------
+
+from domain.approval_proof import NAMESPACE, ApprovalStatement, signed_payload  # noqa: E402
+from tests.ssh_keys import make_key, sign  # noqa: E402
+
+IDS = ("prisma-rollout-r", "0194f3a2-7c1e-7d55-9f5c-6d0b1e2a3c4d")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rollout-approver-keys")
+    return {who: make_key(d, who, "ed25519") for who in ("alice", "bob", "mallory")}
+
+
+@pytest.fixture(scope="module")
+def ssh_policy(keys):
+    return PROD.model_copy(update={"proofs": ["ssh"], "required_approvals": 1,
+                                   "allowed_signers": f"alice {keys['alice'].public}\nbob {keys['bob'].public}\n"})
+
+
+def signed_for(key, stage, approver, fingerprint, *, ids=IDS, decision="approve"):
+    statement = ApprovalStatement(ids[0], ids[1], stage, decision, approver, fingerprint)
+    return signed_payload(statement, sign(key, statement.message(), NAMESPACE), "reviewed")
+
+
+def test_a_signed_plan_approval_is_proven_at_the_rollout_and_again_in_each_run(keys, ssh_policy) -> None:
+    groups, membership = _rollout_groups_under({"db000": "s"}, ssh_policy)
+    group = groups[membership["db000"]]
+
+    def attempt(payload):
+        record = check_group_attempt(payload, group, decision="approve", via="update", at=NOW, requested_by="carol",
+                                     open_for_approvals=True, rollout_ids=IDS)
+        record_for_group(group, record, payload.get("signature") if isinstance(payload, dict) else None)
+        return record
+
+    unsigned = attempt({"stage": "deploy", "approver": "alice", "fingerprint": group.state_fingerprint})
+    assert not unsigned.accepted and "accepts only SSH-signed approvals" in unsigned.refusal
+    assert f"starter.py sign {IDS[0]} --stage deploy --by alice" in unsigned.refusal
+    elsewhere = attempt(signed_for(keys["alice"], "deploy", "alice", group.state_fingerprint,
+                                   ids=("prisma-rollout-other", IDS[1])))
+    assert not elsewhere.accepted and "not this run prisma-rollout-r" in elsewhere.refusal
+    not_listed = attempt(signed_for(keys["mallory"], "deploy", "alice", group.state_fingerprint))
+    assert not not_listed.accepted and "not in this environment's allowed signers" in not_listed.refusal
+    ok = attempt(signed_for(keys["alice"], "deploy", "alice", group.state_fingerprint))
+    assert ok.accepted and ok.proof == "ssh" and ok.principal == "alice" and group.approved
+
+    carried = approved_plan(group, *IDS)
+    assert len(carried.approvals) == 1 and carried.signatures[0].startswith("-----BEGIN SSH SIGNATURE-----")
+    own = _planned({"db009": "s"}, ssh_policy)[0][1]
+    kwargs = dict(parent_workflow_id=IDS[0], plan=own.plan, requested_by="carol", gates=["deploy"], at=NOW,
+                  with_proofs=True)
+    records, _ = accept_for_child(carried, policy=own.policy, **kwargs)
+    assert [(r.approver, r.proof, r.accepted) for r in records] == [("alice", "ssh", True)]
+    # A database whose allowed signers do not list the key does not take it; nor a bare name.
+    other_keys = own.policy.model_copy(update={"allowed_signers": f"alice {keys['mallory'].public}\n"})
+    records, _ = accept_for_child(carried, policy=other_keys, **kwargs)
+    assert not records[0].accepted and "not in this environment's allowed signers" in records[0].refusal
+    bare = carried.model_copy(update={"signatures": [None]})
+    records, _ = accept_for_child(bare, policy=own.policy, **kwargs)
+    assert not records[0].accepted and "accepts only SSH-signed approvals" in records[0].refusal
+
+
+def test_a_wave_approval_needs_the_same_proof(keys, ssh_policy) -> None:
+    from domain.rollout_models import RolloutGate
+
+    gate = RolloutGate(wave=2, wave_approval=True, approvals_needed=1, approvers=["alice", "bob"])
+    wave = WaveState(number=2, stage="t", label="rest", targets=["x"], fingerprint="f" * 64)
+
+    def attempt(payload):
+        return check_wave_attempt(payload, gate, wave, decision="approve", via="update", at=NOW, requested_by="carol",
+                                  records=[], open_for_approvals=True, rollout_ids=IDS, policies=[ssh_policy])
+
+    refused = attempt({"stage": "wave", "approver": "bob"})
+    assert not refused.accepted and f"starter.py sign {IDS[0]} --stage wave --by bob" in refused.refusal
+    wrong = attempt(signed_for(keys["bob"], "wave", "bob", "0" * 64))
+    assert not wrong.accepted  # signed for other results than the wave's
+    ok = attempt(signed_for(keys["bob"], "wave", "bob", wave.fingerprint))
+    assert ok.accepted and ok.proof == "ssh" and ok.principal == "bob" and ok.stage == "wave 2"
+
+
+def _rollout_groups_under(states: dict[str, str], policy: ApprovalPolicy):
+    groups: dict = {}
+    membership = absorb(groups, group_plans(_planned(states, policy)))
+    return groups, membership

@@ -235,7 +235,8 @@ class DeployWorkflow:
         parent = workflow.info().parent
         records, note = accept_for_child(
             self._req.approved_plan, parent_workflow_id=parent.workflow_id if parent else None, plan=self._plan,
-            policy=self._policy, requested_by=self._req.requested_by, gates=self._gates(), at=workflow.now())
+            policy=self._policy, requested_by=self._req.requested_by, gates=self._gates(), at=workflow.now(),
+            with_proofs=self._proofs is not None)
         if self._proofs is not None:  # the same proof as any other approval of this environment
             records = [approval.require_proof(r, self._policy, self._plan.environment) for r in records]
         self._status.approvals.extend(records)

@@ -65,6 +65,8 @@ PLAN_TIMEOUT = timedelta(minutes=30)
 PLAN_HEARTBEAT = timedelta(minutes=2)
 # Past this many events a run continues as new even between its children-per-run marks.
 MAX_EVENTS_PER_RUN = 10_000
+# Rollout approvals are judged with the single-deploy proofs (SSH signatures over the rollout's ids).
+APPROVAL_PROOFS_PATCH = "rollout-approval-proofs"
 # The next run's input (the request with the bundle, and the state) must fit one Temporal payload (2 MB).
 MAX_CARRIED_BYTES = 1_800_000
 ERROR_TYPES = {
@@ -104,6 +106,7 @@ class RolloutWorkflow:
         self._running: dict[str, asyncio.Task] = {}
         self._started_here = 0
         self._renew_refused = False
+        self._signed = False  # set at the run's start (workflow.patched): approvals need the policies' proofs
         self._tick = 0  # bumped by every event the main loop may wait for
         self._accepting = True
         self._phase_shown: str | None = None
@@ -114,7 +117,9 @@ class RolloutWorkflow:
     @workflow.run
     async def run(self, request: RolloutRequest) -> RolloutStatus:
         st = self._st
-        st.first_run_id = st.first_run_id or workflow.info().run_id
+        self._signed = workflow.patched(APPROVAL_PROOFS_PATCH)
+        info = workflow.info()
+        st.first_run_id = st.first_run_id or info.first_execution_run_id or info.run_id
         st.started_at = st.started_at or workflow.now()
         st.running = []
         cancelled = False
@@ -382,11 +387,15 @@ class RolloutWorkflow:
         data = payload.model_dump() if isinstance(payload, ApprovalPayload) else payload
         stage = data.get("stage") if isinstance(data, dict) else None
         common = dict(decision=decision, via=via, at=at, requested_by=st.requested_by)
+        ids = (workflow.info().workflow_id, st.first_run_id or "") if self._signed else None
         if isinstance(stage, str) and stage.strip() == rollout_approval.WAVE:
             gate = st.awaiting
             wave = st.wave(gate.wave) if gate is not None else None
+            policies = [st.groups[k].policy for k in rollout.wave_groups(wave, wave.membership)
+                        if st.groups[k].gates and not st.groups[k].blocked] if wave is not None else []
             record = rollout_approval.check_wave_attempt(payload, gate, wave, records=[a.record for a in st.attempts],
-                                                         open_for_approvals=self._accepting, **common)
+                                                         open_for_approvals=self._accepting, rollout_ids=ids,
+                                                         policies=policies, **common)
             attempt = RolloutAttempt(record=record, wave=wave.number if wave else None)
         else:
             keys, problem = rollout_approval.targets_of(payload, st.awaiting, st.groups)
@@ -395,9 +404,10 @@ class RolloutWorkflow:
                 attempt = RolloutAttempt(record=record)
             else:
                 records = [rollout_approval.check_group_attempt(payload, st.groups[k], open_for_approvals=self._accepting,
-                                                                **common) for k in keys]
+                                                                rollout_ids=ids, **common) for k in keys]
+                signature = data.get("signature") if isinstance(data, dict) else None
                 for key, rec in zip(keys, records):
-                    rollout_approval.record_for_group(st.groups[key], rec)
+                    rollout_approval.record_for_group(st.groups[key], rec, signature)
                 record = next((r for r in records if r.accepted), records[0])
                 attempt = RolloutAttempt(record=record, groups=[k for k, r in zip(keys, records) if r.accepted] or keys)
         st.attempts.append(attempt)

@@ -1,11 +1,19 @@
-"""A run's whole bundle, for the activities that need its SQL, when it came in parts.
+"""A run's whole bundle, for the activities that need its SQL.
 
-A bundle too large for one Temporal payload reaches the workflow as `bundle_part` updates
-(domain/bundle.py); their payloads are in the run's own history, and nowhere else. This reads them
-back through the worker's own Temporal client (`activity.client()`), so they are decoded with the
-run's data converter, payload codec (encryption) included, checks every part against the digests
-the request announced, and keeps the result for the run's later activities on this worker (a few
-runs at most: one per environment is open at a time).
+The bundle is in the run's own history and nowhere else: inline in the request (the workflow's
+start event), or, for a bundle too large for one Temporal payload, in `bundle_part` updates
+(domain/bundle.py). Activity inputs carry names and checksums where they can, so history holds
+each migration's SQL once. This reads the bundle back through the worker's own Temporal client
+(`activity.client()`), so payloads are decoded with the run's data converter, payload codec
+(encryption) included, checks every part against the digests the request announced, and keeps
+the result for the run's later activities on this worker (a few runs at most: one per
+environment is open at a time).
+
+Contract:
+
+    class RunBundles:
+        async def whole(self) -> list[BundledMigration]          # the current activity's run, every migration
+        async def migrations(self, parts, inline) -> list[...]   # `inline` unless the bundle came in parts
 
 Reading history is I/O and idempotent: a retried activity reads the same events.
 """
@@ -20,9 +28,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
 from domain.bundle import BundleIncomplete, assemble
-from domain.models import BundledMigration, BundlePart, BundlePartDigest
+from domain.models import BundledMigration, BundlePart, BundlePartDigest, DeployRequest
 from workflows.messages import BUNDLE_PART_UPDATE
 
+_STARTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
 _ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
 
 
@@ -36,8 +45,10 @@ class RunBundles:
     async def migrations(self, parts: list[BundlePartDigest], inline: list[BundledMigration]) -> list[BundledMigration]:
         """The bundle's migrations with their SQL: `inline` when the bundle came with its request
         (`parts` empty), else read back from the current activity's run."""
-        if not parts:
-            return inline
+        return await self.whole() if parts else inline
+
+    async def whole(self) -> list[BundledMigration]:
+        """Every migration of the current activity's run, with its SQL, down.sql and verify.sql."""
         info = activity.info()
         key = (info.workflow_id, info.workflow_run_id)
         if key in self._cache:
@@ -45,29 +56,38 @@ class RunBundles:
             return self._cache[key]
         started = time.perf_counter()
         try:
-            found = assemble(parts, await self._read_parts(*key))
+            found = await self._read(*key)
         except BundleIncomplete as exc:
             raise ApplicationError(f"the run's migrations could not be read back from its history: {exc}",
                                    type="BundleIncomplete", non_retryable=True) from None
         activity.logger.info("bundle read back from history", extra={
-            "parts": len(parts), "migrations": len(found), "seconds": round(time.perf_counter() - started, 3)})
+            "migrations": len(found), "seconds": round(time.perf_counter() - started, 3)})
         self._cache[key] = found
         while len(self._cache) > self._keep:
             self._cache.popitem(last=False)
         return found
 
     @staticmethod
-    async def _read_parts(workflow_id: str, run_id: str) -> dict[int, BundlePart]:
+    async def _read(workflow_id: str, run_id: str) -> list[BundledMigration]:
         client = activity.client()
         handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        request: DeployRequest | None = None
         parts: dict[int, BundlePart] = {}
         async for event in handle.fetch_history_events():
-            if event.event_type != _ACCEPTED:
-                continue
-            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            if request.input.name != BUNDLE_PART_UPDATE:
-                continue
-            (part,) = await client.data_converter.decode(request.input.args.payloads, [BundlePart])
-            parts.setdefault(part.index, part)
-            activity.heartbeat({"stage": "reading the bundle from history", "parts": len(parts)})
-        return parts
+            if event.event_type == _STARTED:
+                attrs = event.workflow_execution_started_event_attributes
+                (request,) = await client.data_converter.decode(attrs.input.payloads[:1], [DeployRequest])
+                if not request.bundle.in_parts:
+                    return list(request.bundle.migrations)
+            elif event.event_type == _ACCEPTED:
+                update = event.workflow_execution_update_accepted_event_attributes.accepted_request
+                if update.input.name != BUNDLE_PART_UPDATE:
+                    continue
+                (part,) = await client.data_converter.decode(update.input.args.payloads, [BundlePart])
+                parts.setdefault(part.index, part)
+                activity.heartbeat({"stage": "reading the bundle from history", "parts": len(parts)})
+                if request is not None and len(parts) == len(request.bundle.parts):
+                    break
+        if request is None:
+            raise BundleIncomplete("the run's request is not in its history")
+        return assemble(request.bundle.parts, parts)

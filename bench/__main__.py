@@ -4,7 +4,8 @@ JSON to bench/results/. `python -m bench bench.overhead` runs just one."""
 import subprocess
 import sys
 
-BENCHMARKS = ["bench.bench_analysis", "bench.status_speed", "bench.overhead", "bench.bench_rollout"]
+BENCHMARKS = ["bench.bench_analysis", "bench.folder_order", "bench.status_speed", "bench.long_history", "bench.overhead",
+              "bench.bench_rollout"]
 
 if __name__ == "__main__":
     failed = []

@@ -49,11 +49,21 @@ def fit_to_budget(plan: DeployPlan, budget: int = PLAN_BUDGET_BYTES) -> DeployPl
             break
     size = _plan_size(plan)
     if size > budget:
+        pending = len(plan.by_action(*RUNS_IN_DEPLOY))
         plan.blockers.append(Blocker(
             code=BlockerCode.plan_too_large,
-            message=f"the plan for this bundle is {size / 1_000_000:.1f} MB even without review detail, too large "
-            "for one Temporal payload: deploy the folder in smaller steps (fewer pending migrations per run)",
+            message=f"the plan for this bundle is {size / 1_000_000:.1f} MB even without review detail ({pending} "
+            "migrations to apply), too large for one Temporal payload: deploy the folder in smaller steps "
+            "(fewer pending migrations per run)",
         ))
+        # The run is refused, but its plan must still reach the user: list as many as fit.
+        listed = plan.migrations
+        while listed and _plan_size(plan.model_copy(update={"migrations": listed})) > budget:
+            listed = listed[: len(listed) // 2]
+        if len(listed) < len(plan.migrations):
+            plan.notes.append(f"only the first {len(listed)} of the plan's {len(plan.migrations)} migrations are "
+                              "listed: the run is refused for its size anyway")
+            plan = plan.model_copy(update={"migrations": listed})
     else:
         plan.notes.append(f"the plan was trimmed to fit a Temporal payload: left out {', '.join(trimmed)}")
     return plan

@@ -16,18 +16,22 @@ import pytest
 from pydantic import SecretStr
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 
+from temporalio import activity as act
+
+from activities.bundle_store import RunBundles
 from activities.ledger import MigrationLedger
 from cli.launch import start_run
 from cli.show import load_audit
 from domain.audit import render_markdown
 from domain.bundle import build_bundle, pack
 from domain.bundle_models import MAX_BUNDLE_BYTES
-from domain.models import DeployRequest, Outcome
+from domain.models import DeployRequest, Outcome, VerifyInput, VerifyResult
 from domain.prisma.folder import read_migrations_dir
 from runtime import connection as temporal_client
 from runtime.codec import ENCODING
-from tests.helpers import final_status, make_settings, new_worker, run_cli_in_process
+from tests.helpers import final_status, make_settings, migration, new_worker, request, run_cli_in_process, start
 from tests.oracle import prisma
+from worker import deploy_activities
 from workflows.messages import BUNDLE_PART_UPDATE
 
 N, PENDING = 1000, 10
@@ -175,3 +179,24 @@ async def test_parts_are_encrypted_in_history_and_read_back_by_the_activities(
     for e in accepted:
         (payload,) = e["workflowExecutionUpdateAcceptedEventAttributes"]["acceptedRequest"]["input"]["args"]["payloads"]
         assert base64.b64decode(payload["metadata"]["encoding"]) == ENCODING
+
+
+async def test_activities_can_read_the_whole_bundle_of_an_inline_run_too(dev_env, database_url: str) -> None:
+    """What a shadow replay of the whole folder needs in any activity: every migration's SQL,
+    here from a run whose bundle came inline (verify's input carries none of it)."""
+    migs = [migration(f"2025010{i}000000_m{i}", f'CREATE TABLE "m{i}" ("id" INT);') for i in range(1, 4)]
+    seen: dict[str, list] = {}
+    store = RunBundles()
+
+    @act.defn(name="verify")
+    async def verify(inp: VerifyInput) -> VerifyResult:
+        assert all(m.sql == "" for m in inp.migrations)
+        seen["whole"] = await store.whole()
+        return VerifyResult()
+
+    settings = make_settings("inline", database_url)
+    real = [a for a in deploy_activities(settings) if a.__name__ != "verify"]
+    async with new_worker(dev_env.client, settings, activities=[*real, verify]) as worker:
+        final = await final_status(await start(dev_env.client, worker, request("inline", migs)))
+    assert final.outcome == Outcome.succeeded, final.error
+    assert seen["whole"] == migs

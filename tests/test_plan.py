@@ -8,7 +8,7 @@ import pytest
 
 from activities.evidence import Evidence
 from domain.fingerprint import ledger_digest
-from domain.models import Action, BlockerCode, DeployPlan, Operation, RunMarks, Stage
+from domain.models import Action, BlockerCode, DeployPlan, Operation, PlannedMigration, RunMarks, Stage
 from domain.plan import build_plan
 from domain.prisma.diagnosis import diagnose
 from domain.prisma.ledger import LedgerRow, LedgerSnapshot
@@ -194,6 +194,22 @@ def test_a_plan_too_big_for_a_temporal_payload_is_trimmed_not_truncated() -> Non
     # A plan that cannot fit even bare blocks the run before any change.
     bare = fit_to_budget(_big_plan(400, 10), budget=10_000)
     assert bare.blockers and bare.blockers[0].code == BlockerCode.plan_too_large and "too large" in bare.blockers[0].message
+    assert "(200 migrations to apply)" in bare.blockers[0].message
+    # ...and what it says still fits a payload, so the person who asked can read why.
+    assert _plan_size(bare) <= 10_000 and 0 < len(bare.migrations) < 400
+    assert any("of the plan's 400 migrations are listed" in n for n in bare.notes)
+
+
+def test_a_long_history_with_a_few_pending_lists_only_those() -> None:
+    from domain.plan_budget import _plan_size, fit_to_budget
+
+    plan = _big_plan(1, 10)
+    applied = [PlannedMigration(name=f"a{i:05d}", action=Action.already_applied, reason="applied", checksum="c" * 64)
+               for i in range(10_000)]
+    plan = plan.model_copy(update={"migrations": applied + plan.migrations})
+    fitted = fit_to_budget(plan)
+    assert [m.action for m in fitted.migrations] == [Action.apply] and fitted.unlisted_applied == 10_000
+    assert _plan_size(fitted) < 10_000 and fitted.blockers == []
 
 
 def test_a_run_whose_results_would_not_fit_is_refused_up_front() -> None:

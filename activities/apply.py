@@ -59,10 +59,11 @@ class _Run:
     """One migration's execution on the deploy's connection."""
 
     def __init__(self, targets: TargetDatabases, ledger: MigrationLedger, executor: ScriptExecutor,
-                 mig: BundledMigration, pm: PlannedMigration, row_id: str) -> None:
+                 mig: BundledMigration, pm: PlannedMigration, row_id: str, bookkeeping: bool) -> None:
         self.targets, self.ledger, self.executor = targets, ledger, executor
         self.mig, self.pm, self.row_id = mig, pm, row_id
         self.conn = ledger.conn
+        self.bookkeeping = bookkeeping  # the _migrator_backup schema is there to write to
 
     def _failed(self, exc: asyncpg.PostgresError, **extra: object) -> tuple[str, FailedMigration]:
         logs = self.targets.scrub(prisma_error_logs(self.mig.name, exc))
@@ -94,7 +95,8 @@ class _Run:
         async def ledger_row(conn: asyncpg.Connection) -> None:
             finished.append(utcnow())
             await self.ledger.insert_applied(self.mig.name, self.mig.checksum, started, finished[-1], self.row_id)
-            await bookkeeping.record_write(conn, self.row_id)
+            if self.bookkeeping:
+                await bookkeeping.record_write(conn, self.row_id)
 
         async def attempt() -> None:  # one transaction: backups, the script, the ledger row
             async with self.conn.transaction():
@@ -182,15 +184,23 @@ class ApplyActivities:
     def __init__(self, targets: TargetDatabases) -> None:
         self.targets = targets
 
-    async def _prepare(self, conn: asyncpg.Connection, inp: DeployInput) -> None:
+    async def _prepare(self, conn: asyncpg.Connection, inp: DeployInput) -> bool:
         """Before this run's first change: the bookkeeping schema, expired backups dropped, and the
-        schema as it is now (kept by the first attempt; compensation returns to it)."""
-        await bookkeeping.ensure(conn)
+        schema as it is now (kept by the first attempt; compensation returns to it). False when the
+        role may not create the bookkeeping schema: the run goes on without it unless it must back
+        something up (compensation then judges every row as the application's, and cannot compare
+        the schema with the one before)."""
+        if not await bookkeeping.ensure(conn):
+            if any(pm.backups for pm in inp.plan.migrations):
+                raise bookkeeping.BookkeepingError(bookkeeping.NO_PRIVILEGE + "; nothing was changed")
+            activity.logger.warning("deploying without bookkeeping", extra={"reason": bookkeeping.NO_PRIVILEGE})
+            return False
         retention = self.targets.environment(inp.environment).backup_retention
         await bookkeeping.drop_expired(conn, retention, keep=set(inp.marks.deploy_ids.values()))
         key = run_key(inp.marks)
         if key and await bookkeeping.schema_before(conn, key) is None:
             await bookkeeping.remember_schema(conn, key, (await read_schema_model(conn)).model_dump_json())
+        return True
 
     @activity.defn(name="deploy")
     async def deploy(self, inp: DeployInput) -> DeployResult:
@@ -209,7 +219,7 @@ class ApplyActivities:
                     if changed:
                         return DeployResult(stopped=changed)
                     own = {r.id: r for r in snapshot.rows if r.id in inp.marks.deploy_ids.values()}
-                    await self._prepare(conn, inp)
+                    with_bookkeeping = await self._prepare(conn, inp)
                     executor = executor_for(conn)
                     result = DeployResult()
                     for index, mig in enumerate(inp.migrations):
@@ -225,7 +235,7 @@ class ApplyActivities:
                         if row is not None and row.is_rolled_back:
                             result.stopped = f"{mig.name}: this run's row {row_id} was already rolled back"
                             return result
-                        run = _Run(self.targets, ledger, executor, mig, planned[mig.name], row_id)
+                        run = _Run(self.targets, ledger, executor, mig, planned[mig.name], row_id, with_bookkeeping)
                         mode = ExecutionMode(planned[mig.name].execution)
                         if mode == ExecutionMode.transaction:
                             outcome = await run.in_transaction()

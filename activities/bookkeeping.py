@@ -49,16 +49,21 @@ class BookkeepingError(RuntimeError):
     """The bookkeeping schema cannot be created (one sentence)."""
 
 
-async def ensure(conn: asyncpg.Connection) -> None:
+NO_PRIVILEGE = (f"cannot create schema {BOOKKEEPING_SCHEMA} for backups and undo records: permission denied; grant "
+                "the migration role CREATE on the database, or create the schema for it")
+
+
+async def ensure(conn: asyncpg.Connection) -> bool:
+    """Create the schema and its tables if missing. False when the role may not (the deploy then
+    runs without backups, which it refuses when the plan has any; see activities/apply.py)."""
     if await exists(conn):
-        return
+        return True
     try:
         async with conn.transaction():
             await conn.execute(_DDL)
     except asyncpg.InsufficientPrivilegeError:
-        raise BookkeepingError(
-            f"cannot create schema {BOOKKEEPING_SCHEMA} for backups and undo records: permission denied; grant "
-            "the migration role CREATE on the database, or create the schema for it") from None
+        return False
+    return True
 
 
 async def exists(conn: asyncpg.Connection) -> bool:
@@ -93,11 +98,15 @@ async def schema_before(conn: asyncpg.Connection, run_key: str) -> str | None:
 
 # -- undo progress -------------------------------------------------------------------------------
 async def undo_steps_done(conn: asyncpg.Connection, ledger_id: str) -> set[int]:
+    if not await exists(conn):
+        return set()
     rows = await conn.fetch(f"SELECT step FROM {SCHEMA}.undo_progress WHERE ledger_id = $1", ledger_id)
     return {r["step"] for r in rows}
 
 
 async def mark_undo_step(conn: asyncpg.Connection, ledger_id: str, step: int) -> None:
+    if not await exists(conn):
+        return  # a role that may not create the schema: no record (a retry may repeat the step)
     await conn.execute(f"INSERT INTO {SCHEMA}.undo_progress (ledger_id, step) VALUES ($1, $2)"
                        " ON CONFLICT DO NOTHING", ledger_id, step)
 

@@ -270,3 +270,25 @@ async def test_verify_checks_ledger_objects_and_verify_sql(database_url: str, db
     bad = await ActivityEnvironment().run(a.verify, inp)
     failed = {(c.check, c.migration) for c in bad.checks if not c.passed}
     assert failed == {("object exists", idx.name), ("applied exactly once", A.name)}
+
+
+async def test_a_role_that_may_not_create_the_bookkeeping_schema(database_url: str, db: asyncpg.Connection) -> None:
+    """Without CREATE on the database the deploy goes on without its bookkeeping, unless the plan
+    backs something up: then it stops before any change and says what to grant."""
+    role = f"limited_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+    url = database_url.replace(database_url.split("://", 1)[1].split("@", 1)[0], f"{role}:pw")
+    a = acts(url)
+    plan, marks, todo = await plan_and_marks(a, [A])
+    result = await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    assert [m.name for m in result.applied] == [A.name]
+    assert await db.fetchval("SELECT to_regnamespace('_migrator_backup')") is None
+    drop = migration("20250102000000_drop_v", 'ALTER TABLE "a" DROP COLUMN "v";', down='ALTER TABLE "a" ADD COLUMN "v" TEXT;')
+    plan, marks, todo = await plan_and_marks(a, [A, drop])
+    assert plan.migrations[1].backups  # the plan says it backs up the column first
+    with pytest.raises(ApplicationError) as err:
+        await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+    assert err.value.type == "BookkeepingError" and err.value.non_retryable
+    assert "grant the migration role CREATE on the database" in err.value.message and "nothing was changed" in err.value.message
+    assert await db.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = 'a' AND column_name = 'v'")
+    await db.execute("DROP TABLE a, _prisma_migrations; DROP OWNED BY " + role + "; DROP ROLE " + role)

@@ -161,5 +161,5 @@ async def test_formbricks_folder_stops_where_prisma_stops_and_for_the_same_reaso
         assert first.migration == "20241017124431_add_documents_and_insights"
         assert 'extension "vector" is not available' in theirs.stdout + theirs.stderr
         assert "20241017124431_add_documents_and_insights" in theirs.stdout + theirs.stderr
-    assert {b.code for b in plan.blockers[1:]} == {BlockerCode.missing_migration_file}
+    # Every other directory without migration.sql is named too (other kinds of blocker may follow).
     assert len([b for b in plan.blockers if b.code == BlockerCode.missing_migration_file]) == 25

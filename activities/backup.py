@@ -58,6 +58,22 @@ async def table_facts(conn: asyncpg.Connection, qualified_tables: list[str]) -> 
     return out
 
 
+async def existing_objects(conn: asyncpg.Connection, targets: list[str]) -> frozenset[str]:
+    """Which of `schema:name` / `type:schema.name` exist in the database now."""
+    found = set()
+    for t in targets:
+        kind, _, name = t.partition(":")
+        if kind == "schema":
+            ok = await conn.fetchval("SELECT count(*) FROM pg_namespace WHERE nspname = $1", name)
+        else:
+            schema, _, typ = name.partition(".")
+            ok = await conn.fetchval("SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+                                     " WHERE n.nspname = $1 AND t.typname = $2", schema, typ)
+        if ok:
+            found.add(t)
+    return frozenset(found)
+
+
 def backup_table_name(ledger_id: str, item: BackupItem) -> str:
     return f"b_{ledger_id.replace('-', '')}_{item.statement}_{item.table[:12]}"
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncpg
 from temporalio import activity
 
-from activities.backup import table_facts
+from activities.backup import existing_objects, table_facts
 from activities.drift import drift_proof
 from activities.evidence import existing_insert_keys, failed_migration_evidence
 from activities.heartbeat import Heartbeater
 from activities.ledger import MigrationLedger
 from activities.target import TargetDatabases
-from domain.backup import plan_backups, tables_to_inspect
+from domain.backup import cascade_targets, plan_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups
 from domain.bundle import bundle_problems
 from domain.catalog import DriftReport
@@ -104,7 +104,8 @@ class PreflightActivities:
                 continue
             tables = tables_to_inspect(analysis.statements, schema, frozenset(created))
             facts = await table_facts(conn, tables) if tables else {}
-            out[m.name] = plan_backups(analysis.statements, facts, schema, frozenset(created))
+            existing = await existing_objects(conn, cascade_targets(analysis.statements, schema))
+            out[m.name] = plan_backups(analysis.statements, facts, schema, frozenset(created), existing)
             created |= {c.split(":", 1)[1] for c in analysis.creates if c.startswith("table:")}
         return out
 

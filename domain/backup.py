@@ -45,9 +45,11 @@ def tables_to_inspect(statements: list[StatementInfo], default_schema: str,
 
 
 def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts], default_schema: str,
-                 created_before: frozenset[str] = frozenset()) -> MigrationBackups:
-    """The backups `statements` need, given the facts of the tables they touch. Tables created by
-    this migration, or by an earlier one of the same run (`created_before`), hold nothing to lose."""
+                 created_before: frozenset[str] = frozenset(), existing: frozenset[str] = frozenset()) -> MigrationBackups:
+    """The backups `statements` need, given the facts of the tables they touch (only tables that
+    exist before the run have facts: any other is created or renamed into place by the run, and
+    holds nothing to lose, as do tables created by this migration or an earlier one of the run,
+    `created_before`). `existing`: the schemas and types (cascade_targets) that exist now."""
     result = MigrationBackups()
     created: set[str] = set(created_before)
     touched: set[str] = set()
@@ -56,7 +58,7 @@ def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts
         if s.kind in ("CreateStmt", "CreateTableAsStmt"):
             created.add(qualified(node.get("relation") or node.get("into", {}).get("rel"), schema))
         if s.kind == "DropStmt" and node.get("behavior") == "DROP_CASCADE" and node.get("removeType") in (
-                "OBJECT_SCHEMA", "OBJECT_TYPE", "OBJECT_DOMAIN"):
+                "OBJECT_SCHEMA", "OBJECT_TYPE", "OBJECT_DOMAIN") and _cascade_target(node, schema) in existing:
             what = node["removeType"].removeprefix("OBJECT_").lower()
             result.impossible.append(f"statement {s.index + 1} (line {s.line}): DROP {what.upper()} ... CASCADE "
                                      "drops whatever depends on it; what that holds cannot be backed up statically")
@@ -66,8 +68,7 @@ def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts
             fact = facts.get(table)
             where = "statement {} (line {})".format(s.index + 1, s.line)
             if fact is None:
-                result.impossible.append(f"{where}: {reason}: table {table} was not found in the database")
-                continue
+                continue  # not in the database before the run: an earlier migration of it creates or renames it
             cols = fact.columns if kind == "rows" else [c for c in columns if c in fact.columns]
             if not cols:
                 continue  # a column this run adds first: nothing of it exists before the run
@@ -85,6 +86,25 @@ def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts
         for table in _writes(s, schema):
             touched.add(table)
     return result
+
+
+def cascade_targets(statements: list[StatementInfo], default_schema: str) -> list[str]:
+    """`schema:name` / `type:schema.name` of what the statements drop with CASCADE."""
+    return [t for s, schema in _with_search_path(statements, default_schema)
+            if s.kind == "DropStmt" and s.node().get("behavior") == "DROP_CASCADE"
+            and (t := _cascade_target(s.node(), schema))]
+
+
+def _cascade_target(node: dict[str, Any], schema: str) -> str | None:
+    objects = node.get("objects", [])
+    if not objects:
+        return None
+    if node.get("removeType") == "OBJECT_SCHEMA":
+        return "schema:" + objects[0].get("String", {}).get("sval", "")
+    if node.get("removeType") in ("OBJECT_TYPE", "OBJECT_DOMAIN"):
+        parts = names(objects[0].get("TypeName", {}).get("names"))
+        return "type:" + (".".join(parts) if len(parts) > 1 else f"{schema}.{parts[-1]}")
+    return None
 
 
 def _with_search_path(statements: list[StatementInfo], default_schema: str):

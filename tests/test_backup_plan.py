@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import io
 
+from pathlib import Path
+
 import asyncpg
+import pytest
 from rich.console import Console
 
 from activities import backup, bookkeeping
 from cli.render import render_plan
 from domain.backup import plan_backups
-from domain.backup_items import TableFacts
+from domain.backup_items import MigrationBackups, TableFacts
+from domain.bundle import build_bundle
+from domain.prisma.folder import read_migrations_dir
 from domain.models import BlockerCode, RollbackSource
 from domain.sql.parse import split_statements
 from domain.plan import build_plan
@@ -21,6 +26,7 @@ from domain.sql.rules import analyze_migration
 from tests.helpers import migration, request
 from tests.test_plan import row, snap
 
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
 USERS = TableFacts(schema_name="public", name="users", columns=["id", "email", "phone"], key=["id"],
                    types={"id": "integer", "email": "text", "phone": "text"}, bytes=8192 * 10, rows=1000,
                    widths={"id": 4, "phone": 12})
@@ -34,8 +40,9 @@ def plan_for(migs, snapshot, **kwargs):
                       required_approvals={"low": 1, "medium": 1, "high": 2}, **kwargs)
 
 
-def backups(sql: str, facts=None, created=frozenset()):
-    return plan_backups(split_statements(sql), facts or {"public.users": USERS, "public.log": LOG}, "public", created)
+def backups(sql: str, facts=None, created=frozenset(), existing=frozenset({"type:public.mood"})):
+    return plan_backups(split_statements(sql), facts or {"public.users": USERS, "public.log": LOG}, "public", created,
+                        existing)
 
 
 def test_each_destroying_statement_gets_the_backup_that_undoes_it() -> None:
@@ -58,14 +65,27 @@ def test_what_holds_nothing_to_lose_is_not_backed_up_and_what_cannot_be_is_said(
     assert backups("CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\nDROP TABLE t;").items == []
     assert backups("DROP TABLE made_by_this_run;", created=frozenset({"public.made_by_this_run"})).items == []
     assert backups("ALTER TABLE users ADD COLUMN x int;\nALTER TABLE users DROP COLUMN x;").items == []
-    got = backups("UPDATE log SET line = '';\nDROP TYPE mood CASCADE;\nDROP TABLE gone;")
+    # a table that is not in the database before the run is created (or renamed into place) by it
+    assert backups("ALTER TABLE renamed_earlier DROP COLUMN x;\nDROP TABLE gone;") == MigrationBackups()
+    got = backups("UPDATE log SET line = '';\nDROP TYPE mood CASCADE;\nDROP TYPE made_by_the_run CASCADE;")
     assert got.items == []
     assert [s.split(": ", 1)[1] for s in got.impossible] == [
         "UPDATE public.log SET line: table public.log has no primary key or unique key on NOT NULL columns, so old "
         "values could not be matched back to their rows",
         "DROP TYPE ... CASCADE drops whatever depends on it; what that holds cannot be backed up statically",
-        "DROP TABLE public.gone: table public.gone was not found in the database",
     ]
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="the corpus of real histories is not beside the repo")
+@pytest.mark.parametrize("project", ["documenso", "formbricks", "rallly", "hoppscotch"])
+def test_a_real_history_on_an_empty_database_needs_no_backup(project: str) -> None:
+    """Everything its destructive statements touch was created (or renamed into place) by the run."""
+    bundle = build_bundle(read_migrations_dir(CORPUS / project / "migrations"), revision="t", source=project)
+    created: set[str] = set()
+    for m in bundle.migrations:
+        a = analyze_migration(m.name, m.sql)
+        assert backups(m.sql, facts={}, created=frozenset(created), existing=frozenset()) == MigrationBackups(), m.name
+        created |= {c.split(":", 1)[1] for c in a.creates if c.startswith("table:")}
 
 
 def test_the_plan_shows_backups_their_size_and_makes_data_only_migrations_undoable() -> None:
@@ -112,3 +132,16 @@ def test_set_search_path_moves_what_is_backed_up() -> None:
     got = backups("SET search_path TO app;\nALTER TABLE users DROP COLUMN phone;\nRESET search_path;\nDROP TABLE log;",
                   facts={"app.users": app, "public.log": LOG})
     assert [(i.schema_name, i.table) for i in got.items] == [("app", "users"), ("public", "log")]
+
+
+@pytest.mark.skipif(not CORPUS.exists(), reason="the corpus of real histories is not beside the repo")
+async def test_preflight_of_a_real_history_on_an_empty_database_plans_no_backup(database_url: str) -> None:
+    from temporalio.testing import ActivityEnvironment
+
+    from tests.helpers import StageActivities, make_settings
+
+    bundle = build_bundle(read_migrations_dir(CORPUS / "rallly" / "migrations"), revision="t", source="rallly")
+    result = await ActivityEnvironment().run(StageActivities(make_settings("t", database_url)).preflight,
+                                             request("t", bundle.migrations))
+    assert result.plan.blockers == [] and result.plan.backup_bytes == 0
+    assert not any(m.backups or m.unbacked for m in result.plan.migrations)

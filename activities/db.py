@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from domain.dsn import InvalidDsn, check_dsn, redact_dsn, scrub
+from domain.durations import parse_pg_duration
 
 CONNECT_TIMEOUT_S = 10.0
 # Query parameters of Prisma's connection URL that mean nothing to PostgreSQL itself.
@@ -48,8 +49,14 @@ def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _ms(seconds: float | None) -> str | None:
-    return None if seconds is None else f"{int(seconds * 1000)}ms"
+def _setting(value: float | str | None, name: str) -> str | None:
+    """A session time setting as whole milliseconds, read exactly as PostgreSQL would read it
+    (domain/durations.py): a value the server would silently turn into 0 (= no timeout), such as
+    0.0005 s, raises InvalidDuration instead. Numbers are seconds; text is PostgreSQL's syntax."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else f"{float(value)!r}s"
+    return parse_pg_duration(text, name).setting
 
 
 def _describe(exc: BaseException, dsn: str) -> str:
@@ -81,10 +88,14 @@ def _describe(exc: BaseException, dsn: str) -> str:
 
 
 async def connect(
-    dsn: str, *, lock_timeout: float | None = None, statement_timeout: float | None = None
+    dsn: str, *, lock_timeout: float | str | None = None, statement_timeout: float | str | None = None,
+    application_name: str | None = None,
 ) -> asyncpg.Connection:
     """A connection to `dsn`, or DatabaseUnavailable with one clear, password-free sentence.
-    Timeouts are in seconds and become the session's lock_timeout / statement_timeout."""
+    Timeouts (seconds, or PostgreSQL's text such as '10s') become the session's lock_timeout /
+    statement_timeout; one PostgreSQL would read as "no timeout" raises InvalidDuration first."""
+    lock = _setting(lock_timeout, "lock_timeout")
+    statement = _setting(statement_timeout, "statement_timeout")
     try:
         check_dsn(dsn)
     except InvalidDsn as exc:
@@ -93,10 +104,12 @@ async def connect(
     settings: dict[str, str] = {}
     if schema:
         settings["search_path"] = _quote_ident(schema)
-    if lock_timeout is not None:
-        settings["lock_timeout"] = _ms(lock_timeout)
-    if statement_timeout is not None:
-        settings["statement_timeout"] = _ms(statement_timeout)
+    if lock is not None:
+        settings["lock_timeout"] = lock
+    if statement is not None:
+        settings["statement_timeout"] = statement
+    if application_name and "application_name" not in dict(parse_qsl(urlsplit(url).query)):
+        settings["application_name"] = application_name  # the URL's own name wins
     try:
         return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S, server_settings=settings or None)
     except Exception as exc:  # every failure becomes one sentence; the cause is not chained (it may hold the URL)

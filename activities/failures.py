@@ -4,16 +4,15 @@ and the text Prisma stores in `logs` when a migration fails."""
 from __future__ import annotations
 
 import asyncio
-import re
 
 import asyncpg
-from temporalio.exceptions import ApplicationError
 
 from domain.prisma.errors import migration_failed_logs
 
 # Error types the workflow's retry policies name as non-retryable (deterministic failures).
+# LockBudgetExhausted: the lock budget (domain/lock_waits.py) already was the retry policy.
 NON_RETRYABLE = ["UnknownEnvironment", "LedgerShapeError", "InvalidInput", "InternalError", "DatabaseError",
-                 "DatabaseRefused", "BookkeepingError"]
+                 "DatabaseRefused", "BookkeepingError", "LockBudgetExhausted"]
 
 # SQLSTATEs worth another attempt: the same SQL may well succeed once the condition is gone.
 _TRANSIENT_SQLSTATES = {
@@ -25,19 +24,6 @@ _TRANSIENT_SQLSTATES = {
     "57P03",  # cannot_connect_now
     "53300",  # too_many_connections
 }
-
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, "d": 86400, None: 0.001}
-
-
-def pg_interval_seconds(text: str) -> float:
-    """PostgreSQL's setting syntax ("10s", "500ms", "0") in seconds; a bare number is ms, as in PG."""
-    m = _INTERVAL.match(str(text))
-    if not m:
-        raise ApplicationError(f"invalid timeout setting {text!r} (use e.g. 10s, 500ms, 0)", type="InvalidInput",
-                               non_retryable=True)
-    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-
 
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (asyncpg.InterfaceError, ConnectionError, OSError, asyncio.TimeoutError)):

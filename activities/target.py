@@ -21,9 +21,11 @@ from temporalio.exceptions import ApplicationError
 from activities.bookkeeping import BookkeepingError
 from activities.bundle_store import RunBundles
 from activities.db import DatabaseRefused, DatabaseUnavailable, connect
-from activities.failures import is_transient, pg_interval_seconds
+from activities.failures import is_transient
 from activities.ledger import LedgerShapeError
 from domain.dsn import scrub
+from domain.durations import InvalidDuration
+from domain.lock_waits import LockRetryPolicy
 from domain.models import RunMarks
 from domain.plan import ledger_digest
 from domain.prisma.ledger import ADVISORY_LOCK_KEY, TABLE, LedgerRow
@@ -32,6 +34,9 @@ from runtime.settings import EnvironmentSettings, Settings, UnknownEnvironment
 
 # How often a backend running one of our statements checks that the worker is still connected.
 CONNECTION_CHECK_INTERVAL = "1s"
+# What other sessions see of ours in pg_stat_activity (unless the database URL names its own).
+APPLICATION_NAME = "prisma-temporal-deploy"
+OBSERVER_APPLICATION_NAME = "prisma-temporal-deploy lock observer"
 # How long a fleet's discovered databases are trusted before the query runs again.
 DISCOVERY_CACHE_SECONDS = 30.0
 
@@ -87,6 +92,8 @@ class TargetDatabases:
         except BookkeepingError as exc:
             raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="BookkeepingError",
                                    non_retryable=True) from None
+        except InvalidDuration as exc:
+            raise ApplicationError(f"{what}: {exc}", type="InvalidInput", non_retryable=True) from None
         except LedgerShapeError as exc:
             raise ApplicationError(f"{what}: {self.scrub(str(exc))}", type="LedgerShapeError",
                                    non_retryable=True) from None
@@ -100,10 +107,13 @@ class TargetDatabases:
             raise ApplicationError(f"{what}: {exc.__class__.__name__}: {message}", type="InternalError",
                                    non_retryable=True) from None
 
-    def _timeouts(self, env: EnvironmentSettings) -> tuple[float, float]:
-        lock = env.lock_timeout if "lock_timeout" in env.model_fields_set else self.settings.lock_timeout
-        stmt = env.statement_timeout if "statement_timeout" in env.model_fields_set else self.settings.statement_timeout
-        return pg_interval_seconds(lock), pg_interval_seconds(stmt)
+    def lock_policy(self, environment: str) -> LockRetryPolicy:
+        """How politely the environment's migrations ask for their locks (checked when settings load)."""
+        self.environment(environment)
+        try:
+            return self.settings.lock_policy(environment)
+        except ValueError as exc:
+            raise ApplicationError(str(exc), type="InvalidInput", non_retryable=True) from None
 
     def fleet(self, name: str) -> FleetSettings:
         try:
@@ -145,11 +155,14 @@ class TargetDatabases:
                                type="UnknownEnvironment", non_retryable=True)
 
     @contextlib.asynccontextmanager
-    async def connection(self, environment: str) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self, environment: str, application_name: str = APPLICATION_NAME
+                         ) -> AsyncIterator[asyncpg.Connection]:
         env = self.environment(environment)
         await self.check_member(environment)
-        lock, stmt = self._timeouts(env)
-        conn = await connect(env.database_url.get_secret_value(), lock_timeout=lock, statement_timeout=stmt)
+        conn = await connect(env.database_url.get_secret_value(),
+                             lock_timeout=self.settings.env_setting(environment, "lock_timeout"),
+                             statement_timeout=self.settings.env_setting(environment, "statement_timeout"),
+                             application_name=application_name)
         # A worker killed mid-statement leaves its backend running the statement, holding Prisma's lock
         # and the transaction, until it next writes to the dead socket (hours for a big index build);
         # PostgreSQL >= 14 can check the socket while a query runs and cancel it. Older servers: skipped.

@@ -33,6 +33,7 @@ from rich.table import Table
 from cli.app import app
 from cli.git_changes import GitChangesError, migration_changes
 from domain.dsn import redact_dsn, scrub
+from domain.lock_levels import statement_locks, strongest_locks
 from domain.models import Finding
 from domain.prisma.diagnosis import MigrationState
 from domain.prisma.folder import MigrationFolderError, MigrationsFolder, read_folder
@@ -143,6 +144,26 @@ def lint_folder(folder: MigrationsFolder, names: list[str] | None = None, late: 
     return results
 
 
+STATEMENT_SHOWN = 60
+
+
+def statement_locks_of(analysis: MigrationAnalysis) -> list[dict]:
+    """Per statement: the table-level locks it takes (strongest per relation), each as one sentence
+    saying what it does to the application, or why its locks cannot be read from the SQL."""
+    out = []
+    for st in analysis.statements:
+        locks = statement_locks(st.kind, st.node(), st.index, st.line)
+        sentences = [lock.lint_sentence() for lock in strongest_locks(locks.locks)]
+        if locks.unknown:
+            sentences.append(f"locks unknown: {locks.unknown}")
+        if not sentences:
+            continue
+        first = " ".join(st.text.split())
+        text = first if len(first) <= STATEMENT_SHOWN else first[:STATEMENT_SHOWN - 1] + "…"
+        out.append({"line": st.line, "statement": text, "locks": sentences})
+    return out
+
+
 def _scope_text(sel: Selection) -> str:
     what = []
     if sel.base is not None:
@@ -161,6 +182,7 @@ def _as_json(results, threshold: Severity, failed: bool, sel: Selection) -> str:
         if analysis:
             entry |= analysis.model_dump(include={"risk", "in_transaction", "idempotent", "creates",
                                                   "derived_rollback", "rollback_blockers"})
+            entry["locks"] = statement_locks_of(analysis)
         else:
             entry["risk"] = Risk.high if any(f.code == "parse-error" for f in findings) else Risk.medium
         migrations.append(entry)
@@ -177,6 +199,10 @@ def _print_tables(console: Console, results, threshold: Severity, failed: bool, 
     details = Table(title="Findings", title_justify="left")
     for col in ("migration", "line", "severity", "code", "message"):
         details.add_column(col, overflow="fold")
+    locks = Table(title="Locks (what each statement does to the application while it waits and runs)",
+                  title_justify="left")
+    for col in ("migration", "line", "statement", "lock"):
+        locks.add_column(col, overflow="fold")
     for name, analysis, findings in results:
         if analysis is None:
             parse_error = any(f.code == "parse-error" for f in findings)
@@ -192,6 +218,8 @@ def _print_tables(console: Console, results, threshold: Severity, failed: bool, 
             )
         for f in findings:
             details.add_row(name, str(f.line or ""), f"[{_STYLE[f.severity]}]{f.severity}[/]", f.code, f.message)
+        for st in statement_locks_of(analysis) if analysis is not None else []:
+            locks.add_row(name, str(st["line"]), st["statement"], "\n".join(st["locks"]))
     console.print(_scope_text(sel), markup=False)
     for name in sel.removed:
         console.print(f"removed since {sel.base}: {name} (not linted; where it was applied, Prisma now sees a phantom)",
@@ -200,6 +228,8 @@ def _print_tables(console: Console, results, threshold: Severity, failed: bool, 
         console.print(summary)
     if details.row_count:
         console.print(details)
+    if locks.row_count:
+        console.print(locks)
     verdict = f"findings at or above {threshold}" if failed else f"no finding at or above {threshold}"
     console.print(f"[{'bold red' if failed else 'green'}]{verdict}[/]")
 

@@ -25,11 +25,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.allowed_signers import AllowedSignersError, parse_allowed_signers
+from domain.durations import InvalidDuration, parse_pg_duration
 from domain.facts import EnvironmentPolicy
+from domain.lock_waits import LockRetryPolicy
 from domain.risk import Risk
 from runtime.fleets import FleetSettings, split_member
 
@@ -37,6 +39,16 @@ GateStage = Literal["resolve", "deploy", "verify"]
 # How an approver's identity may be established: "ssh" = a signature by a key the environment's
 # allowed signers list for that name (domain/approval_proof.py); "typed" = the name as typed, unproven.
 ApprovalProof = Literal["ssh", "typed"]
+
+DURATION_SETTINGS = ("lock_timeout", "statement_timeout", "lock_wait_budget", "lock_attempt_timeout",
+                     "lock_attempt_timeout_max")
+LOCK_POLICY_SETTINGS = ("lock_wait_budget", "lock_attempt_timeout", "lock_attempt_timeout_max")
+# Limits per setting: the lock attempts must stay under a second, the budget may not be "none".
+_DURATION_RULES: dict[str, dict[str, Any]] = {
+    "lock_wait_budget": {"allow_disabled": False},
+    "lock_attempt_timeout": {"allow_disabled": False, "max_ms": 999},
+    "lock_attempt_timeout_max": {"allow_disabled": False, "max_ms": 999},
+}
 
 
 class EnvironmentSettings(BaseModel):
@@ -59,8 +71,13 @@ class EnvironmentSettings(BaseModel):
     # at every preflight, so a removed key stops counting for the next run), or the lines
     # themselves (one text with newlines, or a list of lines).
     allowed_signers: str | list[str] | None = None
+    # Session settings of this environment's connections, and how politely a migration asks for its
+    # locks (see Settings); each one unset here is the worker's.
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
+    lock_wait_budget: str = "5min"
+    lock_attempt_timeout: str = "50ms"
+    lock_attempt_timeout_max: str = "200ms"
     # Replay the applied history into a shadow database and compare schemas during preflight:
     # auto = when the ledger has phantoms or edited migrations; needs the CREATEDB privilege.
     drift_proof: Literal["auto", "always", "never"] = "auto"
@@ -105,6 +122,11 @@ class EnvironmentSettings(BaseModel):
             return (f"environment {name} accepts only SSH-signed approvals but lists no allowed_signers: "
                     "every approval of its gates will be refused until their keys are listed")
         return None
+
+    @field_validator(*DURATION_SETTINGS)
+    @classmethod
+    def _pg_duration(cls, value: Any, info: ValidationInfo) -> str:
+        return _duration(value, info.field_name)
 
     @field_validator("approval_proofs")
     @classmethod
@@ -153,9 +175,17 @@ class Settings(BaseSettings):
     # Named sets of databases for rollouts (runtime/fleets.py): environments, or discovered on a server.
     fleets: dict[str, FleetSettings] = Field(default_factory=dict)
 
-    # Session settings applied to every connection the worker opens on a target database.
+    # Session settings applied to every connection the worker opens on a target database
+    # (PostgreSQL's syntax; a value the server would silently read as 0 = "no timeout", such as
+    # '0.5ms', is refused when the settings load).
     lock_timeout: str = "10s"
     statement_timeout: str = "0"
+    # How a migration asks for its locks (activities/locks.py): attempts with a short lock_timeout
+    # (first .. max, each under a second, so an application statement queued behind one waits at
+    # most that long), retried with jittered backoff for at most the budget; per environment too.
+    lock_wait_budget: str = "5min"
+    lock_attempt_timeout: str = "50ms"
+    lock_attempt_timeout_max: str = "200ms"
     # How long deploy waits for Prisma's advisory lock before giving up.
     advisory_lock_timeout: timedelta = timedelta(seconds=60)
     # Activities heartbeat from a background task; when a worker dies (kill -9, lost node) Temporal
@@ -173,6 +203,30 @@ class Settings(BaseSettings):
     health_file: Path | None = None
     health_port: int = 0
     metrics_port: int = 0
+
+    @field_validator(*DURATION_SETTINGS)
+    @classmethod
+    def _pg_duration(cls, value: Any, info: ValidationInfo) -> str:
+        return _duration(value, info.field_name)
+
+    @model_validator(mode="after")
+    def _lock_policies(self) -> "Settings":
+        # The first attempt may not exceed the longest, whichever level set each: said at load.
+        for name in self.environments:
+            self.lock_policy(name)
+        return self
+
+    def env_setting(self, name: str, field: str) -> str:
+        """An environment's session or lock setting: its own when it sets one, else the worker's."""
+        env = self.environment(name)
+        return getattr(env if field in env.model_fields_set else self, field)
+
+    def lock_policy(self, name: str) -> LockRetryPolicy:
+        """How politely environment `name`'s migrations ask for their locks."""
+        try:
+            return LockRetryPolicy.from_settings(*(self.env_setting(name, f) for f in LOCK_POLICY_SETTINGS))
+        except ValueError as exc:
+            raise ValueError(f"environment {name}: {exc}") from None
 
     @field_validator("payload_keys", mode="before")
     @classmethod
@@ -209,6 +263,16 @@ class Settings(BaseSettings):
 
 class UnknownEnvironment(ValueError):
     pass
+
+
+def _duration(value: Any, name: str) -> str:
+    """A PostgreSQL duration setting, refused (one sentence) where the server would read it as
+    something else than written, e.g. '0.5ms' as 0 = no timeout."""
+    try:
+        parse_pg_duration(value, name, **_DURATION_RULES.get(name, {}))
+    except InvalidDuration as exc:
+        raise ValueError(str(exc)) from None
+    return str(value)
 
 
 def _is_path(value: str) -> bool:

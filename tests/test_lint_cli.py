@@ -208,3 +208,28 @@ def test_a_file_postgresql_refuses_as_one_script_fails_lint_with_the_reason(tmp_
     enum = [f for f in by["20250102000000_enum"]["findings"] if f["code"] == "fails-in-prisma"]
     assert [f["line"] for f in enum] == [2] and "unsafe use of new value" in enum[0]["message"]
     assert by["20250101000000_prices"]["idempotent"] is False
+
+
+def test_lint_says_which_lock_each_statement_takes(tmp_path: Path) -> None:
+    """ADD COLUMN is low risk (no rewrite), yet it takes ACCESS EXCLUSIVE: reads and writes of the
+    table queue behind it while it waits. Lint says so per statement, in the table and in JSON."""
+    folder = _folder(tmp_path, {
+        "20250101000000_a": '-- a column\nALTER TABLE "users" ADD COLUMN "nick" TEXT;\n',
+        "20250101000001_i": 'CREATE INDEX CONCURRENTLY "users_nick_idx" ON "users"("nick");\n',
+        "20250102000000_b": "DO $$ BEGIN PERFORM 1; END $$;\nINSERT INTO \"audit\" SELECT * FROM \"events\";\n"})
+    data = json.loads(_lint(str(folder), "--json").stdout)
+    a, i, b = data["migrations"]
+    assert a["risk"] == "low"
+    assert a["locks"] == [
+        {"line": 2, "statement": 'ALTER TABLE "users" ADD COLUMN "nick" TEXT',
+         "locks": ["takes ACCESS EXCLUSIVE on public.users (blocks reads and writes while it waits and runs)"]}]
+    assert i["locks"] == [
+        {"line": 1, "statement": 'CREATE INDEX CONCURRENTLY "users_nick_idx" ON "users"("nick…',
+         "locks": ["takes SHARE UPDATE EXCLUSIVE on public.users (blocks other schema changes and VACUUM, "
+                   "not reads or writes)"]}]
+    assert [st["locks"] for st in b["locks"]] == [
+        ["locks unknown: DO runs code whose locks cannot be read from the SQL"],
+        ["takes ROW EXCLUSIVE on public.audit (does not block reads or writes; waits for and blocks schema changes)",
+         "takes ACCESS SHARE on public.events (does not block reads or writes; waits for ACCESS EXCLUSIVE locks)"]]
+    text = _lint(str(folder)).stdout
+    assert "takes ACCESS EXCLUSIVE on public.users (blocks reads and writes while it waits and runs)" in text

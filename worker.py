@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.apply import ApplyActivities
+from activities.cleanup import CleanupActivities
 from activities.compensate import CompensateActivities
 from activities.fleet import FleetActivities
 from activities.preflight import PreflightActivities
@@ -49,6 +50,7 @@ def deploy_activities(settings: Settings) -> list[Callable[..., Any]]:
         CompensateActivities(targets).compensate,
         fleet.discover_targets,
         fleet.plan_targets,
+        CleanupActivities(targets).drop_shadow,
     ]
 
 

@@ -1,9 +1,11 @@
 """The preflight activity: read-only fact gathering, then the plan from domain/plan.py.
 
 Reads the server version and the ledger, diagnoses the ledger against the bundle, analyses every
-migration with PostgreSQL's parser, looks for the effects of failed migrations, checks that rows a
-derived rollback would delete are new, and runs the drift proof where the folder alone cannot say
-what the schema is. It decides nothing itself: `domain.plan.decide` does, from these facts.
+migration with PostgreSQL's parser, checks that rows a derived rollback would delete are new, and
+replays the folder into the run's shadow database once (activities/schema_facts.py): the live
+schema against the applied history (drift proof), around each failed migration (its effects), and
+to the end (a migration to run that fails there would fail on deploy). It decides nothing itself:
+`domain.plan.decide` does, from these facts.
 """
 
 from __future__ import annotations
@@ -12,20 +14,19 @@ import asyncpg
 from temporalio import activity
 
 from activities.backup import existing_objects, table_facts
-from activities.drift import drift_proof
-from activities.evidence import existing_insert_keys, failed_migration_evidence
 from activities.heartbeat import Heartbeater
+from activities.insert_keys import existing_insert_keys
 from activities.ledger import MigrationLedger
+from activities.schema_facts import preflight_schema_facts, run_key
 from activities.target import TargetDatabases
 from domain.backup import cascade_targets, plan_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups
 from domain.bundle import bundle_problems
-from domain.catalog import DriftReport
-from domain.facts import PreflightFacts
+from domain.facts import PreflightFacts, SchemaFacts, SchemaState
 from domain.models import Blocker, BlockerCode, DeployRequest, PreflightResult
 from domain.plan import decide
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState, diagnose
-from domain.prisma.ledger import LedgerSnapshot
+from domain.schema.refs import ObjectKind
 from domain.sql.parse import SqlParseError, split_statements
 from domain.sql.rules import MigrationAnalysis, analyze_migration
 from runtime.settings import EnvironmentSettings
@@ -42,12 +43,12 @@ class PreflightActivities:
         """Read-only: the facts about the target database and the bundle, and the plan decided from them."""
         env = self.targets.environment(request.environment)
         with self.targets.errors(f"preflight on {request.environment}"):
-            async with self.targets.connection(request.environment) as conn, \
-                    Heartbeater(lambda: {"stage": "preflight"}):
+            progress = {"stage": "preflight"}
+            async with self.targets.connection(request.environment) as conn, Heartbeater(lambda: dict(progress)):
                 if request.bundle.in_parts:  # the SQL is in the run's history: the plan needs all of it
                     whole = await self.targets.bundles.migrations(request.bundle.parts, [])
                     request = request.model_copy(update={"bundle": request.bundle.model_copy(update={"migrations": whole})})
-                facts = await self._facts(conn, env, request)
+                facts = await self._facts(conn, env, request, progress)
         plan, policy = decide(request, facts, env.policy())
         activity.logger.info(
             "preflight done", extra={"environment": request.environment, "fingerprint": plan.fingerprint,
@@ -55,7 +56,8 @@ class PreflightActivities:
         )
         return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=self.targets.settings.heartbeat_timeout)
 
-    async def _facts(self, conn: asyncpg.Connection, env: EnvironmentSettings, request: DeployRequest) -> PreflightFacts:
+    async def _facts(self, conn: asyncpg.Connection, env: EnvironmentSettings, request: DeployRequest,
+                     progress: dict) -> PreflightFacts:
         server_version = str(await conn.fetchval("SHOW server_version"))
         major = int(await conn.fetchval("SHOW server_version_num")) // 10000
         snapshot = await MigrationLedger(conn).read()
@@ -85,12 +87,9 @@ class PreflightActivities:
                     facts.input_problems.append(Blocker(code=BlockerCode.unparseable_verify_sql, migration=m.name,
                                                         message=f"cannot parse verify.sql of {m.name}: {exc}"))
         facts.backups = await self._backups(conn, request, facts.analyses, runnable, snapshot.schema_name)
-        for name, state in states.items():
-            if state == MigrationState.failed and name in facts.analyses:
-                facts.evidence[name] = await failed_migration_evidence(conn, facts.analyses[name], snapshot.schema_name)
         facts.unsafe_derived_rollbacks = await self._unsafe_derived_rollbacks(conn, request, facts.analyses, states,
                                                                               snapshot.schema_name)
-        facts.drift = await self._drift(env, request, snapshot, diagnosis, conn)
+        facts.schema_facts = await self._schema(env, request, diagnosis, conn, progress)
         return facts
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],
@@ -106,7 +105,7 @@ class PreflightActivities:
             facts = await table_facts(conn, tables) if tables else {}
             existing = await existing_objects(conn, cascade_targets(analysis.statements, schema))
             out[m.name] = plan_backups(analysis.statements, facts, schema, frozenset(created), existing)
-            created |= {c.split(":", 1)[1] for c in analysis.creates if c.startswith("table:")}
+            created |= {f"{ref.schema_name}.{ref.name}" for ref in analysis.creates if ref.kind == ObjectKind.table}
         return out
 
     async def _unsafe_derived_rollbacks(self, conn: asyncpg.Connection, request: DeployRequest,
@@ -123,22 +122,21 @@ class PreflightActivities:
                 unsafe[m.name] = "rows it inserts already exist (" + ", ".join(existing[:3]) + ")"
         return unsafe
 
-    async def _drift(self, env: EnvironmentSettings, request: DeployRequest, snapshot: LedgerSnapshot,
-                     diagnosis: HistoryDiagnosis, conn: asyncpg.Connection) -> DriftReport | None:
-        """Replay the applied local history into a shadow database on the same server and compare
-        catalogs (activities/drift.py). `auto` does it when the ledger holds phantoms or edited
-        migrations, the cases where the folder alone cannot say what the schema is."""
-        phantoms = diagnosis.names(MigrationState.missing_locally)
-        wanted = env.drift_proof == "always" or (
-            env.drift_proof == "auto" and (phantoms or diagnosis.names(MigrationState.modified))
-        )
-        if not wanted:
-            return None
-        bundle = {m.name: m for m in request.bundle.migrations}
-        replay: list[tuple[str, str]] = []
-        for row in snapshot.rows:
-            if row.is_applied and row.migration_name in bundle and all(n != row.migration_name for n, _ in replay):
-                replay.append((row.migration_name, bundle[row.migration_name].sql))
-        activity.heartbeat({"stage": "drift proof", "migrations": len(replay)})
-        return await drift_proof(env.database_url.get_secret_value(), replay, phantoms,
-                                 live_conn=conn, schema=snapshot.schema_name)
+    async def _schema(self, env: EnvironmentSettings, request: DeployRequest, diagnosis: HistoryDiagnosis,
+                      conn: asyncpg.Connection, progress: dict) -> SchemaFacts:
+        """The run's shadow replay (unless the environment turned it off): drift, the effects of
+        failed migrations, and whether every migration to run replays."""
+        if env.drift_proof == "never":
+            return SchemaFacts(state=SchemaState.off)
+
+        def replayed(done: int, total: int, name: str) -> None:
+            progress.update(stage="shadow replay", done=done, total=total, current=name)
+
+        try:
+            return await preflight_schema_facts(
+                env.database_url.get_secret_value(), conn, request.bundle.migrations, diagnosis, key=run_key(),
+                statement_timeout=self.targets.statement_timeout(request.environment), on_progress=replayed,
+            )
+        finally:
+            progress.clear()
+            progress["stage"] = "preflight"

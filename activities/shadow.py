@@ -33,13 +33,15 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 import structlog
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from activities.catalog import read_schema_model
 from activities.db import DatabaseUnavailable, connect
 from domain.prisma.checksum import sha256_hex
 from domain.dsn import scrub
 from domain.schema import SchemaModel
+from domain.schema.replay import ReplayFailure
+from domain.sql.parse import has_statements
 
 log = structlog.get_logger(__name__)
 
@@ -58,27 +60,6 @@ class MigrationScript(Protocol):
 
 class ShadowError(RuntimeError):
     """The shadow database could not be used (not a migration's fault). One sentence, no DSN."""
-
-
-class ReplayFailure(BaseModel):
-    """Migration `position` of `total` failed in the shadow database (as it would in Prisma)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    migration: str
-    position: int
-    total: int
-    sqlstate: str | None = None
-    error: str
-    detail: str | None = None
-
-    @property
-    def sentence(self) -> str:
-        code = f" (SQLSTATE {self.sqlstate})" if self.sqlstate else ""
-        return (
-            f"migration {self.migration} ({self.position} of {self.total}) failed when replayed "
-            f"in the shadow database: {self.error}{code}"
-        )
 
 
 class ExpectedSchemas(BaseModel):
@@ -235,7 +216,8 @@ async def _replay(
             models[0] = await read_schema_model(shadow)
         for position, migration in enumerate(migrations[:target], start=1):
             try:
-                await shadow.execute(migration.sql)
+                if has_statements(migration.sql):  # an empty script is applied as nothing, as in Prisma
+                    await shadow.execute(migration.sql)
             except asyncpg.PostgresError as exc:
                 if _is_infrastructure(exc):
                     raise ShadowError(_sentence(f"the shadow database {name} failed during {migration.name}", exc, dsn)) from None

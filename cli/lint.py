@@ -180,9 +180,10 @@ def _as_json(results, threshold: Severity, failed: bool, sel: Selection) -> str:
     for name, analysis, findings in results:
         entry = {"name": name, "parses": analysis is not None, "findings": [f.model_dump() for f in findings]}
         if analysis:
-            entry |= analysis.model_dump(include={"risk", "in_transaction", "idempotent", "creates",
+            entry |= analysis.model_dump(include={"risk", "in_transaction", "idempotent",
                                                   "derived_rollback", "rollback_blockers"})
             entry["locks"] = statement_locks_of(analysis)
+            entry["creates"] = [str(ref) for ref in analysis.creates]
         else:
             entry["risk"] = Risk.high if any(f.code == "parse-error" for f in findings) else Risk.medium
         migrations.append(entry)

@@ -55,7 +55,7 @@ def render_plan(plan: DeployPlan, out: Console | None = None) -> None:
         console.print(f"backups before destruction: about {human_bytes(plan.backup_bytes)}, in schema "
                       "_migrator_backup of the target database", markup=False)
     if plan.drift:
-        console.print(f"drift: {plan.drift.get('verdict', '?')} {plan.drift.get('summary', '')}", markup=False)
+        console.print(f"drift: {plan.drift.verdict} {plan.drift.summary}", markup=False)
     for note in plan.notes:
         console.print(f"note: {note}", markup=False)
     for blocker in plan.blockers:

@@ -118,7 +118,7 @@ def render_markdown(audit: Audit) -> str:
         for b in p.blockers:
             out.append(f"\n**Blocked:** {b}")
         if p.drift:
-            out.append(f"\nDrift proof: **{p.drift.get('verdict')}** {p.drift.get('summary', '')}")
+            out.append(f"\nDrift proof: **{p.drift.verdict}** {p.drift.summary}")
         out.append("")
 
     out += ["## Stages", "", "| stage | started | ended | duration | attempts | result |", "|---|---|---|---|---|---|"]
@@ -173,7 +173,7 @@ def render_markdown(audit: Audit) -> str:
     if st and st.verification:
         out += ["## Verification", ""]
         for v in st.verification:
-            out.append(f"- {'PASS' if v.passed else 'FAIL'} {v.check}{' (' + v.migration + ')' if v.migration else ''}: {v.detail}")
+            out.append(f"- {'SKIPPED' if v.skipped else 'PASS' if v.passed else 'FAIL'} {v.check}{' (' + v.migration + ')' if v.migration else ''}: {v.detail}")
         out.append("")
     if st and st.compensation:
         out += ["## Compensation (automatic rollback)", ""]

@@ -195,11 +195,10 @@ def _plan_section(plan: DeployPlan, bundle: Sequence[BundledMigration], workflow
 def _drift_text(plan: DeployPlan) -> str:
     drift = plan.drift
     if not drift:
-        return "not run for this plan (it runs when the ledger has phantoms or edited migrations)"
-    text = f"**{_plain(drift.get('verdict', '?'))}** — {_plain(drift.get('summary', ''), 600)}"
-    differences = drift.get("differences") or []
-    if differences:
-        text += f" ({len(differences)} difference(s))"
+        return "not run for this plan (schema checks are off for this environment)"
+    text = f"**{_plain(drift.verdict)}** — {_plain(drift.summary, 600)}"
+    if drift.count:
+        text += f" ({drift.count} difference(s))"
     return text
 
 

@@ -4,16 +4,18 @@ inputs of the plan. Activities fill these in (read-only); domain/plan.py decides
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from domain.backup_items import MigrationBackups
-from domain.catalog import DriftReport
-from domain.evidence import Evidence
 from domain.models import Blocker
 from domain.prisma.diagnosis import HistoryDiagnosis
 from domain.prisma.ledger import LedgerSnapshot
 from domain.risk import Risk
+from domain.schema.compare import Difference
+from domain.schema.evidence import MigrationEffects
+from domain.schema.replay import ReplayFailure, ReplaySequence
 from domain.sql.rules import MigrationAnalysis
 
 
@@ -30,9 +32,40 @@ class EnvironmentPolicy(BaseModel):
     # Backups before destruction larger than this (all of one run's together) need an explicit
     # approval of "no backup" instead.
     backup_max_bytes: int = 1 << 30
+    # `drift_proof: always`: a run whose schema cannot be compared (no shadow database) stops.
+    require_schema: bool = False
 
     def approvals_for(self, risk: Risk) -> int:
         return max(1, int(self.required_approvals.get(risk, 1)))
+
+
+class SchemaState(StrEnum):
+    compared = "compared"  # the shadow replay ran (it may still have stopped at a failing migration)
+    unavailable = "unavailable"  # no shadow database could be used (e.g. no CREATEDB): nothing compared
+    off = "off"  # the environment turned schema checks off (drift_proof: never)
+
+
+class SchemaFacts(BaseModel):
+    """What the run's shadow replay showed, compared inside the activity (activities/schema_facts.py):
+    differences and verdicts only, never whole models."""
+
+    state: SchemaState
+    reason: str | None = None  # unavailable: why, in one sentence
+    shadow_database: str | None = None
+    sequence: ReplaySequence = Field(default_factory=ReplaySequence)
+    # Where the replay stopped, if a migration failed in the shadow (as it would in Prisma).
+    failure: ReplayFailure | None = None
+    # Live vs expected after the applied local migrations; None when the replay did not get there.
+    drift: list[Difference] | None = None
+    # Failed migrations the replay got past: what of their effects the live database holds.
+    effects: dict[str, MigrationEffects] = Field(default_factory=dict)
+    replayed: int = 0  # migrations executed (0 when every prefix came from the cache)
+    seconds: float = 0.0
+
+    @property
+    def reaches_end(self) -> bool:
+        """The whole sequence replayed: the expected schema after the run is known."""
+        return self.state == SchemaState.compared and self.failure is None
 
 
 class PreflightFacts(BaseModel):
@@ -43,10 +76,9 @@ class PreflightFacts(BaseModel):
     # Problems found before any SQL runs, each already a blocker (unparseable SQL of a migration to
     # run, unparseable verify.sql, duplicate names, a BOM).
     input_problems: list[Blocker] = Field(default_factory=list)
-    evidence: dict[str, Evidence] = Field(default_factory=dict)  # failed migrations
     # Migrations whose derived rollback must not be used (e.g. the rows it would delete already exist).
     unsafe_derived_rollbacks: dict[str, str] = Field(default_factory=dict)
-    drift: DriftReport | None = None
+    schema_facts: SchemaFacts = Field(default_factory=lambda: SchemaFacts(state=SchemaState.off))
     # What each migration to run destroys, and its backups (domain/backup.py), by name.
     backups: dict[str, MigrationBackups] = Field(default_factory=dict)
     # Verify statements the run will execute (sizes the run's result).

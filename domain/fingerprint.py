@@ -78,6 +78,7 @@ def state_fingerprint(plan: DeployPlan, request: DeployRequest, diagnosis: Histo
             "risk": str(plan.risk),
             "required_approvals": plan.required_approvals,
             "blockers": sorted([str(b.code), b.migration or ""] for b in plan.blockers),
-            "drift": (plan.drift or {}).get("verdict"),
+            # The verdict and every difference shown (by digest): other drift, another review.
+            "drift": [str(plan.drift.verdict), sorted(plan.drift.accepted)] if plan.drift else None,
         }
     )

@@ -28,7 +28,9 @@ from domain.bundle_models import (  # noqa: F401 - part of this module's interfa
     UnreadableMigration,
 )
 from domain.backup_items import BackupItem
+from domain.drift import DriftReport
 from domain.risk import Risk, Severity
+from domain.schema.evidence import EffectsVerdict
 
 
 class Operation(StrEnum):
@@ -127,6 +129,8 @@ class BlockerCode(StrEnum):
     fails_in_prisma = "fails_in_prisma"  # PostgreSQL refuses the file as Prisma sends it (one script)
     # Data it destroys would not be backed up (over the limit, or impossible): needs an explicit "no backup"
     no_backup_needs_approval = "no_backup_needs_approval"  # approval (DeployPlan.no_backup); until then, a stop
+    fails_in_shadow = "fails_in_shadow"  # a migration to run fails when replayed: it would fail on deploy (P3018)
+    schema_unavailable = "schema_unavailable"  # drift_proof 'always', and no shadow database could be used
     legacy = "legacy"  # a blocker recorded as plain text by an older version
 
 
@@ -157,10 +161,10 @@ class PlannedMigration(BaseModel):
     rollback_sql: str | None = None
     risk: Risk = Risk.low
     findings: list[Finding] = Field(default_factory=list)
-    creates: list[str] = Field(default_factory=list)  # objects the migration creates (for verify)
     backups: list[BackupItem] = Field(default_factory=list)  # taken before its destructive statements
     unbacked: list[str] = Field(default_factory=list)  # data it destroys that no backup will hold, and why
     evidence: list[str] = Field(default_factory=list)  # failed migrations: what was found in the database
+    effects: EffectsVerdict | None = None  # failed migrations: the schema model's verdict on its effects
 
 
 class DeployPlan(BaseModel):
@@ -179,7 +183,13 @@ class DeployPlan(BaseModel):
     notes: list[str] = Field(default_factory=list)
     risk: Risk = Risk.low
     required_approvals: int = 1
-    drift: dict[str, Any] | None = None
+    drift: DriftReport | None = None
+    # Preflight replayed the whole folder in the run's shadow database: verify compares the live
+    # schema with it. Otherwise why not (schema checks off, no shadow database, history does not replay).
+    verify_schema: bool = False
+    verify_schema_skipped: str | None = None
+    # The migrations whose replay, in this order, is the schema expected once the run is done.
+    expected_sequence: list[str] = Field(default_factory=list)
     fingerprint: str = ""
     backup_bytes: int = 0  # estimated size of every backup the run takes
     # Migrations that destroy data no backup will hold: they need an explicit "no backup" approval.
@@ -234,6 +244,7 @@ class VerifyCheck(BaseModel):
     migration: str | None = None
     passed: bool
     detail: str = ""
+    skipped: bool = False  # not run (e.g. no shadow database to compare the schema with); passed stays True
 
 
 class CompensationStep(BaseModel):
@@ -308,10 +319,16 @@ class DeployResult(BaseModel):
 class VerifyInput(BaseModel):
     environment: str
     plan: DeployPlan
-    migrations: list[BundledMigration]  # name, checksum and verify_sql are used; sql may be left empty
+    migrations: list[BundledMigration]  # checksums, verify_sql; sql too when the schema is compared
     # Set when the run's bundle came in parts: `migrations` is then empty and the activity reads
     # the whole bundle back from the run's history.
     bundle_parts: list[BundlePartDigest] = Field(default_factory=list)
+    # Compare the live schema with the replay of the plan's expected_sequence (from the worker's
+    # cache of preflight's replay, mostly); drift the approved plan showed is accepted by digest.
+    compare_schema: bool = False
+    expected_sequence: list[str] = Field(default_factory=list)
+    accepted_drift: list[str] = Field(default_factory=list)
+    schema_skipped: str | None = None  # why the schema is not compared, when it is not
 
 
 class VerifyResult(BaseModel):

@@ -1,24 +1,28 @@
 """The plan: what a run will do to each migration, decided in one place.
 
 Pure. Preflight (activities/preflight.py) gathers facts (domain/facts.py: the ledger snapshot, the
-diagnosis, SQL analyses, evidence about failed migrations, the drift proof) and `decide` turns them
-and the environment's policy into the plan and the approval policy. Decisions per migration
-(REPORT.md §4.6–4.7):
+diagnosis, SQL analyses, and what the shadow replay showed: drift and the effects of failed
+migrations) and `decide` turns them and the environment's policy into the plan and the approval
+policy. Decisions per migration (REPORT.md §4.6–4.7):
 
 - applied                 -> already_applied
 - pending                 -> apply (out of order: noted; Prisma applies it anyway)
-- failed, effects absent or idempotent -> reapply (resolve --rolled-back, then run it again)
-- failed, all effects present          -> resolve_applied (resolve --applied, never re-run)
-- failed, anything else                -> needs_human (a blocker: the run stops before any change)
+- failed, none of its effects in the schema, or idempotent -> reapply (resolve --rolled-back, run it again)
+- failed, all its effects present with the expected definitions -> resolve_applied (never re-run)
+- failed, anything else (partly applied, an INVALID index, other definitions under its names,
+  or effects the schema cannot show) -> needs_human (a blocker naming each object that differs)
 - missing locally (phantom)            -> leave_phantom (reported, untouched), unless it is failed
 - modified / P3005 / duplicate unfinished rows -> blockers
 - a pending directory without a readable migration.sql -> needs_human, and a blocker when the run
   deploys: Prisma's deploy would stop there (P3015); so is a pending CREATE EXTENSION of an
   extension the server does not have (Prisma's deploy fails there). The run refuses before any
   change, naming where and why Prisma stops, rather than apply what comes before and undo it.
+- a migration to run that fails when replayed in the shadow database -> a blocker (Prisma's deploy
+  would stop there, P3018): the run stops before any change
 
-Unexplained drift raises the plan's risk to high. The fingerprint (domain/fingerprint.py) hashes
-the bundle's checksums, the ledger rows and the actions.
+Unexplained drift raises the plan's risk to high; differences that a resolve in the same plan
+accounts for are explained (domain/drift.py). The fingerprint (domain/fingerprint.py) hashes the
+bundle's checksums, the ledger rows and the actions.
 """
 
 from __future__ import annotations
@@ -27,9 +31,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 from domain.backup_items import MigrationBackups
 from domain.backup_plan import attach_backups, limit_backups
-from domain.catalog import DriftVerdict
-from domain.evidence import Evidence
-from domain.facts import EnvironmentPolicy, PreflightFacts
+from domain.drift import DriftReport, DriftVerdict, judge_drift, no_proof
+from domain.facts import EnvironmentPolicy, PreflightFacts, SchemaFacts, SchemaState
 from domain.fingerprint import ledger_digest, plan_fingerprint, state_fingerprint
 from domain.models import (
     Action,
@@ -47,6 +50,7 @@ from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState
 from domain.prisma.folder_rules import FolderEntry
 from domain.prisma.ledger import LedgerSnapshot
 from domain.risk import Risk, max_risk
+from domain.schema.evidence import EffectsVerdict, MigrationEffects
 from domain.sql.rules import MigrationAnalysis
 from domain.sql.script import FAILS_IN_PRISMA
 from domain.stages import RUNS_IN_DEPLOY, RUNS_IN_RESOLVE
@@ -64,11 +68,12 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
     # A BOM is said once, plainly, rather than also as a parse error at an invisible character.
     bom = {p.migration for p in facts.input_problems if p.code == BlockerCode.byte_order_mark}
     problems = [p for p in facts.input_problems if not (p.code == BlockerCode.unparseable_sql and p.migration in bom)]
+    schema = facts.schema_facts
     plan = build_plan(
         request,
         facts.diagnosis,
         analyses,
-        facts.evidence,
+        schema.effects,
         snapshot=facts.snapshot,
         required_approvals=policy.required_approvals,
         server_version=facts.server_version,
@@ -76,11 +81,19 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         available_extensions=facts.available_extensions,
         backups=facts.backups,
         backup_max_bytes=policy.backup_max_bytes,
+        unknown_effects=_why_effects_unknown(schema),
     )
-    if facts.drift is not None:
-        plan.drift = facts.drift.model_dump(mode="json")
-        plan.notes.append(f"drift proof: {facts.drift.summary}")
-        if facts.drift.verdict == DriftVerdict.unexplained_drift:
+    plan.blockers += _shadow_blockers(plan, schema, policy)
+    plan.verify_schema = schema.reaches_end
+    plan.expected_sequence = list(schema.sequence.names) if schema.reaches_end else []
+    if not schema.reaches_end:
+        plan.verify_schema_skipped = _why_effects_unknown(schema)
+        if request.operation != Operation.resolve:
+            plan.notes.append(f"verification will not compare the schema: {plan.verify_schema_skipped}")
+    plan.drift = _drift(plan, facts)
+    if plan.drift is not None:
+        plan.notes.append(f"drift proof: {plan.drift.summary}")
+        if plan.drift.verdict == DriftVerdict.unexplained_drift:
             # The live schema holds changes no migration explains: approvers must look harder.
             plan.risk = Risk.high
             plan.required_approvals = max(plan.required_approvals, policy.approvals_for(Risk.high))
@@ -101,8 +114,66 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
     return plan, approval_policy
 
 
-def _failed_decision(analysis: MigrationAnalysis | None, evidence: Evidence | None) -> tuple[Action, str]:
-    if evidence is not None and evidence.all_absent:
+def _why_effects_unknown(schema: SchemaFacts) -> str:
+    if schema.state == SchemaState.off:
+        return "schema checks are off for this environment (drift_proof: never)"
+    if schema.state == SchemaState.unavailable:
+        return schema.reason or "no shadow database could be used"
+    if schema.failure is not None:
+        return f"the shadow replay stopped: {schema.failure.sentence}"
+    return "the shadow replay did not reach it"
+
+
+def _shadow_blockers(plan: DeployPlan, schema: SchemaFacts, policy: EnvironmentPolicy) -> list[Blocker]:
+    """A migration this run would execute fails in the shadow database: it would fail on deploy
+    too, where Prisma stops (P3018), so the run stops now, before any change."""
+    if schema.state != SchemaState.compared:
+        if policy.require_schema and schema.state == SchemaState.unavailable:
+            return [Blocker(code=BlockerCode.schema_unavailable,
+                            message=f"the schema cannot be compared ({schema.reason}) and this environment requires "
+                            "it (drift_proof: always): nothing was changed")]
+        return []
+    failure = schema.failure
+    if failure is None or plan.operation in (Operation.verify, Operation.resolve):
+        return []
+    runs = {m.name for m in plan.by_action(*RUNS_IN_DEPLOY)}
+    if failure.migration not in runs or any(b.migration == failure.migration for b in plan.blockers):
+        return []  # not run by this plan, or already stopped for a reason said more plainly (P3015, an extension)
+    return [Blocker(
+        code=BlockerCode.fails_in_shadow, migration=failure.migration,
+        message=f"{failure.sentence}; deploying it would fail the same way (prisma migrate deploy stops there, "
+        "P3018), so the run stops before changing anything",
+    )]
+
+
+def _drift(plan: DeployPlan, facts: PreflightFacts) -> DriftReport | None:
+    schema = facts.schema_facts
+    phantoms = [m.name for m in plan.migrations if m.action == Action.leave_phantom]
+    if schema.state == SchemaState.off:
+        return None
+    if schema.state == SchemaState.unavailable:
+        return no_proof(DriftVerdict.unavailable, schema.reason or "no shadow database", phantoms=phantoms)
+    if schema.drift is None:
+        reason = (f"replaying the applied local history failed: {schema.failure.sentence}; the local migrations do "
+                  "not rebuild the schema on their own") if schema.failure else "the replay did not reach the applied history"
+        return no_proof(DriftVerdict.replay_failed, reason, phantoms=phantoms, shadow_database=schema.shadow_database,
+                        replayed=(schema.failure.position - 1) if schema.failure else 0)
+    # A failed migration whose effects are all in place, and which this plan resolves (or re-runs,
+    # being idempotent), accounts for the differences within what it touches.
+    resolved = {
+        m.name: [o.ref for o in schema.effects[m.name].objects]
+        for m in plan.migrations
+        if m.action in RUNS_IN_RESOLVE and m.name in schema.effects
+        and schema.effects[m.name].verdict == EffectsVerdict.all
+    }
+    return judge_drift(schema.drift, phantoms=phantoms, replayed=schema.sequence.applied, resolved=resolved,
+                       shadow_database=schema.shadow_database)
+
+
+def _failed_decision(analysis: MigrationAnalysis | None, effects: MigrationEffects | None,
+                     unknown: str) -> tuple[Action, str]:
+    verdict = effects.verdict if effects is not None else None
+    if verdict == EffectsVerdict.none:
         return Action.reapply, (
             "failed, and none of its effects are in the database (it failed inside its transaction): "
             "mark it rolled back and run it again"
@@ -111,18 +182,28 @@ def _failed_decision(analysis: MigrationAnalysis | None, evidence: Evidence | No
         return Action.reapply, (
             "failed, and every statement is proven safe to repeat: mark it rolled back and run it again"
         )
-    if evidence is not None and evidence.all_present:
+    if verdict == EffectsVerdict.all:
         return Action.resolve_applied, (
-            "failed, but every effect it has is already in the database: record it as applied without running it"
+            "failed, but all of its effects are in the database with the expected definitions: record it as "
+            "applied without running it"
         )
     unsafe = "; ".join(analysis.repeat_blockers) if analysis is not None else ""
     why = f" and it is not safe to run again ({unsafe})" if unsafe else ""
-    if evidence is None:
-        return Action.needs_human, f"failed, its effects could not be checked{why}: a person must decide"
+    if effects is None:
+        return Action.needs_human, (
+            f"failed, its effects could not be checked ({unknown}){why}: a person must check whether it took effect, "
+            "then run prisma migrate resolve --applied for it (it did) or --rolled-back (it did not, or was undone)"
+        )
+    if verdict == EffectsVerdict.no_schema_effect:
+        return Action.needs_human, (
+            f"failed, and it changes no schema object, so the schema cannot show whether it ran{why}: a person must "
+            "check its data changes, then resolve it"
+        )
     return Action.needs_human, (
-        f"failed with part of its effects in the database or unverifiable{why}: a person must check what took "
-        "effect (the found state is listed), then either complete the rest by hand and run prisma migrate resolve "
-        "--applied for it, or undo what took effect and run prisma migrate resolve --rolled-back for it"
+        f"failed with part of its effects in the database (or other definitions under its names){why}: a person "
+        "must check what took effect (each object that differs is listed), then either complete the rest by hand "
+        "and run prisma migrate resolve --applied for it, or undo what took effect and run prisma migrate resolve "
+        "--rolled-back for it"
     )
 
 
@@ -130,7 +211,7 @@ def build_plan(
     request: DeployRequest,
     diagnosis: HistoryDiagnosis,
     analyses: Mapping[str, MigrationAnalysis],
-    evidence: Mapping[str, Evidence],
+    effects: Mapping[str, MigrationEffects],
     *,
     snapshot: LedgerSnapshot,
     required_approvals: Mapping[str, int],
@@ -139,9 +220,11 @@ def build_plan(
     available_extensions: Collection[str] | None = None,
     backups: Mapping[str, MigrationBackups] | None = None,
     backup_max_bytes: int = 1 << 30,
+    unknown_effects: str = "no shadow replay",
 ) -> DeployPlan:
     """The actions per migration, the blockers and the risk, from the diagnosis of the ledger
-    against the bundle, the SQL analyses (bundle names) and the evidence about failed migrations."""
+    against the bundle, the SQL analyses (bundle names) and the effects of failed migrations
+    (schema model; `unknown_effects` says why a failed migration has none)."""
     bundle = {m.name: m for m in request.bundle.migrations}
     operation = request.operation
     # Problems with the input itself come first (duplicate names, a BOM), unparseable SQL last.
@@ -171,7 +254,6 @@ def build_plan(
             pm.in_transaction = analysis.in_transaction
             pm.risk = analysis.risk
             pm.findings = list(analysis.findings)
-            pm.creates = list(analysis.creates)
         if local is not None:
             if local.down_sql and local.down_sql.strip():
                 pm.rollback, pm.rollback_sql = RollbackSource.down_sql, local.down_sql
@@ -200,9 +282,10 @@ def build_plan(
                 pm.reason += "; out of order: it sorts before migrations already applied (Prisma applies it anyway)"
                 notes.append(f"{name} is applied out of order, after migrations that sort later")
         elif state == MigrationState.failed:
-            ev = evidence.get(name)
-            pm.evidence = list(ev.summary) if ev is not None else []
-            pm.action, pm.reason = _failed_decision(analysis, ev)
+            ev = effects.get(name)
+            pm.evidence = [ev.sentence] if ev is not None else []
+            pm.effects = ev.verdict if ev is not None else None
+            pm.action, pm.reason = _failed_decision(analysis, ev, unknown_effects)
             if pm.action == Action.needs_human:
                 found = "; ".join(pm.evidence) or "no evidence"
                 blockers.append(Blocker(code=BlockerCode.failed_needs_human, migration=name,

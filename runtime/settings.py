@@ -78,8 +78,10 @@ class EnvironmentSettings(BaseModel):
     lock_wait_budget: str = "5min"
     lock_attempt_timeout: str = "50ms"
     lock_attempt_timeout_max: str = "200ms"
-    # Replay the applied history into a shadow database and compare schemas during preflight:
-    # auto = when the ledger has phantoms or edited migrations; needs the CREATEDB privilege.
+    # Schema checks by shadow replay (a throwaway database on the same server, needs CREATEDB):
+    # the drift proof, the effects of failed migrations and post-deploy schema verification.
+    # auto = in every run, and a run without a usable shadow database goes on with what it could
+    # check (the plan says so); always = such a run stops before any change; never = off.
     drift_proof: Literal["auto", "always", "never"] = "auto"
     # Backups before destructive statements (schema _migrator_backup in the target database): how
     # long they are kept, and the largest a run may take before the plan needs "no backup" approved.
@@ -97,6 +99,7 @@ class EnvironmentSettings(BaseModel):
             approval_proofs=list(self.approval_proofs),
             allowed_signers=self.allowed_signers_text(),
             backup_max_bytes=self.backup_max_bytes,
+            require_schema=self.drift_proof == "always",
         )
 
     def allowed_signers_text(self) -> str:

@@ -140,3 +140,16 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def dev_client(dev_env: WorkflowEnvironment) -> Client:
     return dev_env.client
+
+
+@pytest.fixture(scope="session")
+async def corpus(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory):
+    """The corpus histories as the real Prisma CLI deploys them (tests/corpus.py), prepared once
+    per session and on first use: each test module that needs them shares the same databases."""
+    from tests.corpus import CorpusDatabases
+
+    databases = CorpusDatabases(pg_server, tmp_path_factory.mktemp("corpus"))
+    try:
+        yield databases
+    finally:
+        await databases.close()

@@ -15,6 +15,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.apply import ApplyActivities
+from activities.cleanup import CleanupActivities
 from activities.compensate import CompensateActivities
 from activities.preflight import PreflightActivities
 from activities.resolve import ResolveActivities
@@ -77,9 +78,10 @@ class StageActivities:
         self.deploy = ApplyActivities(targets).deploy
         self.verify = VerifyActivities(targets).verify
         self.compensate = CompensateActivities(targets).compensate
+        self.drop_shadow = CleanupActivities(targets).drop_shadow
 
     def all(self) -> list[Any]:
-        return [self.preflight, self.resolve, self.deploy, self.verify, self.compensate]
+        return [self.preflight, self.resolve, self.deploy, self.verify, self.compensate, self.drop_shadow]
 
 
 def migration(name: str, sql: str, down: str | None = None, verify: str | None = None) -> BundledMigration:
@@ -202,3 +204,64 @@ async def run_cli_in_process(args: list[str], env: dict[str, str]) -> subprocess
         return subprocess.CompletedProcess(["starter.py", *args], result.exit_code, result.stdout, result.stderr)
 
     return await asyncio.to_thread(invoke)
+
+
+async def history_state(
+    database_url: str,
+    *,
+    applied: list[BundledMigration] = (),  # type: ignore[assignment]
+    failed: BundledMigration | None = None,
+    failed_by_hand: str | None = None,
+    failed_in_transaction: bool = True,
+    phantoms: dict[str, str] | None = None,
+    by_hand: str | None = None,
+) -> None:
+    """Put a database in a state Prisma's deploy and people leave behind, as Prisma writes it:
+    `applied` migrations run with their ledger rows; `failed` really run (inside a transaction
+    unless told otherwise) and left as Prisma's failed row; `failed_by_hand`, if given, is SQL run
+    just before it (the data that makes it fail, a partial attempt...); then `phantoms`, run by hand
+    and recorded as applied without a folder; `by_hand` last, with no ledger row at all."""
+    from datetime import datetime, timedelta, timezone
+
+    from activities.ledger import MigrationLedger
+    from domain.prisma.errors import migration_failed_logs
+
+    t = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    conn = await asyncpg.connect(database_url)
+    try:
+        ledger = MigrationLedger(conn)
+        await ledger.ensure_table()
+        for i, m in enumerate(applied):
+            async with conn.transaction():
+                await conn.execute(m.sql)
+                await ledger.insert_applied(m.name, m.checksum, t + timedelta(minutes=i), t + timedelta(minutes=i, seconds=1))
+        if failed is not None:
+            if failed_by_hand:
+                await conn.execute(failed_by_hand)
+            error: asyncpg.PostgresError | None = None
+            try:
+                if failed_in_transaction:
+                    async with conn.transaction():
+                        await conn.execute(failed.sql)
+                else:  # e.g. CREATE INDEX CONCURRENTLY, which leaves an INVALID index when it fails
+                    await conn.execute(failed.sql)
+            except asyncpg.PostgresError as exc:
+                error = exc
+            assert error is not None, f"{failed.name} was meant to fail"
+            await ledger.insert_failed(failed.name, failed.checksum, t + timedelta(hours=2),
+                                       migration_failed_logs(failed.name, error.sqlstate, str(error)))
+        for j, (name, sql) in enumerate((phantoms or {}).items()):
+            await conn.execute(sql)
+            at = t + timedelta(hours=3, minutes=j)
+            await ledger.insert_applied(name, sha256_hex(sql.encode()), at, at + timedelta(seconds=1))
+        if by_hand:
+            await conn.execute(by_hand)
+    finally:
+        await conn.close()
+
+
+async def plan_of(settings: Settings, req: DeployRequest):
+    """The plan preflight makes for `req` (the real activity, outside a workflow)."""
+    from temporalio.testing import ActivityEnvironment
+
+    return (await ActivityEnvironment().run(StageActivities(settings).preflight, req)).plan

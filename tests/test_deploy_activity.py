@@ -250,7 +250,7 @@ async def test_unfinished_sql_is_cancelled_with_the_activity(database_url: str, 
     assert await db.fetchval("SELECT count(*) FROM _prisma_migrations") == 0
 
 
-async def test_verify_checks_ledger_objects_and_verify_sql(database_url: str, db: asyncpg.Connection) -> None:
+async def test_verify_checks_ledger_schema_and_verify_sql(database_url: str, db: asyncpg.Connection) -> None:
     from domain.models import VerifyInput
 
     idx = migration("20250102000000_idx", 'CREATE INDEX "a_v" ON "a" ("v");\nALTER TABLE "a" ADD COLUMN "w" INT;',
@@ -258,18 +258,23 @@ async def test_verify_checks_ledger_objects_and_verify_sql(database_url: str, db
     a = acts(database_url)
     plan, marks, todo = await plan_and_marks(a, [A, idx])
     await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
-    inp = VerifyInput(environment="t", plan=plan, migrations=[A, idx])
+    inp = VerifyInput(environment="t", plan=plan, migrations=[A, idx], compare_schema=plan.verify_schema,
+                      expected_sequence=plan.expected_sequence, accepted_drift=plan.drift.accepted)
     good = await ActivityEnvironment().run(a.verify, inp)
-    by_check = {(c.check, c.detail): c.passed for c in good.checks}
-    assert by_check[("object exists", "table:public.a")] and by_check[("object exists", "index:public.a_v")]
-    assert by_check[("object exists", "column:public.a.w")]
+    by_check = {c.check: c for c in good.checks if not c.check.startswith("verify.sql")}
+    assert by_check["schema equals the migrations folder"].passed
+    assert [c.passed for c in good.checks if c.check == "applied exactly once"] == [True, True]
     assert [c.passed for c in good.checks if c.check.startswith("verify.sql")] == [True, False]  # a is empty
     await db.execute('DROP INDEX "a_v"')
     await db.execute("INSERT INTO a (id, v) VALUES (1, 'x')")
     await db.execute("UPDATE _prisma_migrations SET rolled_back_at = now() WHERE migration_name = $1", A.name)
     bad = await ActivityEnvironment().run(a.verify, inp)
-    failed = {(c.check, c.migration) for c in bad.checks if not c.passed}
-    assert failed == {("object exists", idx.name), ("applied exactly once", A.name)}
+    failed = {c.check: c for c in bad.checks if not c.passed}
+    assert set(failed) == {"schema equals the migrations folder", "applied exactly once"}
+    assert failed["applied exactly once"].migration == A.name
+    assert failed["schema equals the migrations folder"].detail == (
+        "1 object(s) differ from the replay of the 2 migration(s) of the folder: index public.a_v on public.a is "
+        "missing from the live database: expected CREATE INDEX a_v ON public.a USING btree (v)")
 
 
 async def test_a_role_that_may_not_create_the_bookkeeping_schema(database_url: str, db: asyncpg.Connection) -> None:

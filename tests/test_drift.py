@@ -1,173 +1,159 @@
-"""Drift proof on real PostgreSQL: shadow replay of the applied history vs the live catalog."""
+"""The drift proof on real PostgreSQL, from the schema model: the live schema against the shadow
+replay of the applied local migrations, over every object kind, as the plan shows it.
+
+The issue's cases: a phantom that added a trigger, a view, row-level security and revoked grants is
+unexplained drift naming each (not "changed nothing"); after a phantom hotfix whose effects are
+exactly a failed migration's, the difference is explained by the plan's resolve, and the run
+succeeds with the live schema equal to the folder.
+"""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
-import pytest
 
-from activities.drift import SHADOW_PREFIX, drift_proof, read_catalog
-from devstack.incident import INIT, MIGRATIONS_DIR, PHANTOM, reproduce_incident
-from domain.catalog import Catalog, Change, Column, DriftVerdict, Table, compare, judge
-from domain.prisma.folder import read_migrations_dir
+from activities.shadow import SHADOW_PREFIX
+from domain.drift import DriftVerdict
+from domain.models import Action, BlockerCode, Outcome
+from domain.schema import ObjectKind
 from tests.conftest import PG_TEST_PASSWORD
+from tests.helpers import (
+    final_status,
+    history_state,
+    make_settings,
+    migration,
+    new_worker,
+    plan_of,
+    request,
+    start,
+)
 
 
-def _local(name: str) -> tuple[str, str]:
-    (m,) = [m for m in read_migrations_dir(MIGRATIONS_DIR) if m.name == name]
-    return m.name, m.sql
+def init_granting(role: str):
+    return migration("20250101000000_init", f'CREATE TABLE "orders" ("id" INT PRIMARY KEY, "owner" TEXT NOT NULL, '
+                     f'"total" INT);\nGRANT SELECT, INSERT ON "orders" TO {role};')
 
 
-async def _shadow_exists(conn: asyncpg.Connection, name: str) -> bool:
-    return bool(await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", name))
+def phantom_sql(role: str) -> str:
+    return f"""
+CREATE FUNCTION orders_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER orders_audit BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION orders_audit();
+CREATE VIEW order_totals AS SELECT owner, sum(total) AS total FROM orders GROUP BY owner;
+ALTER TABLE orders ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_orders ON orders USING (owner = current_user);
+REVOKE INSERT ON orders FROM {role};
+"""
 
 
-async def test_incident_drift_is_explained_by_the_phantom(database_url: str, db: asyncpg.Connection) -> None:
-    await reproduce_incident(database_url)
-    report = await drift_proof(database_url, [_local(INIT)], [PHANTOM])
-    assert report.verdict == DriftVerdict.explained_by_phantom, report.summary
-    assert report.differences == []
-    assert "explained by phantom: no unexplained drift" in report.summary
-    assert PHANTOM in report.summary and report.replayed == [INIT]
-    assert report.shadow_database and report.shadow_database.startswith(SHADOW_PREFIX)
-    assert not await _shadow_exists(db, report.shadow_database)
-    assert PG_TEST_PASSWORD not in report.model_dump_json()
+async def _shadows(conn: asyncpg.Connection) -> list[str]:
+    return [r[0] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", SHADOW_PREFIX + "%")]
 
 
-async def test_hand_made_column_is_unexplained_drift_naming_it(database_url: str, db: asyncpg.Connection) -> None:
-    await reproduce_incident(database_url)
-    await db.execute('ALTER TABLE "customers" ADD COLUMN "nickname" TEXT')
-    report = await drift_proof(database_url, [_local(INIT)], [PHANTOM], live_conn=db)
-    assert report.verdict == DriftVerdict.unexplained_drift
-    assert [(d.kind, d.name, d.change) for d in report.differences] == [("column", "customers.nickname", Change.extra)]
-    assert "customers.nickname" in report.summary and "unexplained drift" in report.summary
-    assert not await _shadow_exists(db, report.shadow_database)
-    assert not db.is_closed()  # a borrowed connection is left open
-
-
-async def test_no_drift_without_phantoms_including_non_transactional_migration(
+async def test_a_phantom_trigger_view_rls_and_revoke_is_unexplained_drift_naming_each(
     database_url: str, db: asyncpg.Connection
 ) -> None:
-    history = [
-        ("m1", 'CREATE TYPE "Kind" AS ENUM (\'a\', \'b\');\nCREATE TABLE "t" ("id" SERIAL PRIMARY KEY, "k" "Kind" NOT NULL DEFAULT \'a\', "n" INT CHECK (n > 0));'),
-        ("m2", 'CREATE INDEX CONCURRENTLY "t_n_idx" ON "t" ("n");'),
-    ]
-    for _, sql in history:
-        for stmt in sql.split(";\n"):  # the live side runs them by hand, as a DBA would
-            if stmt.strip():
-                await db.execute(stmt)
-    report = await drift_proof(database_url, history, [])
-    assert report.verdict == DriftVerdict.no_drift, report.summary
-    assert report.replayed == ["m1", "m2"]
-
-
-async def test_shadow_is_dropped_when_replay_fails(database_url: str, db: asyncpg.Connection) -> None:
-    history = [("m1", "CREATE TABLE a (id int);"), ("m2", "ALTER TABLE missing ADD COLUMN x int;")]
-    report = await drift_proof(database_url, history, [])
-    assert report.verdict == DriftVerdict.replay_failed
-    assert "m2" in report.summary and report.replayed == ["m1"]
-    assert not await _shadow_exists(db, report.shadow_database)
-    leftovers = await db.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1", report.shadow_database)
-    assert leftovers == 0
-
-
-async def test_unprivileged_user_gets_unavailable_not_an_exception(pg_server, database_url: str, db: asyncpg.Connection) -> None:
-    await db.execute("DROP ROLE IF EXISTS drift_nocreatedb")
-    await db.execute("CREATE ROLE drift_nocreatedb LOGIN PASSWORD 'pw-nocreatedb' NOCREATEDB")
+    role = f"app_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE ROLE {role}")
     try:
-        from urllib.parse import urlsplit, urlunsplit
+        init = init_granting(role)
+        await history_state(database_url, applied=[init], phantoms={"20250102000000_hotfix": phantom_sql(role)},
+                            by_hand="INSERT INTO orders VALUES (1, 'alice', 10), (2, 'bob', 20)")
+        await db.execute(f"SET ROLE {role}")
+        assert await db.fetchval("SELECT count(*) FROM orders") == 0  # what the application then saw
+        await db.execute("RESET ROLE")
 
-        parts = urlsplit(database_url)
-        host = parts.netloc.rsplit("@", 1)[-1]
-        url = urlunsplit(parts._replace(netloc=f"drift_nocreatedb:pw-nocreatedb@{host}"))
-        report = await drift_proof(url, [("m1", "CREATE TABLE a (id int);")], [])
-        assert report.verdict == DriftVerdict.unavailable
-        assert "CREATEDB" in report.summary and "pw-nocreatedb" not in report.model_dump_json()
+        plan = await plan_of(make_settings("dev", database_url, required_approvals={"low": 1, "medium": 1, "high": 2}),
+                             request("dev", [init]))
+        drift = plan.drift
+        assert drift.verdict == DriftVerdict.unexplained_drift and plan.risk == "high" and plan.required_approvals == 2
+        found = {(d.ref.kind, d.ref.name, d.change) for d in drift.differences}
+        assert found == {
+            (ObjectKind.function, "orders_audit", "extra"),
+            (ObjectKind.trigger, "orders_audit", "extra"),
+            (ObjectKind.view, "order_totals", "extra"),
+            (ObjectKind.policy, "own_orders", "extra"),
+            (ObjectKind.table, "orders", "changed"),  # row level security and the revoked grant
+        }
+        [table] = [d for d in drift.differences if d.ref.kind == ObjectKind.table]
+        assert set(table.attributes) == {"row level security", "grants"}
+        assert f"privileges of {role} expected INSERT, SELECT, live has SELECT" in table.sentence
+        for text in ("trigger orders_audit on public.orders exists only in the live database",
+                     "view public.order_totals exists only in the live database",
+                     "policy own_orders on public.orders exists only in the live database",
+                     "20250102000000_hotfix may be the cause"):
+            assert text in drift.summary
+        assert await _shadows(db) == []
     finally:
-        await db.execute("DROP ROLE drift_nocreatedb")
+        await db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
 
 
-async def test_catalog_reader_sees_every_kind_of_object(db: asyncpg.Connection) -> None:
-    await db.execute(
-        """
-        CREATE TYPE "Mood" AS ENUM ('happy', 'sad');
-        CREATE TABLE a (id int PRIMARY KEY, m "Mood" DEFAULT 'happy', name text NOT NULL);
-        CREATE TABLE b (id int GENERATED ALWAYS AS IDENTITY, a_id int REFERENCES a (id));
-        CREATE UNIQUE INDEX a_name_key ON a (name);
-        CREATE TABLE _prisma_migrations (id text);
-        """
-    )
-    cat = await read_catalog(db)
-    assert set(cat.tables) == {"a", "b"}
-    assert cat.tables["a"].columns["m"] == Column(type='"Mood"', nullable=True, default="'happy'::\"Mood\"")
-    assert cat.tables["a"].columns["name"].nullable is False
-    assert "IDENTITY" in cat.tables["b"].columns["id"].type
-    assert cat.indexes["a_name_key"] == "CREATE UNIQUE INDEX a_name_key ON public.a USING btree (name)"
-    assert cat.constraints["b.b_a_id_fkey"] == "FOREIGN KEY (a_id) REFERENCES a(id)"
-    assert cat.enums == {"Mood": ["happy", "sad"]}
+HOTFIX_INIT = migration("20250101000000_init", 'CREATE TABLE "orders" ("id" INT PRIMARY KEY, "total" INT);')
+ADD_CODE = migration("20250102000000_add_code",
+                     'ALTER TABLE "orders" ADD COLUMN "code" TEXT NOT NULL;\n'
+                     'CREATE UNIQUE INDEX "orders_code_key" ON "orders" ("code");')
+# The hotfix someone ran by hand after ADD_CODE failed on existing rows: the same schema in the end.
+HOTFIX = ('ALTER TABLE "orders" ADD COLUMN "code" TEXT NOT NULL DEFAULT md5(random()::text);\n'
+          'ALTER TABLE "orders" ALTER COLUMN "code" DROP DEFAULT;\n'
+          'CREATE UNIQUE INDEX "orders_code_key" ON "orders" ("code");')
 
 
-def _cat(**kw) -> Catalog:
-    return Catalog(**kw)
+async def test_the_hotfix_is_explained_by_the_resolve_and_the_run_succeeds(
+    time_skipping_env, database_url: str, db: asyncpg.Connection
+) -> None:
+    await history_state(database_url, applied=[HOTFIX_INIT], failed_by_hand="INSERT INTO orders VALUES (1, 10)",
+                        failed=ADD_CODE, phantoms={"20250102100000_hotfix_code": HOTFIX})
+    settings = make_settings("dev", database_url, required_approvals={"low": 1, "medium": 1, "high": 2})
+    req = request("dev", [HOTFIX_INIT, ADD_CODE])
+    plan = await plan_of(settings, req)
+    assert {m.name: m.action for m in plan.migrations}[ADD_CODE.name] == Action.resolve_applied
+    assert plan.drift.verdict == DriftVerdict.explained_by_resolve and plan.drift.resolved_by == [ADD_CODE.name]
+    assert {(d.ref.kind, d.ref.name) for d in plan.drift.explained} == {
+        (ObjectKind.column, "code"), (ObjectKind.index, "orders_code_key")}
+    assert plan.drift.differences == [] and plan.risk != "high" and plan.required_approvals == 1
+
+    client = time_skipping_env.client
+    async with new_worker(client, settings) as worker:
+        final = await final_status(await start(client, worker, req))
+    assert final.outcome == Outcome.succeeded, final.error
+    checks = {c.check: c for c in final.verification}
+    assert checks["schema equals the migrations folder"].passed
+    assert "equals the replay of the 2 migration(s) of the folder" in checks["schema equals the migrations folder"].detail
+    assert await _shadows(db) == []
 
 
-def test_compare_names_each_kind_of_difference() -> None:
-    base = dict(
-        tables={"t": Table(columns={"a": Column(type="integer", nullable=False), "b": Column(type="text", nullable=True)})},
-        indexes={"t_a": "CREATE INDEX t_a ON public.t USING btree (a)"},
-        constraints={"t.t_pkey": "PRIMARY KEY (a)"},
-        enums={"E": ["x", "y"]},
-    )
-    assert compare(_cat(**base), _cat(**base)) == []
-    live = _cat(
-        tables={
-            "t": Table(columns={"a": Column(type="bigint", nullable=False), "c": Column(type="text", nullable=True)}),
-            "extra": Table(),
-        },
-        indexes={"t_a": "CREATE INDEX t_a ON public.t USING btree (a) INVALID"},
-        constraints={},
-        enums={"E": ["x", "y", "z"]},
-    )
-    found = {(d.kind, d.name, d.change) for d in compare(_cat(**base), live)}
-    assert found == {
-        ("table", "extra", Change.extra),
-        ("column", "t.a", Change.changed),
-        ("column", "t.b", Change.missing),
-        ("column", "t.c", Change.extra),
-        ("index", "t_a", Change.changed),
-        ("constraint", "t.t_pkey", Change.missing),
-        ("enum", "E", Change.changed),
-    }
+async def test_a_history_that_does_not_replay_is_no_proof_and_verify_says_so(database_url: str) -> None:
+    """The applied history depends on something outside the folder (here a table made by hand
+    before it): the shadow cannot rebuild it, so there is no proof either way, and verification
+    will not compare schemas (the plan says so)."""
+    needs = migration("20250101000000_uses_legacy", 'ALTER TABLE "legacy" ADD COLUMN "x" INT;')
+    conn = await asyncpg.connect(database_url)
+    await conn.execute('CREATE TABLE "legacy" ("id" INT)')
+    await conn.close()
+    await history_state(database_url, applied=[needs])
+    plan = await plan_of(make_settings("dev", database_url), request("dev", [needs]))
+    assert plan.drift.verdict == DriftVerdict.replay_failed
+    assert 'relation "legacy" does not exist' in plan.drift.summary and plan.blockers == []
+    assert not plan.verify_schema and any("will not compare the schema" in n for n in plan.notes)
 
 
-@pytest.mark.parametrize(
-    ("diffs", "phantoms", "verdict"),
-    [([], [], DriftVerdict.no_drift), ([], ["p"], DriftVerdict.explained_by_phantom)],
-)
-def test_judge_without_differences(diffs, phantoms, verdict) -> None:
-    assert judge(diffs, phantoms, ["m"]).verdict == verdict
+async def test_without_createdb_the_plan_says_what_it_could_not_check(pg_server, database_url: str,
+                                                                    db: asyncpg.Connection) -> None:
+    from urllib.parse import urlsplit, urlunsplit
 
-
-def test_judge_with_differences_never_blames_the_phantom_as_proof() -> None:
-    live = _cat(tables={"x": Table()})
-    report = judge(compare(_cat(), live), ["p"], ["m"])
-    assert report.verdict == DriftVerdict.unexplained_drift
-    assert "table x" in report.summary and "nothing proves it" in report.summary
-
-
-async def test_shadow_is_dropped_when_the_caller_is_cancelled(database_url: str, db: asyncpg.Connection) -> None:
-    import asyncio
-
-    history = [("slow", "CREATE TABLE a (id int);\nSELECT pg_sleep(30);")]
-    task = asyncio.create_task(drift_proof(database_url, history, []))
-    shadow = None
-    for _ in range(200):  # wait until the shadow exists and the replay is running
-        shadow = await db.fetchval(f"SELECT datname FROM pg_database WHERE datname LIKE '{SHADOW_PREFIX}%' LIMIT 1")
-        if shadow:
-            break
-        await asyncio.sleep(0.05)
-    assert shadow, "the shadow database was never created"
-    await asyncio.sleep(0.3)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert not await _shadow_exists(db, shadow)
+    role = f"nocreatedb_{uuid.uuid4().hex[:8]}"
+    await db.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}' NOCREATEDB")
+    await db.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+    try:
+        parts = urlsplit(database_url)
+        url = urlunsplit(parts._replace(netloc=f"{role}:pw-{role}@{parts.netloc.rsplit('@', 1)[-1]}"))
+        req = request("dev", [HOTFIX_INIT])
+        plan = await plan_of(make_settings("dev", url), req)
+        assert plan.drift.verdict == DriftVerdict.unavailable and "CREATEDB" in plan.drift.summary
+        assert plan.blockers == [] and not plan.verify_schema
+        assert f"pw-{role}" not in plan.model_dump_json() and PG_TEST_PASSWORD not in plan.model_dump_json()
+        # An environment that requires the schema checks stops instead.
+        plan = await plan_of(make_settings("dev", url, drift_proof="always"), req)
+        assert [b.code for b in plan.blockers] == [BlockerCode.schema_unavailable]
+    finally:
+        await db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")

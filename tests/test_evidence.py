@@ -1,99 +1,119 @@
-"""Failed-migration evidence on real PostgreSQL: per statement, are its effects in the database?"""
+"""Failed-migration evidence on real PostgreSQL, judged by the schema model: the live schema against
+the shadow replay before and after the failed migration, as the plan a person approves shows it.
+
+The issue's cases: a failed migration whose transaction rolled back is re-applied (not blocked);
+one patched by hand with other definitions under the same names stops, naming each difference;
+an INVALID index left by a failed CREATE INDEX CONCURRENTLY is partial; one completed by hand with
+the very definitions is resolved as applied.
+"""
 
 from __future__ import annotations
 
 import asyncpg
 
-from activities.evidence import existing_insert_keys, failed_migration_evidence
+from activities.insert_keys import existing_insert_keys
 from devstack.incident import LANDING, MIGRATIONS_DIR, reproduce_incident
+from domain.models import Action, BlockerCode
 from domain.prisma.folder import read_migrations_dir
-from domain.sql.parse import split_statements
-from domain.sql.rules import analyze_migration
+from domain.schema import EffectsVerdict
+from tests.helpers import history_state, incident_request, make_settings, migration, plan_of, request
 
-MIGRATION = """
+INIT = migration("20250101000000_init", 'CREATE TABLE "users" ("id" INT PRIMARY KEY, "email" TEXT);\n'
+                 'CREATE TABLE "orders" ("id" INT PRIMARY KEY, "total" INT);')
+# Eight effects, none idempotent; fails on its last statement while a row has an empty name.
+EIGHT = migration("20250102000000_eight", """
 CREATE TYPE "Kind" AS ENUM ('a', 'b');
 CREATE TABLE "items" ("id" INT PRIMARY KEY, "kind" "Kind");
 CREATE SEQUENCE "items_seq";
-ALTER TABLE "base" ADD COLUMN "note" TEXT, ADD CONSTRAINT "base_note_check" CHECK (note <> '');
-INSERT INTO "base" ("id", "name") VALUES (10, 'ten'), (11, 'eleven') ON CONFLICT ("id") DO NOTHING;
-CREATE INDEX "base_name_idx" ON "base" ("name");
-SET lock_timeout = '1s';
-"""
+ALTER TABLE "orders" ADD COLUMN "note" TEXT;
+CREATE INDEX "orders_total_idx" ON "orders" ("total");
+CREATE VIEW "big_orders" AS SELECT * FROM "orders" WHERE "total" > 100;
+ALTER TABLE "users" ADD COLUMN "name" TEXT NOT NULL DEFAULT '';
+ALTER TABLE "users" ADD CONSTRAINT "users_email_check" CHECK ("email" <> '');
+""")
+LINK = migration("20250102000000_link", """
+ALTER TABLE "orders" ADD COLUMN "user_id" INT NOT NULL, ADD COLUMN "placed_at" TIMESTAMP(3);
+CREATE UNIQUE INDEX "orders_user_id_key" ON "orders" ("user_id");
+ALTER TABLE "orders" ADD CONSTRAINT "orders_user_id_fkey" FOREIGN KEY ("user_id") REFERENCES "users"("id");
+""")
+UNIQUE_EMAIL = migration("20250102000000_unique_email", 'CREATE UNIQUE INDEX CONCURRENTLY "users_email_key" ON "users" ("email");')
 
 
-async def _setup(db: asyncpg.Connection) -> None:
-    await db.execute('CREATE TABLE "base" ("id" INT PRIMARY KEY, "name" TEXT)')
+def _planned(plan, name):
+    return next(m for m in plan.migrations if m.name == name)
 
 
-async def test_nothing_applied_is_all_absent(db: asyncpg.Connection) -> None:
-    await _setup(db)
-    ev = await failed_migration_evidence(db, analyze_migration("m", MIGRATION))
-    assert ev.all_absent and not ev.all_present
-    assert [s.present for s in ev.statements] == [False] * 6  # SET leaves nothing to look for
-    assert "left nothing behind" in ev.summary[-1]
+async def test_failed_inside_its_transaction_is_reapplied(database_url: str) -> None:
+    """Nothing of it is in the database (its transaction rolled back): resolve --rolled-back and run
+    it again, not "0 of 8 effects present, 2 unknown" and a person."""
+    await history_state(database_url, applied=[INIT], failed_by_hand="INSERT INTO users VALUES (1, '')", failed=EIGHT)
+    plan = await plan_of(make_settings("dev", database_url), request("dev", [INIT, EIGHT]))
+    pm = _planned(plan, EIGHT.name)
+    assert pm.action == Action.reapply and plan.blockers == []
+    assert pm.effects == EffectsVerdict.none
+    assert pm.evidence == ["none of its effects are in the database (8 objects as before it)"]
 
 
-async def test_fully_applied_is_all_present(db: asyncpg.Connection) -> None:
-    await _setup(db)
-    await db.execute(MIGRATION)
-    ev = await failed_migration_evidence(db, analyze_migration("m", MIGRATION))
-    assert ev.all_present and not ev.all_absent, ev.summary
+async def test_hand_patch_with_other_definitions_stops_naming_each_difference(database_url: str) -> None:
+    """A column missing, a non-unique index under the unique index's name, CHECK (true) where the
+    foreign key should be: never "resolve as applied"."""
+    await history_state(
+        database_url, applied=[INIT], failed=LINK,
+        # the failure: a row without a user; the patch a person then made by hand
+        failed_by_hand="INSERT INTO orders VALUES (1, 10)",
+        by_hand='DELETE FROM orders; ALTER TABLE "orders" ADD COLUMN "user_id" INT NOT NULL;'
+                'CREATE INDEX "orders_user_id_key" ON "orders" ("user_id");'
+                'ALTER TABLE "orders" ADD CONSTRAINT "orders_user_id_fkey" CHECK (true);',
+    )
+    plan = await plan_of(make_settings("dev", database_url), request("dev", [INIT, LINK]))
+    pm = _planned(plan, LINK.name)
+    assert pm.action == Action.needs_human and pm.effects == EffectsVerdict.partial
+    [blocker] = plan.blockers
+    assert blocker.code == BlockerCode.failed_needs_human and blocker.migration == LINK.name
+    message = blocker.message
+    assert "still as before it: column public.orders.placed_at" in message
+    assert ('index public.orders_user_id_key on public.orders differs: expected CREATE UNIQUE INDEX orders_user_id_key'
+            in message and "live has CREATE INDEX orders_user_id_key" in message)
+    assert ("constraint orders_user_id_fkey on public.orders differs: expected FOREIGN KEY (user_id) REFERENCES "
+            "public.users(id), live has CHECK (true)") in message
+    # user_id itself is as the migration makes it
+    assert "partly applied: 1 of 4 objects as after it, 1 as before it, 2 different from both" in message
 
 
-async def test_partially_applied_is_neither_and_names_each_statement(db: asyncpg.Connection) -> None:
-    await _setup(db)
-    statements = split_statements(MIGRATION)
-    for s in statements[:2]:  # Prisma 7.8 runs statements one by one: a failure leaves the first ones
-        await db.execute(s.text)
-    await db.execute("INSERT INTO base VALUES (10, 'ten')")  # one of the two inserted rows
-    ev = await failed_migration_evidence(db, analyze_migration("m", MIGRATION))
-    assert not ev.all_absent and not ev.all_present
-    by_index = {s.index: s for s in ev.statements}
-    assert by_index[0].present is True and by_index[1].present is True
-    assert by_index[2].present is False and by_index[3].present is False
-    assert by_index[4].present is None and "only 1 of 2" in by_index[4].detail
-    assert by_index[1].effect == "table public.items exists"
-    assert any("partially applied" in line for line in ev.summary)
+async def test_invalid_index_from_a_failed_concurrent_build_is_partial(database_url: str) -> None:
+    await history_state(database_url, applied=[INIT], failed_by_hand="INSERT INTO users VALUES (1, 'a'), (2, 'a')",
+                        failed=UNIQUE_EMAIL, failed_in_transaction=False)
+    plan = await plan_of(make_settings("dev", database_url), request("dev", [INIT, UNIQUE_EMAIL]))
+    pm = _planned(plan, UNIQUE_EMAIL.name)
+    assert pm.action == Action.needs_human and pm.effects == EffectsVerdict.partial
+    assert ('index public.users_email_key on public.users differs in validity: expected valid, live has INVALID'
+            in plan.blockers[0].message)
 
 
-async def test_invalid_index_from_interrupted_concurrent_build_is_not_present(db: asyncpg.Connection) -> None:
-    await db.execute("CREATE TABLE dup (v int); INSERT INTO dup VALUES (1), (1)")
-    sql = "CREATE UNIQUE INDEX CONCURRENTLY dup_v_key ON dup (v);"
-    try:
-        await db.execute(sql)
-    except asyncpg.UniqueViolationError:
-        pass
-    ev = await failed_migration_evidence(db, analyze_migration("m", sql))
-    (s,) = ev.statements
-    assert s.present is None and "INVALID" in s.detail
-    assert not ev.all_absent and not ev.all_present
+async def test_completed_by_hand_with_the_same_definitions_is_resolved_as_applied(database_url: str) -> None:
+    await history_state(database_url, applied=[INIT], failed=LINK, failed_by_hand="INSERT INTO orders VALUES (1, 10)",
+                        by_hand="DELETE FROM orders;" + LINK.sql)
+    plan = await plan_of(make_settings("dev", database_url), request("dev", [INIT, LINK]))
+    pm = _planned(plan, LINK.name)
+    assert pm.action == Action.resolve_applied and pm.effects == EffectsVerdict.all and plan.blockers == []
+    assert pm.evidence == ["all of its effects are in the database with the expected definitions (4 objects)"]
 
 
-async def test_incident_failed_migration_left_nothing(database_url: str, db: asyncpg.Connection) -> None:
+async def test_incident_failed_migration_changes_no_schema_and_is_idempotent(database_url: str,
+                                                                           db: asyncpg.Connection) -> None:
+    """The incident's failed migration only inserts rows (ON CONFLICT DO NOTHING): the schema cannot
+    show whether it ran, and it is safe to repeat, so it is re-applied."""
     await reproduce_incident(database_url)
+    plan = await plan_of(make_settings("prod", database_url), incident_request("prod"))
+    pm = _planned(plan, LANDING)
+    assert pm.action == Action.reapply and pm.effects == EffectsVerdict.no_schema_effect
     sql = next(m.sql for m in read_migrations_dir(MIGRATIONS_DIR) if m.name == LANDING)
-    ev = await failed_migration_evidence(db, analyze_migration(LANDING, sql))
-    assert ev.all_absent
-    assert [s.effect for s in ev.statements] == [
-        "1 row(s) of public.landing_page_content keyed by key exist",
-        "1 row(s) of public.landing_page_content keyed by key exist",
-    ]
     assert await existing_insert_keys(db, sql) == []
 
 
-async def test_drops_and_enum_values(db: asyncpg.Connection) -> None:
-    await db.execute("CREATE TYPE \"Mood\" AS ENUM ('a'); CREATE TABLE gone (id int); CREATE TABLE stays (id int, c int)")
-    sql = "DROP TABLE gone; ALTER TYPE \"Mood\" ADD VALUE 'b'; ALTER TABLE stays DROP COLUMN c;"
-    before = await failed_migration_evidence(db, analyze_migration("m", sql))
-    assert before.all_absent
-    for s in split_statements(sql):
-        await db.execute(s.text)
-    after = await failed_migration_evidence(db, analyze_migration("m", sql))
-    assert after.all_present
-
-
 async def test_existing_insert_keys_reports_rows_a_delete_would_remove(db: asyncpg.Connection) -> None:
-    await _setup(db)
+    await db.execute('CREATE TABLE "base" ("id" INT PRIMARY KEY, "name" TEXT)')
     await db.execute("INSERT INTO base VALUES (11, 'already here')")
-    found = await existing_insert_keys(db, MIGRATION)
+    found = await existing_insert_keys(
+        db, "INSERT INTO \"base\" (\"id\", \"name\") VALUES (10, 'ten'), (11, 'eleven') ON CONFLICT (\"id\") DO NOTHING;")
     assert found == ["1 of the rows public.base would receive already exist (keyed by id)"]

@@ -6,12 +6,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from activities.evidence import Evidence
+from domain.facts import EnvironmentPolicy, PreflightFacts, SchemaFacts, SchemaState
 from domain.fingerprint import ledger_digest
 from domain.models import Action, BlockerCode, DeployPlan, Operation, PlannedMigration, RunMarks, Stage
-from domain.plan import build_plan
+from domain.plan import build_plan, decide
 from domain.prisma.diagnosis import diagnose
 from domain.prisma.ledger import LedgerRow, LedgerSnapshot
+from domain.schema import Column, EffectsVerdict, MigrationEffects, ObjectKind, ObjectRef, Schema, SchemaModel, Table
+from domain.schema import compare, migration_effects
+from domain.schema.replay import ReplayFailure, replay_sequence
 from domain.sql.rules import analyze_migration
 from domain.stages import run_stages
 from tests.helpers import migration, request
@@ -48,8 +51,26 @@ def actions(plan) -> dict[str, Action]:
     return {m.name: m.action for m in plan.migrations}
 
 
-def absent(name: str) -> Evidence:
-    return Evidence(migration=name, all_absent=True, summary=["nothing of it is in the database"])
+# Schema models built by hand: table t (key, v) before UPD, with its column w after it.
+PUBLIC = Schema(ref=ObjectRef.for_schema("public"), owner="migrator")
+T = ObjectRef.of(ObjectKind.table, "public", "t")
+
+
+def model(*columns: tuple[str, str]) -> SchemaModel:
+    return SchemaModel(schemas=(PUBLIC,), tables=(Table(ref=T, owner="migrator"),),
+                       columns=tuple(Column(ref=T.child(ObjectKind.column, n), type=ty) for n, ty in columns))
+
+
+BEFORE = model(("key", "text"), ("v", "integer"))
+AFTER = model(("key", "text"), ("v", "integer"), ("w", "integer"))
+
+
+def effects(live: SchemaModel) -> MigrationEffects:
+    return migration_effects(BEFORE, AFTER, live)
+
+
+def absent(name: str) -> MigrationEffects:
+    return effects(BEFORE)
 
 
 def test_incident_shape_pending_failed_and_phantom() -> None:
@@ -67,34 +88,41 @@ def test_incident_shape_pending_failed_and_phantom() -> None:
     assert "out of order" in by[ADD.name].reason  # ADD sorts before the applied phantom
     assert by[ADD.name].rollback == "down.sql" and by[ADD.name].rollback_sql == ADD.down_sql
     assert by[FILL.name].rollback == "derived" and "DELETE" in by[FILL.name].rollback_sql
-    assert by[FILL.name].evidence == ["nothing of it is in the database"]
+    assert by[FILL.name].evidence == ["none of its effects are in the database (1 object as before it)"]
+    assert by[FILL.name].effects == EffectsVerdict.none
     assert any("phantom" in n for n in plan.notes)
     assert run_stages(plan) == [Stage.resolve, Stage.deploy, Stage.verify]
 
 
-def test_failed_migration_decisions_follow_the_evidence() -> None:
+def test_failed_migration_decisions_follow_the_schema_evidence() -> None:
     failed = row(UPD.name, UPD.checksum, finished=False, logs="x")
     base = [row(INIT.name, INIT.checksum), failed]
-    # not idempotent (ALTER without IF NOT EXISTS) and partly present: a person decides
-    partial = Evidence(migration=UPD.name, summary=["column present", "update unknown"])
-    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: partial})
+    # not idempotent (ALTER without IF NOT EXISTS) and column w there with another type: a person decides
+    other = effects(model(("key", "text"), ("v", "integer"), ("w", "text")))
+    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: other})
     assert actions(plan)[UPD.name] == Action.needs_human
     assert [b.code for b in plan.blockers] == [BlockerCode.failed_needs_human]
-    assert plan.blockers[0].migration == UPD.name and "column present" in plan.blockers[0].message
+    assert plan.blockers[0].migration == UPD.name
+    assert "column public.t.w differs: expected integer, live has text" in plan.blockers[0].message
     assert not any("up to date" in note for note in plan.notes)  # blocked is not "nothing to do"
-    # every effect present: resolve --applied, never re-run
-    present = Evidence(migration=UPD.name, all_present=True)
-    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: present})
+    # every effect present with the expected definition: resolve --applied, never re-run
+    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: effects(AFTER)})
     assert actions(plan)[UPD.name] == Action.resolve_applied and plan.blockers == []
     assert run_stages(plan) == [Stage.resolve, Stage.verify]
+    # nothing of it there (its transaction rolled back): re-run it
+    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: effects(BEFORE)})
+    assert actions(plan)[UPD.name] == Action.reapply and plan.blockers == []
     # no evidence at all: not safe
     plan = plan_for([INIT, UPD], snap(*base))
     assert actions(plan)[UPD.name] == Action.needs_human
+    # a data-only migration: the schema cannot tell
+    plan = plan_for([INIT, UPD], snap(*base), evidence={UPD.name: migration_effects(BEFORE, BEFORE, BEFORE)})
+    assert actions(plan)[UPD.name] == Action.needs_human and "cannot show whether it ran" in plan.blockers[0].message
 
 
 def test_idempotent_failed_migration_is_reapplied_even_with_some_effects_present() -> None:
     s = snap(row(INIT.name, INIT.checksum), row(FILL.name, FILL.checksum, finished=False, logs="x"))
-    plan = plan_for([INIT, FILL], s, evidence={FILL.name: Evidence(migration=FILL.name, all_present=True)})
+    plan = plan_for([INIT, FILL], s, evidence={FILL.name: effects(AFTER)})
     assert actions(plan)[FILL.name] == Action.reapply
 
 
@@ -305,10 +333,111 @@ def test_a_failed_conversion_with_unknown_effects_is_never_rerun() -> None:
     failed. Re-running would divide the prices again: the plan stops and says what to do."""
     fixed = migration(PRICES.name, 'ALTER TABLE "t" ALTER COLUMN "v" TYPE numeric USING "v" / 100.0;')
     s = snap(row(INIT.name, INIT.checksum), row(fixed.name, fixed.checksum, finished=False, logs="x"))
-    unknown = Evidence(migration=fixed.name, summary=["statement 1 (line 1): ALTER COLUMN TYPE took effect: unknown"])
-    plan = plan_for([INIT, fixed], s, evidence={fixed.name: unknown})
+    plan = plan_for([INIT, fixed], s)  # no schema evidence (no shadow database)
     assert actions(plan)[fixed.name] == Action.needs_human
     (blocker,) = plan.blockers
     assert blocker.code == BlockerCode.failed_needs_human
-    assert "converts the column's data again" in blocker.message and "took effect: unknown" in blocker.message
+    assert "converts the column's data again" in blocker.message and "could not be checked" in blocker.message
     assert "prisma migrate resolve --applied" in blocker.message and "--rolled-back" in blocker.message
+    # The schema shows the conversion took effect (v is numeric, as after it): recorded as applied,
+    # never run again; the prices were divided once.
+    numeric = model(("key", "text"), ("v", "numeric"))
+    plan = plan_for([INIT, fixed], s, evidence={fixed.name: migration_effects(BEFORE, numeric, numeric)})
+    assert actions(plan)[fixed.name] == Action.resolve_applied and plan.blockers == []
+
+
+# -- decide(): the schema facts reach the plan -------------------------------------------------
+
+HOTFIX = "20240103500000_hotfix"  # a phantom: applied by hand, no folder
+ADDW = migration("20240104000000_add_w", 'ALTER TABLE "t" ADD COLUMN "w" INT;')  # low risk, not idempotent
+
+
+def decide_for(migs, snapshot, schema: SchemaFacts, *, operation=Operation.full, require_schema=False):
+    req = request("prod", list(migs), operation=operation)
+    facts = PreflightFacts(snapshot=snapshot, diagnosis=diagnose(req.bundle.migrations, snapshot),
+                           analyses={m.name: analyze_migration(m.name, m.sql) for m in migs}, schema_facts=schema)
+    policy = EnvironmentPolicy(required_approvals={"low": 1, "medium": 1, "high": 2}, require_schema=require_schema)
+    plan, approvals = decide(req, facts, policy)
+    return plan, approvals
+
+
+def compared(migs, snapshot, live: SchemaModel, models: dict[str, SchemaModel], *,
+             failure: ReplayFailure | None = None) -> SchemaFacts:
+    """What activities/schema_facts.py would report: `models` are the expected models after each
+    migration of the replay sequence (by name)."""
+    req = request("prod", list(migs))
+    sequence = replay_sequence(diagnose(req.bundle.migrations, snapshot), [m.name for m in migs])
+    after = {0: model()} | {i + 1: models[n] for i, n in enumerate(sequence.names) if n in models}
+    return SchemaFacts(
+        state=SchemaState.compared, sequence=sequence, failure=failure,
+        drift=compare(after[sequence.applied], live) if sequence.applied in after else None,
+        effects={n: migration_effects(after[p - 1], after[p], live) for n, p in sequence.failed.items()
+                 if p - 1 in after and p in after},
+    )
+
+
+def test_the_hotfix_case_is_explained_by_the_resolve_not_unexplained_drift() -> None:
+    """A phantom hotfix did exactly what the failed migration does: the drift is its effects, and the
+    plan records that migration as applied, so nothing is left unexplained and the risk stays."""
+    s = snap(row(INIT.name, INIT.checksum), row(ADDW.name, ADDW.checksum, finished=False, minutes=1, logs="x"),
+             row(HOTFIX, "h" * 64, minutes=2))
+    schema = compared([INIT, ADDW], s, live=AFTER, models={INIT.name: BEFORE, ADDW.name: AFTER})
+    assert [d.sentence for d in schema.drift] == ["column public.t.w exists only in the live database: integer"]
+    plan, approvals = decide_for([INIT, ADDW], s, schema)
+    assert actions(plan)[ADDW.name] == Action.resolve_applied
+    assert plan.drift.verdict == "explained_by_resolve" and plan.drift.resolved_by == [ADDW.name]
+    assert plan.drift.differences == [] and [d.ref.name for d in plan.drift.explained] == ["w"]
+    assert plan.risk == "low" and approvals.required_approvals == 1
+    assert plan.verify_schema and len(plan.drift.accepted) == 1
+
+
+def test_a_phantom_change_nothing_accounts_for_is_unexplained_and_raises_the_bar() -> None:
+    s = snap(row(INIT.name, INIT.checksum), row(HOTFIX, "h" * 64, minutes=1))
+    schema = compared([INIT], s, live=AFTER, models={INIT.name: BEFORE})
+    plan, approvals = decide_for([INIT], s, schema)
+    assert plan.drift.verdict == "unexplained_drift" and plan.drift.count == 1
+    assert "column public.t.w exists only in the live database" in plan.drift.summary
+    assert HOTFIX in plan.drift.summary and plan.risk == "high" and approvals.required_approvals == 2
+    # The same live schema as the history: the phantom changed nothing.
+    plan, _ = decide_for([INIT], s, compared([INIT], s, live=BEFORE, models={INIT.name: BEFORE}))
+    assert plan.drift.verdict == "explained_by_phantom" and plan.risk == "low"
+
+
+def test_a_migration_to_run_that_fails_in_the_shadow_blocks_before_any_change() -> None:
+    s = snap(row(INIT.name, INIT.checksum))
+    failure = ReplayFailure(migration=ADD.name, position=2, total=2, sqlstate="0A000",
+                            error='extension "vector" is not available')
+    schema = compared([INIT, ADD], s, live=BEFORE, models={INIT.name: BEFORE}, failure=failure)
+    plan, _ = decide_for([INIT, ADD], s, schema)
+    assert [(b.code, b.migration) for b in plan.blockers] == [(BlockerCode.fails_in_shadow, ADD.name)]
+    assert 'extension "vector" is not available' in plan.blockers[0].message and "P3018" in plan.blockers[0].message
+    assert plan.drift.verdict == "no_drift"  # the applied history itself replays
+    assert not plan.verify_schema and "stopped" in plan.verify_schema_skipped
+    # A history that does not replay at an applied migration: no proof, no blocker, no schema verification.
+    bad = ReplayFailure(migration=INIT.name, position=1, total=2, error="boom")
+    plan, _ = decide_for([INIT, ADD], s, compared([INIT, ADD], s, live=BEFORE, models={}, failure=bad))
+    assert plan.blockers == [] and plan.drift.verdict == "replay_failed" and not plan.verify_schema
+
+
+def test_no_shadow_database_is_said_and_blocks_only_where_required() -> None:
+    s = snap(row(INIT.name, INIT.checksum), row(UPD.name, UPD.checksum, finished=False, minutes=1, logs="x"))
+    schema = SchemaFacts(state=SchemaState.unavailable, reason="cannot create the shadow database (needs CREATEDB)")
+    plan, _ = decide_for([INIT, UPD], s, schema)
+    assert plan.drift.verdict == "unavailable" and "CREATEDB" in plan.drift.summary
+    assert actions(plan)[UPD.name] == Action.needs_human and "CREATEDB" in plan.blockers[0].message
+    assert not plan.verify_schema and "CREATEDB" in plan.verify_schema_skipped
+    plan, _ = decide_for([INIT], snap(row(INIT.name, INIT.checksum)), schema, require_schema=True)
+    assert [b.code for b in plan.blockers] == [BlockerCode.schema_unavailable]
+    plan, _ = decide_for([INIT], snap(row(INIT.name, INIT.checksum)), SchemaFacts(state=SchemaState.off))
+    assert plan.drift is None and plan.blockers == [] and "drift_proof: never" in plan.verify_schema_skipped
+
+
+def test_the_replay_sequence_is_the_applied_history_then_what_the_run_brings() -> None:
+    """Applied migrations in the order the ledger applied them, the phantom left out (no SQL), then
+    failed and pending ones in the plan's order."""
+    s = snap(row(ADD.name, ADD.checksum), row(INIT.name, INIT.checksum, minutes=1), row(HOTFIX, "h" * 64, minutes=2),
+             row(UPD.name, UPD.checksum, finished=False, minutes=3, logs="x"))
+    sequence = replay_sequence(diagnose([INIT, ADD, FILL, UPD], s), [INIT.name, ADD.name, FILL.name, UPD.name])
+    assert sequence.names == (ADD.name, INIT.name, FILL.name, UPD.name)
+    assert sequence.applied == 2 and sequence.failed == {UPD.name: 4}
+    assert sequence.prefixes() == [2, 3, 4]

@@ -29,11 +29,12 @@ async def test_incident_phantom_is_proven_to_change_nothing(database_url: str) -
     before = await _databases(database_url)
     plan = await _plan(database_url)
     assert plan.drift is not None
-    assert plan.drift["verdict"] == "explained_by_phantom"
-    assert plan.drift["phantoms"] == ["20251113220938_add_customer_slug"]
-    assert plan.drift["differences"] == []
+    assert plan.drift.verdict == "explained_by_phantom"
+    assert plan.drift.phantoms == ["20251113220938_add_customer_slug"]
+    assert plan.drift.differences == [] and plan.drift.replayed == 1
     assert plan.risk == "low"
     assert any(n.startswith("drift proof:") for n in plan.notes)
+    assert plan.verify_schema  # the whole folder replays: verification will compare schemas
     assert await _databases(database_url) == before, "the shadow database must be dropped"
 
 
@@ -45,15 +46,18 @@ async def test_hand_made_column_is_unexplained_drift_and_raises_the_bar(database
     finally:
         await conn.close()
     plan = await _plan(database_url, required_approvals={"low": 1, "medium": 1, "high": 2})
-    assert plan.drift["verdict"] == "unexplained_drift"
-    assert "nickname" in plan.drift["summary"]
+    assert plan.drift.verdict == "unexplained_drift"
+    [diff] = plan.drift.differences
+    assert diff.sentence == "column public.customers.nickname exists only in the live database: text"
+    assert diff.sentence in plan.drift.summary
     assert plan.risk == "high" and plan.required_approvals == 2
 
 
 async def test_drift_proof_can_be_turned_off(database_url: str) -> None:
     await reproduce_incident(database_url)
     plan = await _plan(database_url, drift_proof="never")
-    assert plan.drift is None
+    assert plan.drift is None and not plan.verify_schema
+    assert any("drift_proof: never" in n for n in plan.notes)
 
 
 async def test_unparseable_verify_sql_blocks_the_plan_before_any_change(database_url: str) -> None:

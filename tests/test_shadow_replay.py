@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,37 +25,10 @@ from activities.shadow import (
     shadow_database_name,
 )
 from domain.prisma.folder import LocalMigration
-from domain.prisma.order import prisma_sort_key
 from domain.schema import EffectsVerdict, ObjectState, compare, migration_effects
 from tests.conftest import PG_TEST_PASSWORD
+from tests.corpus import VECTOR_MIGRATION, corpus_migrations, write_folder
 from tests.oracle import prisma
-
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
-VECTOR_MIGRATION = "20241017124431_add_documents_and_insights"
-
-
-def corpus_migrations(history: str) -> list[LocalMigration]:
-    """The history's migrations in Prisma's order, up to the first directory without a
-    migration.sql (formbricks' data-only migrations), which is where Prisma's deploy stops at the
-    latest (P3015)."""
-    root = CORPUS / history / "migrations"
-    found = []
-    for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: prisma_sort_key(p.name)):
-        if not (d / "migration.sql").is_file():
-            break
-        found.append(LocalMigration(name=d.name, sql=(d / "migration.sql").read_bytes().decode("utf-8")))
-    return found
-
-
-def write_folder(root: Path, migrations: list[LocalMigration]) -> Path:
-    folder = root / "migrations"
-    folder.mkdir(parents=True)
-    (folder / "migration_lock.toml").write_text('provider = "postgresql"\n')
-    for m in migrations:
-        (folder / m.name).mkdir()
-        (folder / m.name / "migration.sql").write_bytes(m.sql.encode("utf-8"))
-    return folder
-
 
 def mig(name: str, sql: str) -> LocalMigration:
     return LocalMigration(name=name, sql=sql)
@@ -79,20 +51,14 @@ async def database_exists(pg_server, name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-async def prisma_deployed(pg_server) -> AsyncIterator[dict]:
-    """history -> (database URL, Prisma's result): each history deployed once for the module."""
-    deployed: dict = {}
-    names = []
+async def prisma_deployed(corpus) -> dict:
+    """history -> (database URL, Prisma's result): Prisma's own deploy of each history, shared with
+    the rest of the session (tests/corpus.py)."""
+    deployed = {}
     for history in ("documenso", "rallly", "hoppscotch", "formbricks"):
-        name = await pg_server.create_database(f"prisma_{history}")
-        names.append(name)
-        url = pg_server.url(name)
-        deployed[history] = (url, prisma(url, CORPUS / history / "migrations", "deploy"))
-    try:
-        yield deployed
-    finally:
-        for name in names:
-            await pg_server.drop_database(name)
+        prepared = await corpus.prepared(history)
+        deployed[history] = (prepared.reference_url, prepared.reference_result)
+    return deployed
 
 
 # -- the model is faithful: Prisma's deploy == our replay, on every real history ------------

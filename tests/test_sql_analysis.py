@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from domain.risk import Risk, max_risk
+from domain.schema.refs import ObjectKind, ObjectRef
 from domain.sql.parse import SqlParseError, split_statements
 from domain.sql.rules import analyze_migration
 
@@ -209,15 +210,22 @@ def test_creates_lists_objects_with_schema() -> None:
         'CREATE TYPE "QuestionType" AS ENUM (\'a\'); CREATE TABLE app.leads (id int); CREATE INDEX x ON app.leads (id);'
         "CREATE SEQUENCE s; ALTER TABLE t ADD COLUMN c int, ADD CONSTRAINT t_c UNIQUE (c); CREATE VIEW v AS SELECT 1",
     )
-    assert a.creates == [
-        "type:public.QuestionType",
-        "table:app.leads",
-        "index:app.x",
-        "sequence:public.s",
-        "column:public.t.c",
-        "constraint:public.t.t_c",
-        "view:public.v",
+    assert [str(ref) for ref in a.creates] == [
+        'enum public."QuestionType"',
+        "table app.leads",
+        "index app.x on app.leads",
+        "sequence public.s",
+        "column public.t.c",
+        "constraint t_c on public.t",
+        "view public.v",
     ]
+    # Typed references, as the schema model names objects (the index belongs to its table).
+    assert a.creates[2] == ObjectRef.of(ObjectKind.table, "app", "leads").child(ObjectKind.index, "x")
+    summary = next(f.message for f in a.findings if f.code == "creates-only") if "creates-only" in a.codes() else ""
+    b = analyze_migration("m", "CREATE TABLE a (id int); CREATE INDEX ON a (id); ALTER TYPE \"E\" ADD VALUE 'x';")
+    assert b.creates == [ObjectRef.of(ObjectKind.table, "public", "a")]  # no name to refer to, no value kind
+    assert "1 table, 1 index, 1 enum value" in next(f.message for f in b.findings if f.code == "creates-only")
+    assert summary == ""  # ALTER TABLE t on an existing table is not creating-only
 
 
 def _incident(name: str) -> str:
@@ -229,7 +237,8 @@ def test_incident_migrations_are_judged_as_the_write_up_did() -> None:
     leads = analyze_migration("leads", _incident("20241226000000_add_leads_questionnaire_models"))
     assert leads.risk == Risk.low
     assert "creates-only" in leads.codes()
-    assert {"table:public.leads", "table:public.lead_page_views"} <= set(leads.creates)
+    assert {ObjectRef.of(ObjectKind.table, "public", "leads"),
+            ObjectRef.of(ObjectKind.table, "public", "lead_page_views")} <= set(leads.creates)
     assert leads.derived_rollback is not None
 
     landing = analyze_migration("landing", _incident("20260115000000_add_landing_sections"))
@@ -271,7 +280,7 @@ def test_set_search_path_moves_what_follows_and_blocks_a_derived_rollback() -> N
     sql = ('CREATE SCHEMA IF NOT EXISTS "d7";\nSET search_path TO "d7", public;\nCREATE TABLE "User" ("id" INT);\n'
            'RESET search_path;\nCREATE TABLE "Other" ("id" INT);\n')
     analysis = analyze_migration("m", sql)
-    assert analysis.creates == ["schema:d7", "table:d7.User", "table:public.Other"]
+    assert [str(ref) for ref in analysis.creates] == ['schema d7', 'table d7."User"', 'table public."Other"']
     assert analysis.derived_rollback is None
     assert any("changes search_path" in b for b in analysis.rollback_blockers)
     plain = analyze_migration("m", "SET lock_timeout = '1s';\nCREATE TABLE t (id int);\n")

@@ -127,7 +127,12 @@ class FakeActivities:
             return CompensateResult(steps=[CompensationStep(name=s.name, action="ran down.sql", ok=True)
                                            for s in inp.undo])
 
-        return [preflight, resolve, deploy, verify, compensate]
+        @activity.defn(name="drop_shadow")
+        async def drop_shadow(environment: str) -> str | None:
+            self.calls.append("drop_shadow")
+            return None
+
+        return [preflight, resolve, deploy, verify, compensate, drop_shadow]
 
 
 async def run_to_end(env: WorkflowEnvironment, fakes: FakeActivities, req: DeployRequest | None = None,
@@ -155,7 +160,7 @@ async def test_a_blocked_plan_stops_before_any_stage_with_the_blockers_for_a_per
     blocker = Blocker(code=BlockerCode.modified, migration=A.name, message=f"migration {A.name} was modified")
     fakes = FakeActivities(blockers=[blocker])
     status, execution, _ = await run_to_end(env, fakes)
-    assert fakes.calls == ["preflight"]
+    assert fakes.calls == ["preflight", "drop_shadow"]  # the run's shadow database goes, whatever the end
     assert status.outcome == Outcome.failed_needs_attention
     assert status.human_action == blocker.message and blocker.message in status.error
     assert execution == WorkflowExecutionStatus.FAILED
@@ -165,7 +170,7 @@ async def test_a_gate_nobody_answers_expires_without_touching_the_database(env) 
     fakes = FakeActivities(gates=["deploy"])
     status, _, _ = await run_to_end(env, fakes)  # the time-skipping server jumps the 2 hours
     assert status.outcome == Outcome.expired and "not approved within 2:00:00" in status.error
-    assert fakes.calls == ["preflight"]  # nothing started, so nothing to compensate
+    assert fakes.calls == ["preflight", "drop_shadow"]  # nothing started, so nothing to compensate
 
 
 async def test_a_failure_before_any_change_says_nothing_was_changed(env) -> None:
@@ -173,14 +178,14 @@ async def test_a_failure_before_any_change_says_nothing_was_changed(env) -> None
                                                             type="DatabaseUnavailable", non_retryable=True))
     status, _, _ = await run_to_end(env, fakes)
     assert status.outcome == Outcome.failed_no_changes
-    assert "does not exist" in status.error and fakes.calls == ["preflight"]
+    assert "does not exist" in status.error and fakes.calls == ["preflight", "drop_shadow"]
 
 
 async def test_compensation_that_cannot_run_asks_a_person_to_check(env) -> None:
     fakes = FakeActivities(verify_fails=True,
                            compensate_error=ApplicationError("compensate on dev: lost the server", non_retryable=True))
     status, _, _ = await run_to_end(env, fakes)
-    assert fakes.calls == ["preflight", "deploy", "verify", "compensate"]
+    assert fakes.calls == ["preflight", "deploy", "verify", "compensate", "drop_shadow"]
     assert status.outcome == Outcome.failed_needs_attention
     assert "compensation could not run" in status.human_action and "lost the server" in status.human_action
     assert status.error.startswith("verification failed")
@@ -201,7 +206,7 @@ async def test_cancel_during_deploy_waits_for_the_attempt_then_compensates_and_e
     _, execution, _ = await run_to_end(env, fakes, while_running=cancel_when_deploying)
     assert execution == WorkflowExecutionStatus.CANCELED and isinstance(observed["cause"], CancelledError)
     assert observed["status"].outcome == Outcome.cancelled
-    assert fakes.calls == ["preflight", "deploy", "compensate"]
+    assert fakes.calls == ["preflight", "deploy", "compensate", "drop_shadow"]
     # Compensation began only after the cancelled deploy attempt had stopped.
     assert fakes.deploy_finished_at is not None and fakes.compensate_started_at >= fakes.deploy_finished_at
 

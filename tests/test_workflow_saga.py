@@ -21,6 +21,7 @@ from tests.helpers import (
     catalog_dump,
     final_status,
     history_json,
+    history_state,
     incident_request,
     ledger_rows,
     make_settings,
@@ -107,19 +108,23 @@ async def test_failing_verify_sql_rolls_back_this_runs_migrations(client, databa
 
 
 async def test_migration_failing_mid_file_leaves_no_partial_state(client, database_url: str) -> None:
+    """A failure that depends on the live data (rows in an existing table), so the shadow replay,
+    which has no data, cannot foresee it: the deploy's transaction leaves nothing of b, and a is undone."""
+    t0 = migration("20241231000000_t0", 'CREATE TABLE "t0" ("id" INT PRIMARY KEY);')
+    await history_state(database_url, applied=[t0], by_hand='INSERT INTO "t0" VALUES (1)')  # the application's row
     a = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT PRIMARY KEY);', down='DROP TABLE "a";')
     b = migration("20250102000000_b", 'CREATE TABLE "b" ("id" INT);\nINSERT INTO "b" VALUES (1);\n'
-                                      'INSERT INTO "missing_table" VALUES (1);\nCREATE TABLE "c" ("id" INT);')
+                                      'ALTER TABLE "t0" ADD COLUMN "required" INT NOT NULL;\nCREATE TABLE "c" ("id" INT);')
     c = migration("20250103000000_c", 'CREATE TABLE "d" ("id" INT);')
     settings = make_settings("dev", database_url)
     async with new_worker(client, settings) as worker:
-        handle = await start(client, worker, request("dev", [a, b, c]))
+        handle = await start(client, worker, request("dev", [t0, a, b, c]))
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         final = await final_status(handle)
     assert failure.value.cause.type == "DeployFailedRolledBack"
     assert final.outcome == Outcome.failed_rolled_back
-    assert f"migration {b.name} failed" in final.error and "missing_table" in final.error
+    assert f"migration {b.name} failed" in final.error and "contains null values" in final.error
     assert [x.name for x in final.applied] == [a.name]
     conn = await asyncpg.connect(database_url)
     try:
@@ -127,11 +132,26 @@ async def test_migration_failing_mid_file_leaves_no_partial_state(client, databa
         rows = await ledger_rows(conn)
     finally:
         await conn.close()
-    assert tables == {"_prisma_migrations"}  # neither b nor c, and a was undone
+    assert tables == {"_prisma_migrations", "t0"}  # neither b nor c, and a was undone
     # b's failed row (Prisma's, with the error) changed nothing, so it went with a's row: the ledger is
-    # as before the run, and the error stays in the run's history and result
-    assert rows == []
+    # as before the run (t0's row only), and the error stays in the run's history and result
+    assert [r["migration_name"] for r in rows] == [t0.name]
     assert final.compensation[0].name == b.name and final.compensation[0].action == "removed failed row"
+
+
+async def test_a_migration_that_cannot_work_stops_the_run_before_any_change(client, database_url: str) -> None:
+    """It fails in the shadow replay (a table nobody creates): Prisma would stop there after
+    applying a; the run stops at its plan, the database exactly as before."""
+    a = migration("20250101000000_a", 'CREATE TABLE "a" ("id" INT PRIMARY KEY);', down='DROP TABLE "a";')
+    b = migration("20250102000000_b", 'CREATE TABLE "b" ("id" INT);\nINSERT INTO "missing_table" VALUES (1);')
+    before = await dump(database_url)
+    async with new_worker(client, make_settings("dev", database_url)) as worker:
+        final = await final_status(await start(client, worker, request("dev", [a, b])))
+    assert final.outcome == Outcome.failed_needs_attention and final.applied == []
+    [blocker] = final.plan.blockers
+    assert blocker.code == "fails_in_shadow" and blocker.migration == b.name
+    assert 'relation "missing_table" does not exist' in final.error and "(2 of 2)" in final.error
+    assert await dump(database_url) == before  # not even the ledger table
 
 
 async def test_deploy_attempt_killed_after_commits_applies_each_migration_exactly_once(client, database_url: str) -> None:

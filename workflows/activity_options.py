@@ -34,6 +34,8 @@ DEPLOY_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=NON_RETRYABLE,
 )
+# Dropping the run's shadow database when the run ends (one DROP DATABASE).
+CLEANUP_TIMEOUT = timedelta(minutes=2)
 COMPENSATE_TIMEOUT = timedelta(hours=2)
 COMPENSATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),

@@ -26,6 +26,7 @@ from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.apply import ApplyActivities
+    from activities.cleanup import CleanupActivities
     from activities.compensate import CompensateActivities
     from activities.preflight import PreflightActivities
     from activities.resolve import ResolveActivities
@@ -67,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import messages
     from workflows import search_attributes as sa
     from workflows.activity_options import (
+        CLEANUP_TIMEOUT,
         COMPENSATE_RETRY,
         COMPENSATE_TIMEOUT,
         DEPLOY_RETRY,
@@ -317,10 +319,16 @@ class DeployWorkflow:
             VerifyInput(
                 environment=plan.environment,
                 plan=slim_plan(plan, *VERIFIED),
-                # verify compares checksums and runs verify.sql: the migration bodies stay out (all of
-                # it stays out for a bundle in parts: the activity reads it back from history)
-                migrations=[m.model_copy(update={"sql": "", "down_sql": None}) for m in self._req.bundle.migrations],
+                # verify compares checksums, runs verify.sql and, when preflight could replay the
+                # folder, replays it again (from its cache on the same worker) to compare schemas;
+                # a bundle in parts stays out: the activity reads it back from history
+                migrations=[m.model_copy(update={"sql": m.sql if plan.verify_schema else "", "down_sql": None})
+                            for m in self._req.bundle.migrations],
                 bundle_parts=self._req.bundle.parts,
+                compare_schema=plan.verify_schema,
+                expected_sequence=plan.expected_sequence,
+                accepted_drift=list(plan.drift.accepted) if plan.drift else [],
+                schema_skipped=plan.verify_schema_skipped,
             ),
             start_to_close_timeout=VERIFY_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
@@ -506,8 +514,26 @@ class DeployWorkflow:
         self._status.compensation = result.steps
         return result.complete, result.human_action
 
+    async def _drop_shadow(self) -> None:
+        """The run's shadow database is dropped by each replay; this catches one a killed worker
+        left behind when no later attempt came to drop it."""
+        try:
+            left = await workflow.execute_activity_method(
+                CleanupActivities.drop_shadow,
+                self._req.environment,
+                start_to_close_timeout=CLEANUP_TIMEOUT,
+                retry_policy=QUICK_RETRY,
+                summary=f"drop this run's shadow database on {self._req.environment}, if one is left",
+            )
+        except ActivityError as err:
+            left = f"the run's shadow database could not be dropped: {_activity_error_text(err)}"
+        if left:
+            self._status.notes.append(left)
+
     async def _finish(self, cancelled: bool) -> RunStatus:
         self._accepting = False
+        if workflow.patched(messages.PATCH_DROP_SHADOW):
+            await self._drop_shadow()
         st = self._status
         st.stage = Stage.done
         st.awaiting = None

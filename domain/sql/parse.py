@@ -95,6 +95,16 @@ def statements_with_nodes(sql: str, name: str | None = None) -> list[tuple[State
     return out
 
 
+def has_statements(sql: str) -> bool:
+    """False for an empty or comment-only script, which PostgreSQL answers with an empty-query
+    response (asyncpg's execute() fails on it, and Prisma records such a migration as applied).
+    SQL that does not parse counts as statements, so that the server reports its own error."""
+    try:
+        return bool(pg_parser.split(sql))
+    except pg_parser.ParseError:
+        return True
+
+
 def split_statements(sql: str) -> list[StatementInfo]:
     """The statements of a script with their starting lines; raises SqlParseError."""
     return [info for info, _ in statements_with_nodes(sql)]

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from domain.models import Finding
 from domain.risk import RISK_OF_SEVERITY, Risk, Severity, max_risk
+from domain.schema.refs import ObjectKind, ObjectRef
 from domain.sql.parse import (
     DEFAULT_SCHEMA,
     SqlParseError,
@@ -42,7 +43,7 @@ class MigrationAnalysis(BaseModel):
     # Safe to run twice, as the parser proves it (domain/sql/repeatable.py); why not, per statement.
     idempotent: bool = True
     repeat_blockers: list[str] = Field(default_factory=list)
-    creates: list[str] = Field(default_factory=list)
+    creates: list[ObjectRef] = Field(default_factory=list)  # what it creates (columns, indexes... of their table)
     derived_rollback: str | None = None
     rollback_blockers: list[str] = Field(default_factory=list)
 
@@ -124,7 +125,8 @@ class _Analyzer:
         # Columns this migration added to existing tables that are still NULL in every row
         # (table -> column names). Any statement that may write rows forgets them.
         self.null_columns: dict[str, set[str]] = {}
-        self.creates: list[str] = []
+        self.creates: list[ObjectRef] = []
+        self.created_kinds: list[str] = []  # for the creates-only summary (an unnamed index, an enum value...)
         self.creating_only = True
 
     # Each handler returns findings as (code, severity, message) and may update the state.
@@ -134,10 +136,11 @@ class _Analyzer:
         handler = getattr(self, f"_on_{kind}", None)
         result = handler(node) if handler else self._other(kind, node)
         findings, creates = result
+        self.created_kinds += [c if isinstance(c, str) else c.kind.value for c in creates]
         seeds_new_table = kind == "InsertStmt" and self._table(node.get("relation")) in self.new_tables
         if not creates and not seeds_new_table and kind not in ("VariableSetStmt", "CommentStmt"):
             self.creating_only = False
-        self.creates.extend(creates)
+        self.creates.extend(c for c in creates if isinstance(c, ObjectRef))
         snippet = info.text if len(info.text) <= 200 else info.text[:197] + "..."
         for code, severity, message in findings:
             info.findings.append(
@@ -146,6 +149,15 @@ class _Analyzer:
 
     def _table(self, rangevar: dict[str, Any] | None) -> str:
         return qualified(rangevar, self.schema)
+
+    def _ref(self, kind: ObjectKind, rangevar: dict[str, Any] | None) -> ObjectRef:
+        rangevar = rangevar or {}
+        return ObjectRef.of(kind, rangevar.get("schemaname") or self.schema, rangevar.get("relname", "?"))
+
+    def _named(self, kind: ObjectKind, items: list[dict[str, Any]] | None, args: str | None = None) -> ObjectRef:
+        parts = names(items)
+        schema, name = (parts[-2], parts[-1]) if len(parts) > 1 else (self.schema, parts[-1] if parts else "?")
+        return ObjectRef.of(kind, schema, name, args=args)
 
     def _non_transactional(self, why: str) -> tuple[str, Severity, str]:
         return ("non-transactional", Severity.warning, f"{why} cannot run inside a transaction block; "
@@ -174,18 +186,17 @@ class _Analyzer:
     def _on_CreateStmt(self, node):
         table = self._table(node.get("relation"))
         self.new_tables.add(table)
-        return [], [f"table:{table}"]
+        return [], [self._ref(ObjectKind.table, node.get("relation"))]
 
     def _on_CreateTableAsStmt(self, node):
         into = node.get("into", {})
         table = self._table(into.get("rel"))
         self.new_tables.add(table)
-        prefix = "materialized_view" if node.get("objtype") == "OBJECT_MATVIEW" else "table"
-        return [], [f"{prefix}:{table}"]
+        kind = ObjectKind.materialized_view if node.get("objtype") == "OBJECT_MATVIEW" else ObjectKind.table
+        return [], [self._ref(kind, into.get("rel"))]
 
     def _on_IndexStmt(self, node):
         table = self._table(node.get("relation"))
-        schema = table.split(".", 1)[0]
         findings = []
         if node.get("concurrent"):
             findings.append(self._non_transactional("CREATE INDEX CONCURRENTLY"))
@@ -193,37 +204,43 @@ class _Analyzer:
             findings.append(("index-not-concurrent", Severity.warning,
                              f"CREATE INDEX on existing table {table} without CONCURRENTLY blocks writes "
                              "to it while the index builds"))
-        creates = [f"index:{schema}.{node['idxname']}"] if node.get("idxname") else []
-        return findings, creates or [f"index:{table}.<unnamed>"]
+        parent = self._ref(ObjectKind.table, node.get("relation"))
+        return findings, [parent.child(ObjectKind.index, node["idxname"]) if node.get("idxname") else "index"]
 
     def _on_CreateEnumStmt(self, node):
-        return [], [f"type:{qualified_names(node.get('typeName'), self.schema)}"]
+        return [], [self._named(ObjectKind.enum, node.get("typeName"))]
 
     def _on_CompositeTypeStmt(self, node):
-        return [], [f"type:{self._table(node.get('typevar'))}"]
+        return [], [self._ref(ObjectKind.composite_type, node.get("typevar"))]
 
     def _on_CreateDomainStmt(self, node):
-        return [], [f"type:{qualified_names(node.get('domainname'), self.schema)}"]
+        return [], [self._named(ObjectKind.domain, node.get("domainname"))]
 
     def _on_CreateSeqStmt(self, node):
-        return [], [f"sequence:{self._table(node.get('sequence'))}"]
+        return [], [self._ref(ObjectKind.sequence, node.get("sequence"))]
 
     def _on_ViewStmt(self, node):
-        return [], [f"view:{self._table(node.get('view'))}"]
+        return [], [self._ref(ObjectKind.view, node.get("view"))]
 
     def _on_CreateSchemaStmt(self, node):
-        return [], [f"schema:{node.get('schemaname')}"]
+        return [], [ObjectRef.for_schema(node.get("schemaname") or "?")]
 
     def _on_CreateExtensionStmt(self, node):
-        return [], [f"extension:{node.get('extname')}"]
+        return [], [ObjectRef.for_extension(node.get("extname") or "?")]
 
     def _on_CreateFunctionStmt(self, node):
-        kind = "procedure" if node.get("is_procedure") else "function"
-        return [], [f"{kind}:{qualified_names(node.get('funcname'), self.schema)}"]
+        kind = ObjectKind.procedure if node.get("is_procedure") else ObjectKind.function
+        args = ", ".join(
+            ".".join(names(p["FunctionParameter"].get("argType", {}).get("names"))[-1:])
+            + ("[]" if p["FunctionParameter"].get("argType", {}).get("arrayBounds") else "")
+            for p in node.get("parameters", [])
+            if "FunctionParameter" in p and p["FunctionParameter"].get("mode") != "FUNC_PARAM_OUT"
+        )
+        return [], [self._named(kind, node.get("funcname"), args=args)]
 
     def _on_CreateTrigStmt(self, node):
-        table = self._table(node.get("relation"))
-        return [], [f"trigger:{table}.{node.get('trigname')}"]
+        parent = self._ref(ObjectKind.table, node.get("relation"))
+        return [], [parent.child(ObjectKind.trigger, node.get("trigname") or "?")]
 
     # alter table -----------------------------------------------------------------------------
 
@@ -239,7 +256,7 @@ class _Analyzer:
             if sub == "AT_AddColumn":
                 coldef = cmd.get("def", {}).get("ColumnDef", {})
                 col = coldef.get("colname")
-                creates.append(f"column:{table}.{col}")
+                creates.append(self._ref(ObjectKind.table, node.get("relation")).child(ObjectKind.column, col))
                 if new:
                     continue
                 if _starts_all_null(coldef):
@@ -275,7 +292,7 @@ class _Analyzer:
                 f, name = self._constraint(table, new, con)
                 findings.extend(f)
                 if name:
-                    creates.append(f"constraint:{table}.{name}")
+                    creates.append(self._ref(ObjectKind.table, node.get("relation")).child(ObjectKind.constraint, name))
             elif sub == "AT_DropConstraint":
                 findings.append(("drop-constraint", Severity.warning,
                                  f"drops constraint {cmd.get('name')} on {table}: the data it guarded is no "
@@ -417,7 +434,7 @@ class _Analyzer:
         else:
             findings = [("enum-add-value", Severity.info,
                          f"adds value {label!r} to {typ}; it cannot be used before this transaction commits")]
-        return findings, [f"enum_value:{typ}.{label}"]
+        return findings, ["enum value"]
 
     def _on_VacuumStmt(self, node):
         if node.get("is_vacuumcmd"):
@@ -468,7 +485,7 @@ def analyze_migration(
     statements = [info for info, _ in pairs]
     findings = [f for info in statements for f in info.findings]
     if statements and analyzer.creating_only and not any(f.severity != Severity.info for f in findings):
-        counts = Counter(c.split(":", 1)[0] for c in analyzer.creates)
+        counts = Counter(analyzer.created_kinds)
         summary = ", ".join(f"{n} {kind}" if n == 1 else f"{n} {kind}{'es' if kind.endswith('x') else 's'}"
                             for kind, n in counts.items())
         creates_only = Finding(code="creates-only", severity=Severity.info,

@@ -1,0 +1,124 @@
+"""The schema facts of a run, from its shadow replay: compared inside the activity, so what crosses
+into workflow history is differences and verdicts, never whole models (documenso's is ~266 KB).
+
+- `preflight_schema_facts`: one replay of the run's sequence (domain.schema.replay), read at every
+  prefix the plan needs; the live model compared with the applied prefix (drift) and, around each
+  failed migration, with the models before and after it (its effects).
+- `schema_checks`: after deploy, the live model against the replay of the whole folder in the order
+  the plan expected (history's drops and renames included), with the drift the approved plan
+  showed accepted by digest.
+
+The shadow database is named from the run (`run_key`: workflow id and run id), so every attempt
+of every activity of one run uses the same name, and a killed attempt's shadow is dropped by the
+next; the workflow also drops it when the run ends (activities/cleanup.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import asyncpg
+from temporalio import activity
+
+from activities.catalog import read_schema_model
+from activities.shadow import ShadowError, expected_schemas
+from domain.drift import difference_digest
+from domain.facts import SchemaFacts, SchemaState
+from domain.models import BundledMigration, VerifyCheck
+from domain.prisma.diagnosis import HistoryDiagnosis
+from domain.schema import compare, migration_effects
+from domain.schema.replay import replay_sequence
+
+SCHEMA_CHECK = "schema equals the migrations folder"
+ACCEPTED_CHECK = "drift accepted with the plan"
+_SHOWN = 20  # differences a failed check names in its detail
+
+
+def run_key() -> str:
+    """The same for every attempt of every activity of one workflow run, different for any other."""
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}"
+
+
+async def preflight_schema_facts(
+    dsn: str,
+    conn: asyncpg.Connection,
+    bundle: Sequence[BundledMigration],
+    diagnosis: HistoryDiagnosis,
+    *,
+    key: str,
+    statement_timeout: float | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> SchemaFacts:
+    """Replay the run's sequence once and compare the live schema with it (read-only on `conn`)."""
+    by_name = {m.name: m for m in bundle}
+    sequence = replay_sequence(diagnosis, by_name)
+    try:
+        replay = await expected_schemas(dsn, [by_name[n] for n in sequence.names], sequence.prefixes(), run_key=key,
+                                        statement_timeout=statement_timeout, on_progress=on_progress)
+    except ShadowError as exc:
+        return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence)
+    live = await read_schema_model(conn)
+    models = replay.models
+    effects = {
+        name: migration_effects(models[at - 1], models[at], live)
+        for name, at in sequence.failed.items()
+        if at - 1 in models and at in models
+    }
+    return SchemaFacts(
+        state=SchemaState.compared,
+        shadow_database=replay.shadow_database,
+        sequence=sequence,
+        failure=replay.failure,
+        drift=compare(models[sequence.applied], live) if sequence.applied in models else None,
+        effects=effects,
+        replayed=replay.replayed,
+        seconds=replay.seconds,
+    )
+
+
+async def schema_checks(
+    dsn: str,
+    conn: asyncpg.Connection,
+    migrations: Sequence[BundledMigration],
+    sequence: Sequence[str],
+    *,
+    key: str,
+    accepted: Sequence[str],
+    statement_timeout: float | None = None,
+) -> list[VerifyCheck]:
+    """The live schema against the replay of `sequence` (the plan's expected order of the whole
+    folder: the applied history, then what the run brought in). Differences whose digest the
+    approved plan showed are accepted; any other fails the check."""
+    by_name = {m.name: m for m in migrations}
+    n = len(sequence)
+    replay = await expected_schemas(dsn, [by_name[name] for name in sequence], [n], run_key=key,
+                                    statement_timeout=statement_timeout)
+    if replay.failure is not None:
+        return [VerifyCheck(check=SCHEMA_CHECK, passed=False, migration=replay.failure.migration,
+                            detail=f"the expected schema could not be built: {replay.failure.sentence}")]
+    live = await read_schema_model(conn)
+    differences = compare(replay.after(n), live)
+    allowed = set(accepted)
+    seen = [d for d in differences if difference_digest(d) in allowed]
+    new = [d for d in differences if difference_digest(d) not in allowed]
+    checks = []
+    if seen:
+        checks.append(VerifyCheck(
+            check=ACCEPTED_CHECK, passed=True,
+            detail=f"{len(seen)} difference(s) the approved plan showed, still as shown: "
+            + "; ".join(d.sentence for d in seen[:_SHOWN]) + (" ..." if len(seen) > _SHOWN else ""),
+        ))
+    if new:
+        checks.append(VerifyCheck(
+            check=SCHEMA_CHECK, passed=False,
+            detail=f"{len(new)} object(s) differ from the replay of the {n} migration(s) of the folder: "
+            + "; ".join(d.sentence for d in new[:_SHOWN]) + (f"; and {len(new) - _SHOWN} more" if len(new) > _SHOWN else ""),
+        ))
+    else:
+        checks.append(VerifyCheck(
+            check=SCHEMA_CHECK, passed=True,
+            detail=f"the live schema equals the replay of the {n} migration(s) of the folder"
+            + (" apart from the accepted drift" if seen else ""),
+        ))
+    return checks

@@ -1,0 +1,157 @@
+"""The drift proof's verdict, from the schema model: does the live schema equal what the applied
+local migrations build? Pure; domain.plan calls `judge_drift` with what preflight found.
+
+- no_drift: the live schema equals the replay of the applied local migrations.
+- explained_by_phantom: equal, and the ledger holds phantoms: they changed nothing the local
+  history does not create itself.
+- explained_by_resolve: every difference is the effect of a failed migration this plan records as
+  applied (or re-runs) because all of its effects are in the database already (the hotfix case):
+  once it is resolved, the schema equals the history.
+- unexplained_drift: some object differs and nothing in the plan accounts for it; each is named.
+- replay_failed / unavailable: no proof either way (the local history does not replay on its own;
+  no shadow database could be used).
+
+Approvers see every difference; verification then accepts exactly those (by digest) and reports
+any other difference as a failure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from domain.schema.compare import Difference
+from domain.schema.refs import ObjectRef
+
+# Differences a plan shows in full; all of them are accepted by digest.
+SHOWN_DIFFERENCES = 100
+
+
+class DriftVerdict(StrEnum):
+    no_drift = "no_drift"
+    explained_by_phantom = "explained_by_phantom"
+    explained_by_resolve = "explained_by_resolve"
+    unexplained_drift = "unexplained_drift"
+    replay_failed = "replay_failed"
+    unavailable = "unavailable"
+
+
+class DriftReport(BaseModel):
+    verdict: DriftVerdict
+    summary: str
+    # Unexplained differences (the first SHOWN_DIFFERENCES), then those a resolve accounts for.
+    differences: list[Difference] = Field(default_factory=list)
+    explained: list[Difference] = Field(default_factory=list)
+    resolved_by: list[str] = Field(default_factory=list)  # failed migrations whose resolve explains them
+    count: int = 0  # unexplained differences in all (differences may show fewer)
+    # Digest of every difference the plan showed (unexplained and explained): what verify accepts.
+    accepted: list[str] = Field(default_factory=list)
+    phantoms: list[str] = Field(default_factory=list)
+    replayed: int = 0  # applied local migrations replayed
+    shadow_database: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict in (DriftVerdict.no_drift, DriftVerdict.explained_by_phantom, DriftVerdict.explained_by_resolve)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_versions(cls, value: Any) -> Any:
+        # Histories recorded before the schema model hold name-based differences ({kind, name,
+        # change, ...}) and the replayed names as a list: kept readable, never accepted.
+        if isinstance(value, dict) and isinstance(value.get("replayed"), list):
+            value = dict(value)
+            value["replayed"] = len(value["replayed"])
+            value["differences"] = []
+        return value
+
+
+def difference_digest(d: Difference) -> str:
+    """Identifies one difference by everything but its sentence: the object, how it differs and
+    both definitions. The same difference seen again after the deploy has the same digest."""
+    canonical = d.model_dump_json(include={"ref", "change", "attributes", "expected", "live"})
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def accounted_for(drift: Sequence[Difference], touched: Sequence[ObjectRef]) -> list[Difference]:
+    """The drift differences that lie within what a migration touches (or contain it)."""
+    scope = frozenset(touched)
+    return [d for d in drift if d.ref.within(scope) or any(t.within({d.ref}) for t in scope)]
+
+
+def judge_drift(
+    drift: Sequence[Difference],
+    *,
+    phantoms: Sequence[str],
+    replayed: int,
+    resolved: Mapping[str, Sequence[ObjectRef]] = {},
+    shadow_database: str | None = None,
+) -> DriftReport:
+    """The verdict on `drift` (live vs expected after the `replayed` applied local migrations).
+    `resolved`: failed migrations this plan resolves with all their effects present, and the
+    objects each touches; differences within those are explained by the resolve."""
+    explained: list[Difference] = []
+    by: list[str] = []
+    for name, touched in resolved.items():
+        found = [d for d in accounted_for(drift, touched) if d not in explained]
+        if found:
+            explained += found
+            by.append(name)
+    unexplained = [d for d in drift if d not in explained]
+    common = dict(
+        phantoms=list(phantoms),
+        replayed=replayed,
+        shadow_database=shadow_database,
+        differences=unexplained[:SHOWN_DIFFERENCES],
+        explained=explained,
+        resolved_by=by,
+        count=len(unexplained),
+        accepted=sorted({difference_digest(d) for d in drift}),
+    )
+    applied = f"the {replayed} applied local migration(s)"
+    if unexplained:
+        names = "; ".join(d.sentence for d in unexplained[:10])
+        more = f"; and {len(unexplained) - 10} more" if len(unexplained) > 10 else ""
+        hint = (
+            f" The phantom migration(s) {', '.join(phantoms)} may be the cause, but their SQL is not in the "
+            "repository, so nothing proves it."
+            if phantoms
+            else ""
+        )
+        return DriftReport(
+            verdict=DriftVerdict.unexplained_drift,
+            summary=f"unexplained drift: {len(unexplained)} object(s) differ between the live database and the "
+            f"replay of {applied}: {names}{more}.{hint}",
+            **common,
+        )
+    if explained:
+        return DriftReport(
+            verdict=DriftVerdict.explained_by_resolve,
+            summary=f"explained by the resolve of {', '.join(by)}: the live schema differs from the replay of "
+            f"{applied} only by the effects of {'that migration' if len(by) == 1 else 'those migrations'} "
+            f"({len(explained)} object(s)), which the plan records as applied.",
+            **common,
+        )
+    if phantoms:
+        return DriftReport(
+            verdict=DriftVerdict.explained_by_phantom,
+            summary=f"explained by phantom: no unexplained drift. The live schema equals the replay of {applied}, "
+            f"so the phantom migration(s) {', '.join(phantoms)} changed nothing the local history does not "
+            "already create.",
+            **common,
+        )
+    return DriftReport(verdict=DriftVerdict.no_drift, summary=f"no drift: the live schema equals the replay of {applied}.",
+                       **common)
+
+
+def no_proof(verdict: DriftVerdict, reason: str, *, phantoms: Sequence[str], replayed: int = 0,
+             shadow_database: str | None = None) -> DriftReport:
+    """replay_failed / unavailable: the schema could not be compared."""
+    what = "drift not proven" if verdict == DriftVerdict.replay_failed else "drift not checked"
+    return DriftReport(verdict=verdict, summary=f"{what}: {reason}", phantoms=list(phantoms), replayed=replayed,
+                       shadow_database=shadow_database, error=reason)

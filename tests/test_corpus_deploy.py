@@ -1,0 +1,94 @@
+"""Every real history of ../shared/corpus deploys through the workflow exactly as Prisma deploys it:
+on a fresh database, and incrementally (the real Prisma CLI applied all but the last 3 first, the
+product deploys the rest). What a user checks afterwards: the run succeeded, `prisma migrate
+status` says up to date, `prisma migrate deploy` applies nothing, and `pg_dump --schema-only` is
+the same as after Prisma's own deploy of the folder.
+
+formbricks cannot be deployed here, by Prisma either: its `CREATE EXTENSION "vector"` (pgvector,
+not installed on this machine) fails. The product stops at the same migration for the same
+reason, before changing anything, so the database is as it was before the run.
+
+The Prisma-prepared databases are shared with the rest of the session (tests/corpus.py): fresh and
+incremental databases are copies of PostgreSQL templates, and each Prisma CLI call is made once.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.bundle import build_bundle
+from domain.models import BlockerCode, DeployRequest, Operation, Outcome, RunStatus
+from tests.corpus import CORPUS, INCREMENT, VECTOR_MIGRATION, folder_migrations, pg_dump_schema
+from tests.helpers import final_status, ledger_rows, make_settings, new_worker, start
+from tests.oracle import prisma
+
+pytestmark = pytest.mark.oracle
+
+
+@pytest.fixture
+def client(time_skipping_env):
+    return time_skipping_env.client
+
+
+async def product_deploy(client, url: str, history: str) -> tuple[RunStatus, bool]:
+    """A full run without gates of the history's folder, as `starter.py deploy` bundles it."""
+    migrations, whole = folder_migrations(history)
+    bundle = build_bundle(migrations, revision="corpus", source=f"corpus/{history}")
+    req = DeployRequest(environment="corpus", operation=Operation.full, requested_by="ci", bundle=bundle)
+    async with new_worker(client, make_settings("corpus", url)) as worker:
+        return await final_status(await start(client, worker, req)), whole
+
+
+async def ledger(url: str) -> list[tuple]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT to_regclass('_prisma_migrations') IS NOT NULL"):
+            return []
+        return [(r["migration_name"], r["checksum"], r["finished_at"] is not None, r["rolled_back_at"] is not None)
+                for r in await ledger_rows(conn)]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("history", ["documenso", "rallly", "hoppscotch"])
+@pytest.mark.parametrize("begin", ["fresh", "incremental"])
+async def test_the_history_deploys_as_prisma_deploys_it(corpus, client, history: str, begin: str) -> None:
+    prepared = await corpus.prepared(history)
+    url = await corpus.copy_of("template0" if begin == "fresh" else prepared.base, f"{begin}_{history}")
+    final, _ = await product_deploy(client, url, history)
+
+    assert final.outcome == Outcome.succeeded, final.error
+    n = len(prepared.migrations)
+    assert len(final.applied) == (n if begin == "fresh" else INCREMENT)
+    schema = next(c for c in final.verification if c.check == "schema equals the migrations folder")
+    assert schema.passed and not schema.skipped, schema.detail
+    assert final.plan.drift.verdict == "no_drift"
+
+    folder = CORPUS / history / "migrations"
+    status = prisma(url, folder, "status")
+    assert status.returncode == 0 and "Database schema is up to date!" in status.stdout, status.stdout + status.stderr
+    again = prisma(url, folder, "deploy")
+    assert again.returncode == 0 and "No pending migrations to apply." in again.stdout, again.stdout + again.stderr
+    assert pg_dump_schema(url) == prepared.reference_dump
+
+
+@pytest.mark.parametrize("begin", ["fresh", "incremental"])
+async def test_formbricks_stops_where_prisma_stops_leaving_the_database_as_it_was(corpus, client, begin: str) -> None:
+    prepared = await corpus.prepared("formbricks")
+    # Prisma's own deploy of the folder stops at the vector migration, with this error.
+    assert prepared.reference_result.returncode != 0
+    assert VECTOR_MIGRATION in prepared.reference_result.stderr
+    assert 'extension "vector" is not available' in prepared.reference_result.stderr
+
+    url = await corpus.copy_of("template0" if begin == "fresh" else prepared.base, f"{begin}_formbricks")
+    dump, rows = pg_dump_schema(url), await ledger(url)
+    final, _ = await product_deploy(client, url, "formbricks")
+
+    assert final.outcome == Outcome.failed_needs_attention and final.applied == []
+    [blocker] = final.plan.blockers
+    assert blocker.code == BlockerCode.fails_in_shadow and blocker.migration == VECTOR_MIGRATION
+    assert 'extension "vector" is not available' in blocker.message and "P3018" in blocker.message
+    assert final.stage_times.keys() == {"preflight"}  # no stage after the plan ran
+    assert pg_dump_schema(url) == dump and await ledger(url) == rows  # as before the run

@@ -26,7 +26,7 @@ class CleanupActivities:
         if env.drift_proof == "never":
             return None
         try:
-            await drop_shadow(env.database_url.get_secret_value(), run_key())
+            await drop_shadow(env.database_url.get_secret_value(), run_key(environment))
         except ShadowError as exc:
             return self.targets.scrub(str(exc))
         return None

@@ -89,7 +89,8 @@ class PreflightActivities:
         facts.backups = await self._backups(conn, request, facts.analyses, runnable, snapshot.schema_name)
         facts.unsafe_derived_rollbacks = await self._unsafe_derived_rollbacks(conn, request, facts.analyses, states,
                                                                               snapshot.schema_name)
-        facts.schema_facts = await self._schema(env, request, diagnosis, conn, progress)
+        split = {name for name, a in facts.analyses.items() if not a.in_transaction}
+        facts.schema_facts = await self._schema(env, request, diagnosis, conn, progress, split)
         return facts
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],
@@ -123,7 +124,7 @@ class PreflightActivities:
         return unsafe
 
     async def _schema(self, env: EnvironmentSettings, request: DeployRequest, diagnosis: HistoryDiagnosis,
-                      conn: asyncpg.Connection, progress: dict) -> SchemaFacts:
+                      conn: asyncpg.Connection, progress: dict, split: set[str]) -> SchemaFacts:
         """The run's shadow replay (unless the environment turned it off): drift, the effects of
         failed migrations, and whether every migration to run replays."""
         if env.drift_proof == "never":
@@ -134,8 +135,9 @@ class PreflightActivities:
 
         try:
             return await preflight_schema_facts(
-                env.database_url.get_secret_value(), conn, request.bundle.migrations, diagnosis, key=run_key(),
-                statement_timeout=self.targets.statement_timeout(request.environment), on_progress=replayed,
+                env.database_url.get_secret_value(), conn, request.bundle.migrations, diagnosis,
+                key=run_key(request.environment), split=split, on_progress=replayed,
+                statement_timeout=self.targets.statement_timeout(request.environment),
             )
         finally:
             progress.clear()

@@ -8,21 +8,21 @@ into workflow history is differences and verdicts, never whole models (documenso
   the plan expected (history's drops and renames included), with the drift the approved plan
   showed accepted by digest.
 
-The shadow database is named from the run (`run_key`: workflow id and run id), so every attempt
+The shadow database is named from the run (`run_key`: workflow id, run id, environment), so every attempt
 of every activity of one run uses the same name, and a killed attempt's shadow is dropped by the
 next; the workflow also drops it when the run ends (activities/cleanup.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import asyncpg
 from temporalio import activity
 
 from activities.catalog import read_schema_model
 from activities.shadow import ShadowError, expected_schemas
-from domain.drift import difference_digest
+from domain.drift import split_after_deploy
 from domain.facts import SchemaFacts, SchemaState
 from domain.models import BundledMigration, VerifyCheck
 from domain.prisma.diagnosis import HistoryDiagnosis
@@ -34,10 +34,11 @@ ACCEPTED_CHECK = "drift accepted with the plan"
 _SHOWN = 20  # differences a failed check names in its detail
 
 
-def run_key() -> str:
-    """The same for every attempt of every activity of one workflow run, different for any other."""
+def run_key(environment: str) -> str:
+    """The same for every attempt of every activity of one workflow run on one database, different
+    for any other (a rollout plans many databases in one activity: each gets its own shadow)."""
     info = activity.info()
-    return f"{info.workflow_id}/{info.workflow_run_id}"
+    return f"{info.workflow_id}/{info.workflow_run_id}/{environment}"
 
 
 async def preflight_schema_facts(
@@ -47,15 +48,18 @@ async def preflight_schema_facts(
     diagnosis: HistoryDiagnosis,
     *,
     key: str,
+    split: Collection[str] = (),
     statement_timeout: float | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> SchemaFacts:
-    """Replay the run's sequence once and compare the live schema with it (read-only on `conn`)."""
+    """Replay the run's sequence once and compare the live schema with it (read-only on `conn`).
+    `split`: the migrations the deploy runs statement by statement (outside a transaction); the
+    replay runs them the same way, so it builds and fails exactly as the deploy will."""
     by_name = {m.name: m for m in bundle}
     sequence = replay_sequence(diagnosis, by_name)
     try:
         replay = await expected_schemas(dsn, [by_name[n] for n in sequence.names], sequence.prefixes(), run_key=key,
-                                        statement_timeout=statement_timeout, on_progress=on_progress)
+                                        statement_timeout=statement_timeout, on_progress=on_progress, split=split)
     except ShadowError as exc:
         return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence)
     live = await read_schema_model(conn)
@@ -85,6 +89,8 @@ async def schema_checks(
     *,
     key: str,
     accepted: Sequence[str],
+    accepted_moved: Sequence[str] = (),
+    split: Collection[str] = (),
     statement_timeout: float | None = None,
 ) -> list[VerifyCheck]:
     """The live schema against the replay of `sequence` (the plan's expected order of the whole
@@ -93,20 +99,19 @@ async def schema_checks(
     by_name = {m.name: m for m in migrations}
     n = len(sequence)
     replay = await expected_schemas(dsn, [by_name[name] for name in sequence], [n], run_key=key,
-                                    statement_timeout=statement_timeout)
+                                    statement_timeout=statement_timeout, split=split)
     if replay.failure is not None:
         return [VerifyCheck(check=SCHEMA_CHECK, passed=False, migration=replay.failure.migration,
                             detail=f"the expected schema could not be built: {replay.failure.sentence}")]
     live = await read_schema_model(conn)
-    differences = compare(replay.after(n), live)
-    allowed = set(accepted)
-    seen = [d for d in differences if difference_digest(d) in allowed]
-    new = [d for d in differences if difference_digest(d) not in allowed]
+    after = split_after_deploy(compare(replay.after(n), live), accepted, accepted_moved)
+    seen, new = after.as_shown + after.moved, after.new
     checks = []
     if seen:
+        moved = f" ({len(after.moved)} under a relation renamed since)" if after.moved else ""
         checks.append(VerifyCheck(
             check=ACCEPTED_CHECK, passed=True,
-            detail=f"{len(seen)} difference(s) the approved plan showed, still as shown: "
+            detail=f"{len(seen)} difference(s) the approved plan showed, still as shown{moved}: "
             + "; ".join(d.sentence for d in seen[:_SHOWN]) + (" ..." if len(seen) > _SHOWN else ""),
         ))
     if new:

@@ -61,8 +61,10 @@ class VerifyActivities:
             return [VerifyCheck(check=SCHEMA_CHECK, passed=True, skipped=True, detail=f"not compared: {why}")]
         try:
             return await schema_checks(
-                self.targets.dsn(inp.environment), conn, migrations, inp.expected_sequence, key=run_key(),
-                accepted=inp.accepted_drift, statement_timeout=self.targets.statement_timeout(inp.environment),
+                self.targets.dsn(inp.environment), conn, migrations, inp.expected_sequence,
+                key=run_key(inp.environment), accepted=inp.accepted_drift, accepted_moved=inp.accepted_drift_moved,
+                split={m.name for m in inp.plan.migrations if not m.in_transaction},
+                statement_timeout=self.targets.statement_timeout(inp.environment),
             )
         except ShadowError as exc:
             # Preflight could use a shadow database: try again (Temporal retries this type).

@@ -48,8 +48,11 @@ class DriftReport(BaseModel):
     explained: list[Difference] = Field(default_factory=list)
     resolved_by: list[str] = Field(default_factory=list)  # failed migrations whose resolve explains them
     count: int = 0  # unexplained differences in all (differences may show fewer)
-    # Digest of every difference the plan showed (unexplained and explained): what verify accepts.
+    # Digest of every difference the plan showed (unexplained and explained): what verify accepts;
+    # and, paired by position, the same without the object's schema and relation (a later
+    # migration may rename those).
     accepted: list[str] = Field(default_factory=list)
+    accepted_moved: list[str] = Field(default_factory=list)
     phantoms: list[str] = Field(default_factory=list)
     replayed: int = 0  # applied local migrations replayed
     shadow_database: str | None = None
@@ -76,6 +79,46 @@ def difference_digest(d: Difference) -> str:
     both definitions. The same difference seen again after the deploy has the same digest."""
     canonical = d.model_dump_json(include={"ref", "change", "attributes", "expected", "live"})
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def moved_digest(d: Difference) -> str:
+    """difference_digest without where the object lives: a hand-made column of a table that a
+    later migration renames is the same difference after the rename."""
+    canonical = d.model_dump_json(include={"change", "attributes", "expected", "live"}) + "|" + "|".join(
+        (d.ref.kind.value, d.ref.name, d.ref.args or ""))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+class DriftAfterDeploy(BaseModel):
+    """Verification's split of the differences left after the deploy."""
+
+    as_shown: list[Difference] = Field(default_factory=list)  # the plan showed them, unchanged
+    moved: list[Difference] = Field(default_factory=list)  # shown, under a relation renamed since
+    new: list[Difference] = Field(default_factory=list)  # not shown: a failure
+
+
+def split_after_deploy(differences: Sequence[Difference], accepted: Sequence[str],
+                       accepted_moved: Sequence[str] = ()) -> DriftAfterDeploy:
+    """Each accepted difference excuses at most one difference after the deploy: the same one,
+    else one that moved (`accepted` and `accepted_moved` are paired by position)."""
+    pairs = list(zip(accepted, accepted_moved or [None] * len(accepted), strict=True))
+    out = DriftAfterDeploy()
+    rest = []
+    for d in differences:
+        exact = next((p for p in pairs if p[0] == difference_digest(d)), None)
+        if exact is not None:
+            pairs.remove(exact)
+            out.as_shown.append(d)
+        else:
+            rest.append(d)
+    for d in rest:  # exact matches first, so a moved match never takes a pair an exact one needs
+        moved = next((p for p in pairs if p[1] == moved_digest(d)), None)
+        if moved is not None:
+            pairs.remove(moved)
+            out.moved.append(d)
+        else:
+            out.new.append(d)
+    return out
 
 
 def accounted_for(drift: Sequence[Difference], touched: Sequence[ObjectRef]) -> list[Difference]:
@@ -111,7 +154,8 @@ def judge_drift(
         explained=explained,
         resolved_by=by,
         count=len(unexplained),
-        accepted=sorted({difference_digest(d) for d in drift}),
+        accepted=[difference_digest(d) for d in drift],  # in the drift's (sorted) order, paired
+        accepted_moved=[moved_digest(d) for d in drift],
     )
     applied = f"the {replayed} applied local migration(s)"
     if unexplained:

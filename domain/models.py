@@ -3,6 +3,9 @@
 Everything here is a pydantic model serialised by Temporal's pydantic data converter, so it is
 recorded verbatim in workflow history: that is what the audit reads. Nothing here may hold a
 database URL or a password.
+
+Long module: the payload shapes of one workflow's boundary, read together by the audit and by
+replay (a field added to one stage's input is seen beside the others it travels with).
 """
 
 from __future__ import annotations
@@ -328,6 +331,7 @@ class VerifyInput(BaseModel):
     compare_schema: bool = False
     expected_sequence: list[str] = Field(default_factory=list)
     accepted_drift: list[str] = Field(default_factory=list)
+    accepted_drift_moved: list[str] = Field(default_factory=list)
     schema_skipped: str | None = None  # why the schema is not compared, when it is not
 
 

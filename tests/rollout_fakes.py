@@ -154,7 +154,11 @@ class FakeFleet:
                 planned.append((target, self.preflight_result(req, own_run=False)))
             return PlanTargetsResult(groups=group_plans(planned))
 
-        return [preflight, resolve, deploy, verify, compensate, discover_targets, plan_targets]
+        @activity.defn(name="drop_shadow")
+        async def drop_shadow(environment: str) -> str | None:
+            return None
+
+        return [preflight, resolve, deploy, verify, compensate, discover_targets, plan_targets, drop_shadow]
 
     def deploys(self, target: str) -> int:
         return self.calls[("deploy", target)]

@@ -157,3 +157,28 @@ async def test_without_createdb_the_plan_says_what_it_could_not_check(pg_server,
         assert [b.code for b in plan.blockers] == [BlockerCode.schema_unavailable]
     finally:
         await db.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+async def test_a_shadow_a_killed_worker_left_is_dropped_when_the_run_ends(pg_server, database_url: str,
+                                                                        db: asyncpg.Connection) -> None:
+    """The shadow is named from the run and environment; the end-of-run activity drops exactly it."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.schema_facts import run_key
+    from activities.shadow import shadow_database_name
+    from tests.helpers import StageActivities
+
+    env = ActivityEnvironment()
+    name = env.run(lambda: shadow_database_name(run_key("dev")))
+    assert name == env.run(lambda: shadow_database_name(run_key("dev")))  # every attempt: the same
+    assert name != env.run(lambda: shadow_database_name(run_key("staging")))  # another database: another
+    other = shadow_database_name("someone-else's-run")
+    admin = await asyncpg.connect(pg_server.admin_url)
+    try:
+        for leftover in (name, other):
+            await admin.execute(f'CREATE DATABASE "{leftover}"')
+        assert await env.run(StageActivities(make_settings("dev", database_url)).drop_shadow, "dev") is None
+        assert set(await _shadows(db)) == {other}
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{other}"')
+        await admin.close()

@@ -441,3 +441,23 @@ def test_the_replay_sequence_is_the_applied_history_then_what_the_run_brings() -
     assert sequence.names == (ADD.name, INIT.name, FILL.name, UPD.name)
     assert sequence.applied == 2 and sequence.failed == {UPD.name: 4}
     assert sequence.prefixes() == [2, 3, 4]
+
+
+def test_verification_accepts_each_difference_shown_once_and_follows_renames() -> None:
+    from domain.drift import split_after_deploy
+    from domain.schema.compare import Change, Difference
+
+    def extra(table: str, column: str) -> Difference:
+        ref = ObjectRef.of(ObjectKind.table, "public", table).child(ObjectKind.column, column)
+        return Difference(ref=ref, change=Change.extra, live="text", sentence=f"{ref} extra")
+
+    s = snap(row(INIT.name, INIT.checksum), row(HOTFIX, "h" * 64, minutes=1))
+    plan, _ = decide_for([INIT], s, SchemaFacts(state=SchemaState.compared, drift=[extra("t", "nick")],
+                                                sequence=replay_sequence(diagnose([INIT], s), [INIT.name])))
+    after = split_after_deploy([extra("t", "nick"), extra("t2", "nick"), extra("t", "other")],
+                               plan.drift.accepted, plan.drift.accepted_moved)
+    assert [d.ref.parent.name for d in after.as_shown] == ["t"]
+    assert [d.ref.parent.name for d in after.moved] == []  # the one shown is used up by the exact match
+    assert [str(d.ref) for d in after.new] == ["column public.t2.nick", "column public.t.other"]
+    renamed = split_after_deploy([extra("purchases", "nick")], plan.drift.accepted, plan.drift.accepted_moved)
+    assert [str(d.ref) for d in renamed.moved] == ["column public.purchases.nick"] and renamed.new == []

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.drift import DriftReport, DriftVerdict
 from domain.models import (
     Action,
     ApprovalPolicy,
@@ -67,8 +68,12 @@ class FakeActivities:
 
     def __init__(self, *, gates: list[str] | None = None, blockers: list[Blocker] | None = None,
                  preflight_error: ApplicationError | None = None, deploy_blocks: bool = False,
-                 verify_fails: bool = False, compensate_error: ApplicationError | None = None) -> None:
+                 verify_fails: bool = False, compensate_error: ApplicationError | None = None,
+                 plan_update: dict | None = None, shadow_left: str | None = None) -> None:
         self.gates = gates or []
+        self.plan_update = plan_update or {}
+        self.shadow_left = shadow_left
+        self.verify_inputs: list[VerifyInput] = []
         self.blockers = blockers
         self.preflight_error = preflight_error
         self.deploy_blocks = deploy_blocks
@@ -87,8 +92,8 @@ class FakeActivities:
                 raise self.preflight_error
             policy = ApprovalPolicy(gates=self.gates, approval_timeout=timedelta(hours=2))
             # A short heartbeat timeout: cancellation reaches an activity with its next (throttled) heartbeat.
-            return PreflightResult(plan=plan_for(req, blockers=self.blockers), policy=policy,
-                                   heartbeat_timeout=timedelta(seconds=1))
+            plan = plan_for(req, blockers=self.blockers).model_copy(update=self.plan_update)
+            return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=timedelta(seconds=1))
 
         @activity.defn(name="resolve")
         async def resolve(inp: ResolveInput) -> ResolveResult:
@@ -113,6 +118,7 @@ class FakeActivities:
         @activity.defn(name="verify")
         async def verify(inp: VerifyInput) -> VerifyResult:
             self.calls.append("verify")
+            self.verify_inputs.append(inp)
             if self.verify_fails:
                 return VerifyResult(checks=[VerifyCheck(check="verify.sql line 1", migration=A.name, passed=False,
                                                         detail="returned no rows")])
@@ -130,7 +136,7 @@ class FakeActivities:
         @activity.defn(name="drop_shadow")
         async def drop_shadow(environment: str) -> str | None:
             self.calls.append("drop_shadow")
-            return None
+            return self.shadow_left
 
         return [preflight, resolve, deploy, verify, compensate, drop_shadow]
 
@@ -231,3 +237,23 @@ async def test_a_bundle_whose_parts_never_all_arrive_ends_without_changes(env) -
     assert status.outcome == Outcome.failed_no_changes
     assert status.error == (f"the migrations bundle did not arrive in full (1 of {len(parts)} part(s) within 0:10:00); "
                             "nothing was changed: start the run again")
+
+
+async def test_verify_gets_what_the_plan_expected_and_a_leftover_shadow_is_reported(env) -> None:
+    """The SQL to replay, the plan's expected order and the digests of the drift approvers saw reach
+    verify; a shadow the run could not drop is a note, not a failure."""
+    drift = DriftReport(verdict=DriftVerdict.unexplained_drift, summary="unexplained drift: ...",
+                        accepted=["a" * 32], accepted_moved=["b" * 32])
+    fakes = FakeActivities(plan_update={"drift": drift, "verify_schema": True, "expected_sequence": [A.name]},
+                           shadow_left="cannot drop the shadow database migrator_shadow_x; drop it by hand")
+    status, _, _ = await run_to_end(env, fakes)
+    assert status.outcome == Outcome.succeeded
+    [inp] = fakes.verify_inputs
+    assert inp.compare_schema and inp.expected_sequence == [A.name] and inp.migrations[0].sql == A.sql
+    assert inp.accepted_drift == ["a" * 32] and inp.accepted_drift_moved == ["b" * 32]
+    assert fakes.calls[-1] == "drop_shadow" and "drop it by hand" in status.notes[-1]
+    # Without a replay of the folder, verify gets no migration bodies and says why it skips.
+    fakes = FakeActivities(plan_update={"verify_schema_skipped": "schema checks are off"})
+    await run_to_end(env, fakes)
+    [inp] = fakes.verify_inputs
+    assert not inp.compare_schema and inp.migrations[0].sql == "" and inp.schema_skipped == "schema checks are off"

@@ -133,6 +133,7 @@ class DeployWorkflow:
         self._accepting = True
         self._resolve_started = False
         self._deploy_started = False
+        self._preflight_started = False  # a shadow database may exist from here on
         self._failed: FailedMigration | None = None
         self._heartbeat = HEARTBEAT_TIMEOUT
         # Approval proofs (issue 15) apply to runs that reached preflight's end with this code;
@@ -195,6 +196,7 @@ class DeployWorkflow:
 
     async def _preflight(self) -> None:
         self._enter(Stage.preflight)
+        self._preflight_started = True
         self._details(details.preflight(self._req.environment, self._req.bundle.count))
         result: PreflightResult = await workflow.execute_activity_method(
             PreflightActivities.preflight,
@@ -328,6 +330,7 @@ class DeployWorkflow:
                 compare_schema=plan.verify_schema,
                 expected_sequence=plan.expected_sequence,
                 accepted_drift=list(plan.drift.accepted) if plan.drift else [],
+                accepted_drift_moved=list(plan.drift.accepted_moved) if plan.drift else [],
                 schema_skipped=plan.verify_schema_skipped,
             ),
             start_to_close_timeout=VERIFY_TIMEOUT,
@@ -532,7 +535,7 @@ class DeployWorkflow:
 
     async def _finish(self, cancelled: bool) -> RunStatus:
         self._accepting = False
-        if workflow.patched(messages.PATCH_DROP_SHADOW):
+        if self._preflight_started and workflow.patched(messages.PATCH_DROP_SHADOW):
             await self._drop_shadow()
         st = self._status
         st.stage = Stage.done

@@ -37,7 +37,9 @@ from tests.torture.harness import (
 pytestmark = pytest.mark.torture
 
 # m0 creates a knob the test turns: how long m1 sleeps. The ledger exists after m0, so no P3005.
-M0 = migration("20240301000000_knob", "CREATE TABLE knob (s float NOT NULL);\nINSERT INTO knob VALUES (60);\n")
+# The knob's value is data the test writes into the live database (as an application would), so
+# m1 is long on the live database only, like a backfill: the shadow replay has no rows to wait on.
+M0 = migration("20240301000000_knob", "CREATE TABLE knob (s float NOT NULL);\n")
 M1 = migration("20240302000000_slow",
                "CREATE TABLE slow_done (id int);\nSELECT pg_sleep((SELECT s FROM knob));\n",
                down="DROP TABLE slow_done;\n")
@@ -51,9 +53,10 @@ async def knob_db(pg_server, tclient, workers):
     await pg_server.drop_database(name)
 
 
-async def _apply_m0(tclient, worker, env: str) -> None:
+async def _apply_m0(tclient, worker, env: str, url: str) -> None:
     handle = await start_run(tclient, make_request(env, [M0]), worker.env["MIGRATOR_TASK_QUEUE"])
     assert (await run_result(handle)).outcome == Outcome.succeeded
+    await execute(url, "INSERT INTO knob VALUES (60)")
 
 
 async def _slow_pids(admin: str, db: str) -> set[int]:
@@ -65,7 +68,7 @@ async def test_statement_timeout_cancels_and_fails_as_policy_says(tclient, worke
     env = new_env_name("stmt")
     worker = workers({env: env_config(url, statement_timeout="1s")})
     with report.Trial("long SQL: statement_timeout"):
-        await _apply_m0(tclient, worker, env)
+        await _apply_m0(tclient, worker, env, url)
         started = time.monotonic()
         handle = await start_run(tclient, make_request(env, [M0, M1]), worker.env["MIGRATOR_TASK_QUEUE"])
         final = await run_result(handle)
@@ -88,7 +91,7 @@ async def test_frozen_worker_past_the_heartbeat_timeout_leaves_no_zombie(tclient
     env = new_env_name("frozen")
     worker = workers({env: env_config(url)})
     with report.Trial("long SQL: worker frozen past heartbeat timeout"):
-        await _apply_m0(tclient, worker, env)
+        await _apply_m0(tclient, worker, env, url)
         handle = await start_run(tclient, make_request(env, [M0, M1]), worker.env["MIGRATOR_TASK_QUEUE"])
         first = await wait_for(lambda: _slow_pids(admin, db), 60, "the slow migration")
         worker.pause()
@@ -115,7 +118,7 @@ async def test_killed_worker_long_query_is_cancelled_by_postgres(tclient, worker
     env = new_env_name("orphan")
     worker = workers({env: env_config(url)})
     with report.Trial("long SQL: worker killed mid-statement"):
-        await _apply_m0(tclient, worker, env)
+        await _apply_m0(tclient, worker, env, url)
         handle = await start_run(tclient, make_request(env, [M0, M1]), worker.env["MIGRATOR_TASK_QUEUE"])
         first = await wait_for(lambda: _slow_pids(admin, db), 60, "the slow migration")
         await execute(url, "UPDATE knob SET s = 0")

@@ -51,6 +51,7 @@ from domain.prisma.folder_rules import FolderEntry
 from domain.prisma.ledger import LedgerSnapshot
 from domain.risk import Risk, max_risk
 from domain.schema.evidence import EffectsVerdict, MigrationEffects
+from domain.schema.refs import ObjectKind
 from domain.sql.rules import MigrationAnalysis
 from domain.sql.script import FAILS_IN_PRISMA
 from domain.stages import RUNS_IN_DEPLOY, RUNS_IN_RESOLVE
@@ -409,8 +410,8 @@ def _deploy_stops(diagnosis: HistoryDiagnosis, planned: Sequence[PlannedMigratio
             continue
         analysis = analyses.get(pm.name)
         missing = [] if analysis is None or available_extensions is None else [
-            c.split(":", 1)[1] for c in analysis.creates
-            if c.startswith("extension:") and c.split(":", 1)[1] not in available_extensions]
+            ref.name for ref in analysis.creates
+            if ref.kind == ObjectKind.extension and ref.name not in available_extensions]
         for ext in missing:
             stops.append(Blocker(code=BlockerCode.extension_unavailable, migration=pm.name, message=(
                 f"migration {pm.name} creates extension {ext}, which this PostgreSQL server does not have "

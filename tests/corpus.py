@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from domain.prisma.folder import LocalMigration, MigrationFolderError, read_migrations_dir
+from domain.prisma.folder import LocalMigration
 from domain.prisma.order import prisma_sort_key
 from tests.oracle import PrismaResult, prisma
 
@@ -41,17 +41,6 @@ def corpus_migrations(history: str) -> list[LocalMigration]:
             break
         found.append(LocalMigration(name=d.name, sql=(d / "migration.sql").read_bytes().decode("utf-8")))
     return found
-
-
-def folder_migrations(history: str) -> tuple[list[LocalMigration], bool]:
-    """What the product reads from the history's folder, as a user's `deploy` would, and whether it
-    read the whole folder. A folder our reader still refuses (formbricks' directories without
-    migration.sql, until folder reading follows Prisma there) gives the migrations up to the first
-    such directory instead."""
-    try:
-        return read_migrations_dir(CORPUS / history / "migrations"), True
-    except MigrationFolderError:
-        return corpus_migrations(history), False
 
 
 def deployable(history: str) -> int:

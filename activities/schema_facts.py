@@ -61,7 +61,7 @@ async def preflight_schema_facts(
         replay = await expected_schemas(dsn, [by_name[n] for n in sequence.names], sequence.prefixes(), run_key=key,
                                         statement_timeout=statement_timeout, on_progress=on_progress, split=split)
     except ShadowError as exc:
-        return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence)
+        return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence, split=sorted(split))
     live = await read_schema_model(conn)
     models = replay.models
     effects = {
@@ -78,6 +78,7 @@ async def preflight_schema_facts(
         effects=effects,
         replayed=replay.replayed,
         seconds=replay.seconds,
+        split=sorted(split),
     )
 
 

@@ -87,6 +87,7 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
     plan.blockers += _shadow_blockers(plan, schema, policy)
     plan.verify_schema = schema.reaches_end
     plan.expected_sequence = list(schema.sequence.names) if schema.reaches_end else []
+    plan.expected_split = list(schema.split) if schema.reaches_end else []
     if not schema.reaches_end:
         plan.verify_schema_skipped = _why_effects_unknown(schema)
         if request.operation != Operation.resolve:

@@ -32,7 +32,8 @@ def client(time_skipping_env):
 
 async def product_deploy(client, url: str, history: str) -> RunStatus:
     """A full run without gates of the history's folder, bundled as `starter.py deploy` bundles it."""
-    bundle = bundle_folder(CORPUS / history / "migrations")
+    bundle, parts = bundle_folder(CORPUS / history / "migrations")
+    assert parts == []  # every corpus history travels inline
     req = DeployRequest(environment="corpus", operation=Operation.full, requested_by="ci", bundle=bundle)
     async with new_worker(client, make_settings("corpus", url)) as worker:
         return await final_status(await start(client, worker, req))

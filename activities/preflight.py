@@ -10,8 +10,6 @@ to the end (a migration to run that fails there would fail on deploy). It decide
 
 from __future__ import annotations
 
-import re
-
 import asyncpg
 from temporalio import activity
 
@@ -25,7 +23,7 @@ from domain.backup import cascade_targets, plan_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups
 from domain.bundle import bundle_problems
 from domain.facts import PreflightFacts, SchemaFacts, SchemaState
-from domain.models import Blocker, BlockerCode, BundledMigration, DeployRequest, PreflightResult
+from domain.models import Blocker, BlockerCode, DeployRequest, PreflightResult
 from domain.plan import decide
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState, diagnose
 from domain.schema.refs import ObjectKind
@@ -91,8 +89,8 @@ class PreflightActivities:
         facts.backups = await self._backups(conn, request, facts.analyses, runnable, snapshot.schema_name)
         facts.unsafe_derived_rollbacks = await self._unsafe_derived_rollbacks(conn, request, facts.analyses, states,
                                                                               snapshot.schema_name)
-        split = _statement_by_statement(request.bundle.migrations, facts.analyses, snapshot.schema_name, major)
-        facts.schema_facts = await self._schema(env, request, diagnosis, conn, progress, split)
+        single = {name for name, a in facts.analyses.items() if len(a.statements) == 1 and a.creates}
+        facts.schema_facts = await self._schema(env, request, diagnosis, conn, progress, single)
         return facts
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],
@@ -126,7 +124,7 @@ class PreflightActivities:
         return unsafe
 
     async def _schema(self, env: EnvironmentSettings, request: DeployRequest, diagnosis: HistoryDiagnosis,
-                      conn: asyncpg.Connection, progress: dict, split: set[str]) -> SchemaFacts:
+                      conn: asyncpg.Connection, progress: dict, single_creators: set[str]) -> SchemaFacts:
         """The run's shadow replay (unless the environment turned it off): drift, the effects of
         failed migrations, and whether every migration to run replays."""
         if env.drift_proof == "never":
@@ -138,32 +136,9 @@ class PreflightActivities:
         try:
             return await preflight_schema_facts(
                 env.database_url.get_secret_value(), conn, request.bundle.migrations, diagnosis,
-                key=run_key(request.environment), split=split, on_progress=replayed,
+                key=run_key(request.environment), single_creators=single_creators, on_progress=replayed,
                 statement_timeout=self.targets.statement_timeout(request.environment),
             )
         finally:
             progress.clear()
             progress["stage"] = "preflight"
-
-
-# Statements that make the deploy run a file outside a transaction, statement by statement
-# (domain.sql.rules `non-transactional`, `transaction-control`); only files that mention one are parsed.
-_MAY_RUN_OUTSIDE = re.compile(r"concurrently|\b(begin|commit|rollback|start\s+transaction|vacuum|alter\s+system|"
-                              r"create\s+database|add\s+value)\b", re.IGNORECASE)
-
-
-def _statement_by_statement(migrations: list[BundledMigration], analyses: dict[str, MigrationAnalysis], schema: str,
-                            major: int) -> set[str]:
-    """The migrations the deploy runs (or ran) statement by statement: the shadow replays them the
-    same way. Applied ones are not analysed for the plan, so a quick look picks those to parse."""
-    split = set()
-    for m in migrations:
-        analysis = analyses.get(m.name)
-        if analysis is None and _MAY_RUN_OUTSIDE.search(m.sql):
-            try:
-                analysis = analyze_migration(m.name, m.sql, default_schema=schema, server_version=major)
-            except SqlParseError:
-                continue
-        if analysis is not None and not analysis.in_transaction:
-            split.add(m.name)
-    return split

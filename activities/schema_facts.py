@@ -27,6 +27,7 @@ from domain.facts import SchemaFacts, SchemaState
 from domain.models import BundledMigration, VerifyCheck
 from domain.prisma.diagnosis import HistoryDiagnosis
 from domain.schema import compare, migration_effects
+from domain.schema.evidence import effects_of_unreplayable
 from domain.schema.replay import replay_sequence
 
 SCHEMA_CHECK = "schema equals the migrations folder"
@@ -48,27 +49,31 @@ async def preflight_schema_facts(
     diagnosis: HistoryDiagnosis,
     *,
     key: str,
-    split: Collection[str] = (),
+    single_creators: Collection[str] = (),
     statement_timeout: float | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> SchemaFacts:
     """Replay the run's sequence once and compare the live schema with it (read-only on `conn`).
-    `split`: the migrations the deploy runs statement by statement (outside a transaction); the
-    replay runs them the same way, so it builds and fails exactly as the deploy will."""
+    `single_creators`: migrations whose only statement creates an object (a failed one that fails
+    in the shadow too is judged from the whole schema, effects_of_unreplayable)."""
     by_name = {m.name: m for m in bundle}
     sequence = replay_sequence(diagnosis, by_name)
     try:
         replay = await expected_schemas(dsn, [by_name[n] for n in sequence.names], sequence.prefixes(), run_key=key,
-                                        statement_timeout=statement_timeout, on_progress=on_progress, split=split)
+                                        statement_timeout=statement_timeout, on_progress=on_progress)
     except ShadowError as exc:
-        return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence, split=sorted(split))
+        return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence)
     live = await read_schema_model(conn)
     models = replay.models
-    effects = {
-        name: migration_effects(models[at - 1], models[at], live)
-        for name, at in sequence.failed.items()
-        if at - 1 in models and at in models
-    }
+    effects = {}
+    for name, at in sequence.failed.items():
+        if at - 1 in models and at in models:
+            effects[name] = migration_effects(models[at - 1], models[at], live)
+        elif (at - 1 in models and replay.failure is not None and replay.failure.migration == name
+              and name in single_creators):
+            found = effects_of_unreplayable(models[at - 1], live)  # it fails in the shadow too
+            if found is not None:
+                effects[name] = found
     return SchemaFacts(
         state=SchemaState.compared,
         shadow_database=replay.shadow_database,
@@ -78,7 +83,6 @@ async def preflight_schema_facts(
         effects=effects,
         replayed=replay.replayed,
         seconds=replay.seconds,
-        split=sorted(split),
     )
 
 
@@ -91,7 +95,6 @@ async def schema_checks(
     key: str,
     accepted: Sequence[str],
     accepted_moved: Sequence[str] = (),
-    split: Collection[str] = (),
     statement_timeout: float | None = None,
 ) -> list[VerifyCheck]:
     """The live schema against the replay of `sequence` (the plan's expected order of the whole
@@ -100,7 +103,7 @@ async def schema_checks(
     by_name = {m.name: m for m in migrations}
     n = len(sequence)
     replay = await expected_schemas(dsn, [by_name[name] for name in sequence], [n], run_key=key,
-                                    statement_timeout=statement_timeout, split=split)
+                                    statement_timeout=statement_timeout)
     if replay.failure is not None:
         return [VerifyCheck(check=SCHEMA_CHECK, passed=False, migration=replay.failure.migration,
                             detail=f"the expected schema could not be built: {replay.failure.sentence}")]

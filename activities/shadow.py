@@ -9,9 +9,9 @@ How a replay runs (and why):
   to the live database) keeps two attempts of one run from using, or dropping, each other's shadow.
 - Each migration.sql is sent as ONE simple-query script (`conn.execute(sql)`), on one session, as
   Prisma's engine sends it: PostgreSQL's implicit transaction applies, `BEGIN; ... COMMIT;` inside
-  the script works, and `CREATE INDEX CONCURRENTLY` fails exactly where Prisma's would. A caller
-  may name migrations to run statement by statement instead (`split`): the product's deploy runs a
-  migration that cannot run in a transaction that way today.
+  the script works, and `CREATE INDEX CONCURRENTLY` fails exactly where Prisma's would. The
+  deploy runs each file the same way (domain/sql/script.py), so the replay builds, and fails,
+  as the deploy will.
 - One call can ask for several prefixes k1 < k2 < ...: migrations are replayed once, in order, and
   the model is read at each requested k.
 - Models are cached in process, keyed by the server identity and the chain of checksums of
@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -43,7 +43,7 @@ from domain.prisma.checksum import sha256_hex
 from domain.dsn import scrub
 from domain.schema import SchemaModel
 from domain.schema.replay import ReplayFailure
-from domain.sql.parse import has_statements, split_statements
+from domain.sql.parse import has_statements
 
 log = structlog.get_logger(__name__)
 
@@ -91,14 +91,12 @@ class ReplayCache:
         self._items: OrderedDict[tuple[str, str], SchemaModel] = OrderedDict()
 
     @staticmethod
-    def chain(migrations: Sequence[MigrationScript], split: Collection[str] = ()) -> list[str]:
+    def chain(migrations: Sequence[MigrationScript]) -> list[str]:
         """chain[k] identifies migrations 1..k: sha256 over the previous link and the k-th
-        migration's checksum (of the SQL we execute, not of a checksum someone handed us), and
-        how it is executed (one script, or statement by statement)."""
+        migration's checksum (of the SQL we execute, not of a checksum someone handed us)."""
         links = [hashlib.sha256(b"migrator-shadow-chain").hexdigest()]
         for m in migrations:
-            how = "|statements" if m.name in split else ""
-            links.append(hashlib.sha256((links[-1] + sha256_hex(m.sql.encode("utf-8")) + how).encode()).hexdigest())
+            links.append(hashlib.sha256((links[-1] + sha256_hex(m.sql.encode("utf-8"))).encode()).hexdigest())
         return links
 
     def get(self, server: str, link: str) -> SchemaModel | None:
@@ -139,23 +137,19 @@ async def expected_schemas(
     lock_wait: float = 30.0,
     statement_timeout: float | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
-    split: Collection[str] = (),
 ) -> ExpectedSchemas:
     """The expected schema models after migrations 1..k for every k in `prefixes` (0 <= k <= n).
 
     `dsn` is the live database's URL: the shadow is created beside it and replayed with its role
     and its `?schema=`. `template` is the CREATE DATABASE template (default: the server's,
     template1, as Prisma's own shadow database). `on_progress(done, total, migration)` is called
-    after each replayed migration (an activity heartbeats there). `split` names migrations run
-    statement by statement, each statement on its own, instead of as one script: how this
-    product's deploy runs a migration that cannot run in a transaction (activities/apply.py), so
-    that the replay builds what the deploy will build."""
+    after each replayed migration (an activity heartbeats there)."""
     wanted = sorted(set(prefixes))
     if any(k < 0 or k > len(migrations) for k in wanted):
         raise ValueError(f"prefixes must be between 0 and {len(migrations)}, got {wanted}")
     started = time.perf_counter()
     name = shadow_database_name(run_key)
-    chain = ReplayCache.chain(migrations, split)
+    chain = ReplayCache.chain(migrations)
     admin = await _connect(dsn, "the live database", lock_timeout=lock_wait)
     try:
         server = await _server_identity(admin, dsn, template)
@@ -163,8 +157,7 @@ async def expected_schemas(
         todo = [k for k in wanted if k not in models]
         result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)))
         if todo:
-            result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result,
-                                   frozenset(split))
+            result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result)
             if cache is not None:
                 for k in todo:
                     if k in result.models:
@@ -206,7 +199,6 @@ async def _replay(
     statement_timeout: float | None,
     on_progress: Callable[[int, int, str], None] | None,
     result: ExpectedSchemas,
-    split: frozenset[str],
 ) -> ExpectedSchemas:
     await _lock(admin, name, dsn)
     shadow: asyncpg.Connection | None = None
@@ -226,10 +218,7 @@ async def _replay(
             models[0] = await read_schema_model(shadow)
         for position, migration in enumerate(migrations[:target], start=1):
             try:
-                if migration.name in split:
-                    for statement in split_statements(migration.sql):
-                        await shadow.execute(statement.text)
-                elif has_statements(migration.sql):  # an empty script is applied as nothing, as in Prisma
+                if has_statements(migration.sql):  # an empty script is applied as nothing, as in Prisma
                     await shadow.execute(migration.sql)
             except asyncpg.PostgresError as exc:
                 if _is_infrastructure(exc):

@@ -63,7 +63,6 @@ class VerifyActivities:
             return await schema_checks(
                 self.targets.dsn(inp.environment), conn, migrations, inp.expected_sequence,
                 key=run_key(inp.environment), accepted=inp.accepted_drift, accepted_moved=inp.accepted_drift_moved,
-                split=inp.expected_split,
                 statement_timeout=self.targets.statement_timeout(inp.environment),
             )
         except ShadowError as exc:

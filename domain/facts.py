@@ -53,7 +53,6 @@ class SchemaFacts(BaseModel):
     reason: str | None = None  # unavailable: why, in one sentence
     shadow_database: str | None = None
     sequence: ReplaySequence = Field(default_factory=ReplaySequence)
-    split: list[str] = Field(default_factory=list)  # replayed statement by statement, as the deploy runs them
     # Where the replay stopped, if a migration failed in the shadow (as it would in Prisma).
     failure: ReplayFailure | None = None
     # Live vs expected after the applied local migrations; None when the replay did not get there.

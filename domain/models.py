@@ -193,7 +193,6 @@ class DeployPlan(BaseModel):
     verify_schema_skipped: str | None = None
     # The migrations whose replay, in this order, is the schema expected once the run is done.
     expected_sequence: list[str] = Field(default_factory=list)
-    expected_split: list[str] = Field(default_factory=list)  # of those, replayed statement by statement
     fingerprint: str = ""
     backup_bytes: int = 0  # estimated size of every backup the run takes
     # Migrations that destroy data no backup will hold: they need an explicit "no backup" approval.
@@ -331,7 +330,6 @@ class VerifyInput(BaseModel):
     # cache of preflight's replay, mostly); drift the approved plan showed is accepted by digest.
     compare_schema: bool = False
     expected_sequence: list[str] = Field(default_factory=list)
-    expected_split: list[str] = Field(default_factory=list)
     accepted_drift: list[str] = Field(default_factory=list)
     accepted_drift_moved: list[str] = Field(default_factory=list)
     schema_skipped: str | None = None  # why the schema is not compared, when it is not

@@ -31,8 +31,8 @@ from collections.abc import Collection, Mapping, Sequence
 
 from domain.backup_items import MigrationBackups
 from domain.backup_plan import attach_backups, limit_backups
-from domain.drift import DriftReport, DriftVerdict, judge_drift, no_proof
-from domain.facts import EnvironmentPolicy, PreflightFacts, SchemaFacts, SchemaState
+from domain.drift import DriftVerdict
+from domain.facts import EnvironmentPolicy, PreflightFacts
 from domain.fingerprint import ledger_digest, plan_fingerprint, state_fingerprint
 from domain.models import (
     Action,
@@ -46,11 +46,12 @@ from domain.models import (
     RollbackSource,
 )
 from domain.plan_budget import fit_to_budget, result_too_large
+from domain.plan_schema import drift_report, failed_decision, shadow_blockers, why_effects_unknown
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState
 from domain.prisma.folder_rules import FolderEntry
 from domain.prisma.ledger import LedgerSnapshot
 from domain.risk import Risk, max_risk
-from domain.schema.evidence import EffectsVerdict, MigrationEffects
+from domain.schema.evidence import MigrationEffects
 from domain.schema.refs import ObjectKind
 from domain.sql.rules import MigrationAnalysis
 from domain.sql.script import FAILS_IN_PRISMA
@@ -82,17 +83,16 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         available_extensions=facts.available_extensions,
         backups=facts.backups,
         backup_max_bytes=policy.backup_max_bytes,
-        unknown_effects=_why_effects_unknown(schema),
+        unknown_effects=why_effects_unknown(schema),
     )
-    plan.blockers += _shadow_blockers(plan, schema, policy)
+    plan.blockers += shadow_blockers(plan, schema, policy)
     plan.verify_schema = schema.reaches_end
     plan.expected_sequence = list(schema.sequence.names) if schema.reaches_end else []
-    plan.expected_split = list(schema.split) if schema.reaches_end else []
     if not schema.reaches_end:
-        plan.verify_schema_skipped = _why_effects_unknown(schema)
+        plan.verify_schema_skipped = why_effects_unknown(schema)
         if request.operation != Operation.resolve:
             plan.notes.append(f"verification will not compare the schema: {plan.verify_schema_skipped}")
-    plan.drift = _drift(plan, facts)
+    plan.drift = drift_report(plan, facts.schema_facts)
     if plan.drift is not None:
         plan.notes.append(f"drift proof: {plan.drift.summary}")
         if plan.drift.verdict == DriftVerdict.unexplained_drift:
@@ -114,99 +114,6 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         allowed_signers=policy.allowed_signers,
     )
     return plan, approval_policy
-
-
-def _why_effects_unknown(schema: SchemaFacts) -> str:
-    if schema.state == SchemaState.off:
-        return "schema checks are off for this environment (drift_proof: never)"
-    if schema.state == SchemaState.unavailable:
-        return schema.reason or "no shadow database could be used"
-    if schema.failure is not None:
-        return f"the shadow replay stopped: {schema.failure.sentence}"
-    return "the shadow replay did not reach it"
-
-
-def _shadow_blockers(plan: DeployPlan, schema: SchemaFacts, policy: EnvironmentPolicy) -> list[Blocker]:
-    """A migration this run would execute fails in the shadow database: it would fail on deploy
-    too, where Prisma stops (P3018), so the run stops now, before any change."""
-    if schema.state != SchemaState.compared:
-        if policy.require_schema and schema.state == SchemaState.unavailable:
-            return [Blocker(code=BlockerCode.schema_unavailable,
-                            message=f"the schema cannot be compared ({schema.reason}) and this environment requires "
-                            "it (drift_proof: always): nothing was changed")]
-        return []
-    failure = schema.failure
-    if failure is None or plan.operation in (Operation.verify, Operation.resolve):
-        return []
-    runs = {m.name for m in plan.by_action(*RUNS_IN_DEPLOY)}
-    if failure.migration not in runs or any(b.migration == failure.migration for b in plan.blockers):
-        return []  # not run by this plan, or already stopped for a reason said more plainly (P3015, an extension)
-    return [Blocker(
-        code=BlockerCode.fails_in_shadow, migration=failure.migration,
-        message=f"{failure.sentence}; deploying it would fail the same way (prisma migrate deploy stops there, "
-        "P3018), so the run stops before changing anything",
-    )]
-
-
-def _drift(plan: DeployPlan, facts: PreflightFacts) -> DriftReport | None:
-    schema = facts.schema_facts
-    phantoms = [m.name for m in plan.migrations if m.action == Action.leave_phantom]
-    if schema.state == SchemaState.off:
-        return None
-    if schema.state == SchemaState.unavailable:
-        return no_proof(DriftVerdict.unavailable, schema.reason or "no shadow database", phantoms=phantoms)
-    if schema.drift is None:
-        reason = (f"replaying the applied local history failed: {schema.failure.sentence}; the local migrations do "
-                  "not rebuild the schema on their own") if schema.failure else "the replay did not reach the applied history"
-        return no_proof(DriftVerdict.replay_failed, reason, phantoms=phantoms, shadow_database=schema.shadow_database,
-                        replayed=(schema.failure.position - 1) if schema.failure else 0)
-    # A failed migration whose effects are all in place, and which this plan resolves (or re-runs,
-    # being idempotent), accounts for the differences within what it touches.
-    resolved = {
-        m.name: [o.ref for o in schema.effects[m.name].objects]
-        for m in plan.migrations
-        if m.action in RUNS_IN_RESOLVE and m.name in schema.effects
-        and schema.effects[m.name].verdict == EffectsVerdict.all
-    }
-    return judge_drift(schema.drift, phantoms=phantoms, replayed=schema.sequence.applied, resolved=resolved,
-                       shadow_database=schema.shadow_database)
-
-
-def _failed_decision(analysis: MigrationAnalysis | None, effects: MigrationEffects | None,
-                     unknown: str) -> tuple[Action, str]:
-    verdict = effects.verdict if effects is not None else None
-    if verdict == EffectsVerdict.none:
-        return Action.reapply, (
-            "failed, and none of its effects are in the database (it failed inside its transaction): "
-            "mark it rolled back and run it again"
-        )
-    if analysis is not None and analysis.idempotent:
-        return Action.reapply, (
-            "failed, and every statement is proven safe to repeat: mark it rolled back and run it again"
-        )
-    if verdict == EffectsVerdict.all:
-        return Action.resolve_applied, (
-            "failed, but all of its effects are in the database with the expected definitions: record it as "
-            "applied without running it"
-        )
-    unsafe = "; ".join(analysis.repeat_blockers) if analysis is not None else ""
-    why = f" and it is not safe to run again ({unsafe})" if unsafe else ""
-    if effects is None:
-        return Action.needs_human, (
-            f"failed, its effects could not be checked ({unknown}){why}: a person must check whether it took effect, "
-            "then run prisma migrate resolve --applied for it (it did) or --rolled-back (it did not, or was undone)"
-        )
-    if verdict == EffectsVerdict.no_schema_effect:
-        return Action.needs_human, (
-            f"failed, and it changes no schema object, so the schema cannot show whether it ran{why}: a person must "
-            "check its data changes, then resolve it"
-        )
-    return Action.needs_human, (
-        f"failed with part of its effects in the database (or other definitions under its names){why}: a person "
-        "must check what took effect (each object that differs is listed), then either complete the rest by hand "
-        "and run prisma migrate resolve --applied for it, or undo what took effect and run prisma migrate resolve "
-        "--rolled-back for it"
-    )
 
 
 def build_plan(
@@ -287,7 +194,7 @@ def build_plan(
             ev = effects.get(name)
             pm.evidence = [ev.sentence] if ev is not None else []
             pm.effects = ev.verdict if ev is not None else None
-            pm.action, pm.reason = _failed_decision(analysis, ev, unknown_effects)
+            pm.action, pm.reason = failed_decision(analysis, ev, unknown_effects)
             if pm.action == Action.needs_human:
                 found = "; ".join(pm.evidence) or "no evidence"
                 blockers.append(Blocker(code=BlockerCode.failed_needs_human, migration=name,

@@ -329,7 +329,6 @@ class DeployWorkflow:
                 bundle_parts=self._req.bundle.parts,
                 compare_schema=plan.verify_schema,
                 expected_sequence=plan.expected_sequence,
-                expected_split=plan.expected_split,
                 accepted_drift=list(plan.drift.accepted) if plan.drift else [],
                 accepted_drift_moved=list(plan.drift.accepted_moved) if plan.drift else [],
                 schema_skipped=plan.verify_schema_skipped,

@@ -53,6 +53,9 @@ class MigrationEffects(BaseModel):
 
     verdict: EffectsVerdict
     objects: tuple[TouchedObject, ...] = ()
+    # Set when the migration cannot be replayed (it fails in the shadow too), so the verdict `none`
+    # comes from the whole live schema being as before it (see effects_of_unreplayable).
+    whole_schema: bool = False
 
     @property
     def differing(self) -> list[TouchedObject]:
@@ -63,6 +66,8 @@ class MigrationEffects(BaseModel):
         n = len(self.objects)
         if self.verdict == EffectsVerdict.no_schema_effect:
             return "it changes no schema object, so the schema cannot show whether it ran"
+        if self.verdict == EffectsVerdict.none and self.whole_schema:
+            return "none of its effects are in the database: the whole schema is exactly as before it"
         if self.verdict == EffectsVerdict.none:
             return f"none of its effects are in the database ({_objects(n)} as before it)"
         if self.verdict == EffectsVerdict.all:
@@ -117,6 +122,17 @@ def migration_effects(
     else:
         verdict = EffectsVerdict.partial
     return MigrationEffects(verdict=verdict, objects=tuple(objects))
+
+
+def effects_of_unreplayable(before: SchemaModel, live: SchemaModel, *,
+                            roles: Mapping[str, str] | None = None) -> MigrationEffects | None:
+    """For a migration that fails when replayed too (no expected model after it) and whose only
+    statement creates an object (e.g. a CREATE UNIQUE INDEX CONCURRENTLY meeting duplicates): its
+    only possible effect is that object, so `none` when the live schema is exactly the expected one
+    before it; None otherwise (its effects cannot be told apart). The caller checks the shape."""
+    if compare(before, live, roles=roles):
+        return None
+    return MigrationEffects(verdict=EffectsVerdict.none, whole_schema=True)
 
 
 def _by_touched(diffs: list[Difference], touched: list[ObjectRef]) -> dict[ObjectRef, list[Difference]]:

@@ -89,10 +89,7 @@ async def test_no_password_or_dsn_anywhere(tclient, workers, pg_server) -> None:
         final = await run_result(handle)
         assert final.outcome == Outcome.failed_rolled_back, final.error
         # 2. A migration failing inside PostgreSQL: error text and Prisma's logs travel in history.
-        # (It fails on the live database only, as a migration failing on live data does: the shadow
-        # replay, which would stop the run before any change, runs it to the end.)
-        failing = [migration("20240201000000_boom", "CREATE TABLE boom (id int);\n"
-                             "SELECT 1 / (current_database() LIKE 'migrator_shadow_%')::int;\n")]
+        failing = [migration("20240201000000_boom", "CREATE TABLE boom (id int);\nSELECT 1/0;\n")]
         handle2 = await start_run(tclient, make_request(env, failing), tq)
         st2 = await wait_status(handle2, lambda s: s.awaiting == "deploy", 60, "the deploy gate")
         await handle2.signal("approve", approval("deploy", "alice", st2.plan.fingerprint))

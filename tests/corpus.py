@@ -63,15 +63,16 @@ def write_folder(root: Path, migrations: list[LocalMigration]) -> Path:
 _RESTRICT = re.compile(r"^\\(un)?restrict .*$", re.M)  # pg_dump >= 15.14 writes a random key per dump
 
 
-def pg_dump_schema(url: str) -> str:
-    """`pg_dump --schema-only` of the database, as text to compare (its random \\restrict key left out)."""
+def pg_dump_schema(url: str, *, exclude: tuple[str, ...] = ()) -> str:
+    """`pg_dump --schema-only` of the database, as text to compare (its random \\restrict key left
+    out), without the schemas in `exclude`."""
     from devstack.pgcluster import find_pg_bin
 
     binary = find_pg_bin() / "pg_dump"
     if not binary.exists():
         binary = Path(shutil.which("pg_dump") or "pg_dump")
-    proc = subprocess.run([str(binary), "--schema-only", f"--dbname={url}"], capture_output=True,
-                          text=True, check=True, timeout=120)
+    args = [str(binary), "--schema-only", f"--dbname={url}", *(f"--exclude-schema={name}" for name in exclude)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=True, timeout=120)
     return _RESTRICT.sub("", proc.stdout)
 
 

@@ -461,3 +461,20 @@ def test_verification_accepts_each_difference_shown_once_and_follows_renames() -
     assert [str(d.ref) for d in after.new] == ["column public.t2.nick", "column public.t.other"]
     renamed = split_after_deploy([extra("purchases", "nick")], plan.drift.accepted, plan.drift.accepted_moved)
     assert [str(d.ref) for d in renamed.moved] == ["column public.purchases.nick"] and renamed.new == []
+
+
+def test_a_replay_failure_stops_the_run_only_where_the_shadow_is_the_live_schema() -> None:
+    """An application's own table, made outside the folder, that a pending migration updates: the
+    replay cannot run it, the live database can. That is drift, and a note, not a stop."""
+    s = snap(row(INIT.name, INIT.checksum))
+    failure = ReplayFailure(migration=ADD.name, position=2, total=2, sqlstate="42P01",
+                            error='relation "shop.items" does not exist')
+    drifted = compared([INIT, ADD], s, live=AFTER, models={INIT.name: BEFORE}, failure=failure)
+    plan, _ = decide_for([INIT, ADD], s, drifted)
+    assert plan.blockers == [] and plan.drift.verdict == "unexplained_drift"
+    assert any('relation "shop.items" does not exist' in n and "may still succeed" in n for n in plan.notes)
+    same = compared([INIT, ADD], s, live=BEFORE, models={INIT.name: BEFORE}, failure=failure)
+    assert [b.code for b in decide_for([INIT, ADD], s, same)[0].blockers] == [BlockerCode.fails_in_shadow]
+    data = failure.model_copy(update={"sqlstate": "23505", "error": "duplicate key value"})
+    plan, _ = decide_for([INIT, ADD], s, compared([INIT, ADD], s, live=BEFORE, models={INIT.name: BEFORE}, failure=data))
+    assert plan.blockers == [] and any("rows the history itself inserts" in n for n in plan.notes)

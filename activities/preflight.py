@@ -26,6 +26,7 @@ from domain.facts import PreflightFacts, SchemaFacts, SchemaState
 from domain.models import Blocker, BlockerCode, DeployRequest, PreflightResult
 from domain.plan import decide
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState, diagnose
+from domain.schema.refs import ObjectKind
 from domain.sql.parse import SqlParseError, split_statements
 from domain.sql.rules import MigrationAnalysis, analyze_migration
 from runtime.settings import EnvironmentSettings

@@ -196,4 +196,3 @@ async def test_an_added_column_the_application_filled_is_not_dropped(client, dat
         (1, "annie"), (2, "none"), (3, "none")]
     require_oracle()
     assert_status_and_deploy_agree(database_url, write_folder(tmp_path / "m", [CUSTOMERS, NICKNAME]))
-

@@ -50,7 +50,7 @@ async def preflight_schema_facts(
     *,
     key: str,
     single_creators: Collection[str] = (),
-    statement_timeout: float | None = None,
+    statement_timeout: float | str | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> SchemaFacts:
     """Replay the run's sequence once and compare the live schema with it (read-only on `conn`).
@@ -95,7 +95,7 @@ async def schema_checks(
     key: str,
     accepted: Sequence[str],
     accepted_moved: Sequence[str] = (),
-    statement_timeout: float | None = None,
+    statement_timeout: float | str | None = None,
 ) -> list[VerifyCheck]:
     """The live schema against the replay of `sequence` (the plan's expected order of the whole
     folder: the applied history, then what the run brought in). Differences whose digest the

@@ -135,7 +135,7 @@ async def expected_schemas(
     cache: ReplayCache | None = DEFAULT_CACHE,
     template: str | None = None,
     lock_wait: float = 30.0,
-    statement_timeout: float | None = None,
+    statement_timeout: float | str | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
 ) -> ExpectedSchemas:
     """The expected schema models after migrations 1..k for every k in `prefixes` (0 <= k <= n).
@@ -196,7 +196,7 @@ async def _replay(
     migrations: Sequence[MigrationScript],
     todo: list[int],
     template: str | None,
-    statement_timeout: float | None,
+    statement_timeout: float | str | None,
     on_progress: Callable[[int, int, str], None] | None,
     result: ExpectedSchemas,
 ) -> ExpectedSchemas:

@@ -154,9 +154,9 @@ class TargetDatabases:
         raise ApplicationError(f"{member[1]} is not a database of fleet {member[0]} (its discovery query does not list it)",
                                type="UnknownEnvironment", non_retryable=True)
 
-    def statement_timeout(self, environment: str) -> float | None:
-        """The environment's statement_timeout in seconds (None: none), for the shadow replay too."""
-        return self._timeouts(self.environment(environment))[1] or None
+    def statement_timeout(self, environment: str) -> str:
+        """The environment's statement_timeout (PostgreSQL's syntax), for the shadow replay too."""
+        return self.settings.env_setting(environment, "statement_timeout")
 
     @contextlib.asynccontextmanager
     async def connection(self, environment: str, application_name: str = APPLICATION_NAME

@@ -4,6 +4,7 @@ tested against PostgreSQL in tests/test_rollout_promotion.py and tests/test_roll
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -31,8 +32,30 @@ def env(time_skipping_env):
     return time_skipping_env
 
 
+_TAG = {"now": ""}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_names():
+    """Each test's databases have names (and so run ids prisma-deploy-<name>) of their own."""
+    _TAG["now"] = uuid.uuid4().hex[:6]
+
+
 def tenants(n: int) -> list[str]:
-    return [f"tenants:t{i:02d}" for i in range(1, n + 1)]
+    return [f"tenants:{_TAG['now']}t{i:02d}" for i in range(1, n + 1)]
+
+
+async def wait_closed(handle) -> None:
+    """A run this test started ends before the worker goes (or it would hold its database's id)."""
+    import asyncio
+
+    from temporalio.client import WorkflowExecutionStatus
+
+    for _ in range(200):
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} is still running")
 
 
 async def approve(handle, stage: str, by: str, fingerprint: str | None = None) -> ApprovalAnswer:
@@ -192,13 +215,14 @@ async def test_cancel_cancels_running_deploys_which_undo_their_changes(env) -> N
 
 
 async def test_a_run_whose_state_changed_since_planning_waits_for_its_own_approval(env) -> None:
-    fleet = FakeFleet({"tenants": tenants(2)}, policies={"tenants": PROD}, later_states={"tenants:t02": "drifted"})
+    t01, t02 = tenants(2)
+    fleet = FakeFleet({"tenants": [t01, t02]}, policies={"tenants": PROD}, later_states={t02: "drifted"})
     req = rollout_request(["tenants"], waves=["100%"])
     async with fake_worker(env.client, fleet) as worker:
         handle = await start_rollout(env.client, worker, req)
         status = await wait_rollout(handle, lambda s: s.awaiting is not None)
         await approve(handle, "deploy", "alice", status.groups[status.awaiting.groups[0]].state_fingerprint)
-        child = env.client.get_workflow_handle("prisma-deploy-tenants:t02")
+        child = env.client.get_workflow_handle(f"prisma-deploy-{t02}")
         from tests.helpers import wait_gate
 
         waiting = await wait_gate(child, "deploy")
@@ -208,7 +232,7 @@ async def test_a_run_whose_state_changed_since_planning_waits_for_its_own_approv
                                                                      fingerprint=waiting.plan.fingerprint))
         status = await final_rollout(handle)
     results = status.waves[0].results
-    assert results["tenants:t01"].approvals == "rollout" and results["tenants:t02"].approvals == "own"
+    assert results[t01].approvals == "rollout" and results[t02].approvals == "own"
     assert status.outcome == "succeeded"
 
 
@@ -228,4 +252,69 @@ async def test_approvals_in_a_request_not_started_by_that_rollout_are_ignored(en
         status = await wait_gate(handle, "deploy")
         assert any("was not started by it" in n for n in status.notes) and status.approvals == []
         await handle.cancel()
+        await wait_closed(handle)
     assert isinstance(status, RunStatus)
+
+
+async def test_a_rejected_plan_stops_the_rollout_before_any_database(env) -> None:
+    fleet = FakeFleet({"tenants": tenants(3)}, policies={"tenants": PROD})
+    async with fake_worker(env.client, fleet) as worker:
+        handle = await start_rollout(env.client, worker, rollout_request(["tenants"], waves=["1", "100%"]))
+        status = await wait_rollout(handle, lambda s: s.awaiting is not None)
+        fp = status.groups[status.awaiting.groups[0]].state_fingerprint
+        answer = await handle.execute_update("reject_update", ApprovalPayload(stage="deploy", approver="bob",
+                                                                              comment="not tonight", fingerprint=fp),
+                                             result_type=ApprovalAnswer)
+        assert answer.accepted and "rejected by bob" in answer.message
+        status = await final_rollout(handle)
+    assert status.outcome == "rejected" and status.error.startswith("bob rejected deploy: not tonight")
+    assert all(fleet.deploys(t) == 0 for t in tenants(3)) and status.results() == []
+
+
+async def test_a_gate_nobody_answers_expires_and_nothing_starts(env) -> None:
+    fleet = FakeFleet({"tenants": tenants(2)}, policies={"tenants": PROD})
+    async with fake_worker(env.client, fleet) as worker:
+        handle = await start_rollout(env.client, worker, rollout_request(["tenants"]))
+        status = await final_rollout(handle)  # the time-skipping server jumps the 2 hours
+    assert status.outcome == "expired" and "was not approved within 2:00:00" in status.error
+    assert all(fleet.deploys(t) == 0 for t in tenants(2))
+
+
+async def test_a_database_with_a_run_open_already_is_recorded_busy_not_deployed(env) -> None:
+    import asyncio
+
+    from workflows.start import start_options
+
+    t01, t02 = tenants(2)
+    fleet = FakeFleet({"tenants": [t01, t02]}, blocking={t02})
+    async with fake_worker(env.client, fleet) as worker:
+        req = rollout_request(["tenants"]).child_request(t02)
+        manual = await env.client.start_workflow("DeployWorkflow", req, **start_options(req, task_queue=worker.task_queue))
+        while t02 not in fleet.deploying:  # someone's own run of t02 is deploying
+            await asyncio.sleep(0.05)
+        status = await final_rollout(await start_rollout(env.client, worker, rollout_request(
+            ["tenants"], waves=["100%"], max_failures="1")))
+        await manual.cancel()
+        await wait_closed(manual)
+    busy = status.waves[0].results[t02]
+    assert busy.outcome == "busy" and f"a run is already open for {t02}" in busy.error
+    assert status.outcome == "completed_with_failures" and fleet.deploys(t01) == 1
+    assert fleet.deploys(t02) == 1  # only the manual run's
+
+
+async def test_temporal_cancellation_cancels_the_running_deploys(env) -> None:
+    from temporalio.client import WorkflowExecutionStatus
+
+    fleet = FakeFleet({"tenants": tenants(3)}, blocking=set(tenants(3)))
+    async with fake_worker(env.client, fleet) as worker:
+        handle = await start_rollout(env.client, worker, rollout_request(["tenants"], waves=["100%"], concurrency=2))
+        await wait_rollout(handle, lambda s: len(s.running) == 2)
+        while len(fleet.deploying) < 2:
+            import asyncio
+
+            await asyncio.sleep(0.05)
+        await handle.cancel()  # the Temporal UI's Cancel, or `temporal workflow cancel`
+        status = await wait_rollout(handle, lambda s: s.outcome is not None, timeout=30)
+        description = await handle.describe()
+    assert description.status == WorkflowExecutionStatus.CANCELED and status.outcome == "cancelled"
+    assert fleet.cancelled == set(tenants(2)) and fleet.deploys(tenants(3)[2]) == 0

@@ -35,6 +35,9 @@ from workflows.rollout import RolloutWorkflow
 from workflows.sandbox import workflow_runner
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+# Heartbeat details reach the server at least this often (Temporal's default: 0.8 x the heartbeat
+# timeout, 24 s), so `watch` names a session blocking a migration within a couple of seconds.
+HEARTBEAT_THROTTLE = timedelta(seconds=2)
 WORKFLOWS = [DeployWorkflow, RolloutWorkflow]
 
 
@@ -64,6 +67,7 @@ def build_worker(
 ) -> Worker:
     """The worker for `settings`; tests may pass their own `activities` (registered by name)."""
     worker_options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
+    worker_options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,

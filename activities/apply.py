@@ -17,9 +17,15 @@ migration runs the way its file dictates (domain/sql/script.py, the plan's `exec
 - `script` (the file's own COMMITs split it): sent as it is after the started row; a crash or an
   error may leave some of its transactions committed, which the run reports for a person.
 
-A migration's own SQL error is returned (never retried); connection loss, serialization failures
-and lock timeouts are raised as retryable errors. How each piece is sent is the executor's job
-(activities/execute.py), the seam where lock politeness plugs in.
+A migration's own SQL error is returned (never retried); connection loss and serialization
+failures are raised as retryable errors. Each piece is sent by the lock-polite executor
+(activities/execute.py): short lock timeouts, retried within the environment's lock budget, never
+queueing behind a long transaction. Every migration's wait is kept with it (`lock_wait`: attempts,
+seconds, the sessions that blocked it), and the live wait is in the heartbeat details. When the
+budget runs out the migration is returned as failed with the blocking sessions named: nothing of
+it was changed (no ledger row is left), except by a statement PostgreSQL runs in several
+transactions (the CONCURRENTLY family, a file with its own COMMITs), recorded as Prisma records a
+failure.
 """
 
 from __future__ import annotations
@@ -33,12 +39,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities import backup, bookkeeping
 from activities.catalog import read_schema_model
-from activities.execute import ScriptExecutor, executor_for
+from activities.execute import LockPoliteExecutor, executor_for, lock_details, lock_wait, locks_of, statements_of
 from activities.failures import is_transient, prisma_error_logs
 from activities.heartbeat import Heartbeater
 from activities.index_builds import drop_if_invalid, index_state, index_target
 from activities.ledger import MigrationLedger, utcnow
-from activities.target import TargetDatabases, ledger_changed
+from activities.target import OBSERVER_APPLICATION_NAME, TargetDatabases, ledger_changed
+from domain.lock_waits import LockBudgetExhausted
 from domain.models import (
     Action,
     AppliedMigration,
@@ -48,6 +55,7 @@ from domain.models import (
     FailedMigration,
     PlannedMigration,
 )
+from domain.prisma.errors import migration_failed_logs
 from domain.prisma.ledger import LedgerRow
 from domain.sql.parse import SqlParseError, split_statements
 from domain.sql.repeatable import not_repeatable
@@ -58,7 +66,7 @@ from domain.undo import run_key
 class _Run:
     """One migration's execution on the deploy's connection."""
 
-    def __init__(self, targets: TargetDatabases, ledger: MigrationLedger, executor: ScriptExecutor,
+    def __init__(self, targets: TargetDatabases, ledger: MigrationLedger, executor: LockPoliteExecutor,
                  mig: BundledMigration, pm: PlannedMigration, row_id: str, bookkeeping: bool) -> None:
         self.targets, self.ledger, self.executor = targets, ledger, executor
         self.mig, self.pm, self.row_id = mig, pm, row_id
@@ -74,7 +82,19 @@ class _Run:
     def _applied(self, started: datetime, finished: datetime, t0: float) -> AppliedMigration:
         return AppliedMigration(name=self.mig.name, checksum=self.mig.checksum, ledger_id=self.row_id,
                                 started_at=started, finished_at=finished,
-                                duration_ms=(time.perf_counter() - t0) * 1000)
+                                duration_ms=(time.perf_counter() - t0) * 1000,
+                                lock_wait=lock_wait(self.executor.report))
+
+    def _out_of_budget(self, exc: LockBudgetExhausted, **extra: object) -> FailedMigration:
+        """The lock budget ran out: the failure, with the blocking sessions named."""
+        activity.logger.warning("lock budget exhausted", extra={"migration": self.mig.name,
+                                                                "blockers": exc.report.seen_pids})
+        text = str(exc).removeprefix(f"{self.mig.name}: ").replace("; nothing was changed", "; nothing of it was changed")
+        return FailedMigration(name=self.mig.name, error=self.targets.scrub(text), lock_wait=lock_wait(exc.report), **extra)
+
+    def _budget_logs(self, exc: LockBudgetExhausted) -> str:
+        """Prisma's `logs` for a failure that was a lock timeout (SQLSTATE 55P03)."""
+        return self.targets.scrub(migration_failed_logs(self.mig.name, "55P03", str(exc)))
 
     async def in_transaction(self) -> AppliedMigration | FailedMigration | _BackupFailed:
         try:
@@ -89,6 +109,8 @@ class _Run:
         async def backups(conn: asyncpg.Connection) -> None:
             try:
                 await backup.take(conn, self.row_id, self.mig.name, self.pm.backups)
+            except asyncpg.LockNotAvailableError:
+                raise  # the attempt's short lock timeout: the executor tries the whole attempt again
             except asyncpg.PostgresError as exc:
                 raise _BackupFailed(self.targets.scrub(f"{exc.sqlstate}: {exc}")) from None
 
@@ -106,9 +128,11 @@ class _Run:
                 await ledger_row(self.conn)
 
         try:
-            await self.executor.run_atomic(attempt, (), what=self.mig.name)
+            await self.executor.run_atomic(attempt, locks_of(body), what=self.mig.name)
         except _BackupFailed as exc:
             return exc
+        except LockBudgetExhausted as exc:  # its transaction never committed: no trace, no ledger row
+            return self._out_of_budget(exc)
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
@@ -139,8 +163,20 @@ class _Run:
             await self.ledger.insert_started(self.mig.name, self.mig.checksum, started, self.row_id)
         before = await index_state(self.conn, target) if target else None
         t0 = time.perf_counter()
+        statements = statements_of(self.mig.sql)
+        # One statement is its own transaction, retried politely; the CONCURRENTLY family may commit
+        # part of its work before it waits, so it gets one patient attempt.
+        several = not statements or any(st.multi_transaction for st in statements)
         try:
-            await self.executor.run_statement(self.mig.sql, (), what=self.mig.name, multi_transaction=True)
+            await self.executor.run_statement(self.mig.sql, locks_of(self.mig.sql), what=self.mig.name,
+                                              multi_transaction=several)
+        except LockBudgetExhausted as exc:
+            if not exc.changed:  # the statement never ran: the database as before it, its started row removed
+                await self.ledger.delete_rows([self.row_id])
+                return self._out_of_budget(exc)
+            dropped = await drop_if_invalid(self.conn, target, before) if target else False
+            await self.ledger.record_failure(self.row_id, self._budget_logs(exc))
+            return self._out_of_budget(exc, ledger_id=self.row_id, invalid_index_dropped=dropped, partial=not target)
         except asyncpg.PostgresError as exc:
             if is_transient(exc):
                 raise
@@ -163,7 +199,11 @@ class _Run:
             await self.ledger.insert_started(self.mig.name, self.mig.checksum, started, self.row_id)
         t0 = time.perf_counter()
         try:
-            await self.executor.run_statement(self.mig.sql, (), what=self.mig.name, multi_transaction=True)
+            await self.executor.run_statement(self.mig.sql, locks_of(self.mig.sql), what=self.mig.name,
+                                              multi_transaction=True)
+        except LockBudgetExhausted as exc:  # its transactions before the one that waited may have committed
+            await self.ledger.record_failure(self.row_id, self._budget_logs(exc))
+            return self._out_of_budget(exc, ledger_id=self.row_id, partial=True)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, asyncpg.PostgresConnectionError):
                 raise
@@ -208,8 +248,17 @@ class ApplyActivities:
         total = len(inp.migrations)
         progress = {"done": 0, "total": total, "current": None}
         planned = {m.name: m for m in inp.plan.migrations}
+        running: list[LockPoliteExecutor] = []
+
+        def details() -> dict:  # progress, and the current migration's wait for its locks (watch shows it)
+            waiting = lock_details(running[0] if running else None)
+            return {**progress, "lock_wait": waiting} if waiting else dict(progress)
+
         with self.targets.errors(f"deploy on {inp.environment}"):
-            async with self.targets.connection(inp.environment) as conn, Heartbeater(lambda: dict(progress)):
+            policy = self.targets.lock_policy(inp.environment)
+            async with self.targets.connection(inp.environment) as conn, \
+                    self.targets.connection(inp.environment, OBSERVER_APPLICATION_NAME) as observer, \
+                    Heartbeater(details):
                 inp = await self._with_sql(inp)
                 async with self.targets.advisory_lock(conn, inp.environment):
                     ledger = MigrationLedger(conn)
@@ -220,7 +269,8 @@ class ApplyActivities:
                         return DeployResult(stopped=changed)
                     own = {r.id: r for r in snapshot.rows if r.id in inp.marks.deploy_ids.values()}
                     with_bookkeeping = await self._prepare(conn, inp)
-                    executor = executor_for(conn)
+                    executor = executor_for(conn, observer, policy)
+                    running.append(executor)
                     result = DeployResult()
                     for index, mig in enumerate(inp.migrations):
                         progress.update(done=index, current=mig.name)

@@ -10,6 +10,10 @@ failed row of this run whose failure changed nothing is removed; one that left e
 what a person must do. Then the resolve decisions are undone, and the schema is compared with the
 schema before the run (the deploy kept it): `complete` only when they are equal and no data the run
 destroyed is missing.
+
+Rollbacks take locks too (a DROP TABLE waits for ACCESS EXCLUSIVE like the CREATE did), so they go
+through the same lock-polite executor as the deploy (activities/execute.py): when the lock budget
+runs out, that migration's undo stops with the blocking sessions named, the migration intact.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from temporalio import activity
 
 from activities import backup, bookkeeping
 from activities.catalog import read_schema_model
+from activities.execute import LockPoliteExecutor, executor_for, lock_details, lock_wait, locks_of, statements_of
 from activities.failures import is_transient
 from activities.heartbeat import Heartbeater
 from activities.index_builds import IndexTarget, drop_if_invalid, index_state, index_target
 from activities.ledger import MigrationLedger
-from activities.target import TargetDatabases
+from activities.target import OBSERVER_APPLICATION_NAME, TargetDatabases
 from activities.undo_guard import foreign_data
 from domain.models import (
     CompensateInput,
@@ -32,6 +37,7 @@ from domain.models import (
     RollbackSource,
     UndoStep,
 )
+from domain.lock_waits import LockBudgetExhausted
 from domain.prisma.ledger import LedgerRow
 from domain.schema import SchemaModel, compare
 from domain.sql.parse import StatementInfo, split_statements
@@ -50,9 +56,15 @@ class CompensateActivities:
         """Undo this run, newest first, and return the ledger and the schema to their state before
         the run. Idempotent: finished steps are recognised from the ledger and the undo records."""
         result = CompensateResult()
+        running: list[LockPoliteExecutor] = []
         with self.targets.errors(f"compensate on {inp.environment}"):
-            async with self.targets.connection(inp.environment) as conn, Heartbeater(lambda: {"compensating": True}):
+            policy = self.targets.lock_policy(inp.environment)
+            async with self.targets.connection(inp.environment) as conn, \
+                    self.targets.connection(inp.environment, OBSERVER_APPLICATION_NAME) as observer, \
+                    Heartbeater(lambda: {"compensating": True, "lock_wait": lock_details(running[0] if running else None)}):
                 async with self.targets.advisory_lock(conn, inp.environment):
+                    executor = executor_for(conn, observer, policy)
+                    running.append(executor)
                     ledger = MigrationLedger(conn)
                     if not await ledger.table_exists():
                         return result
@@ -65,7 +77,7 @@ class CompensateActivities:
                                 result.steps.append(CompensationStep(name=step.name, action=earlier[0], ok=True,
                                                                      detail=earlier[1]))
                             continue
-                        blocked = await self._undo_one(ledger, step, row, result)
+                        blocked = await self._undo_one(ledger, executor, step, row, result)
                         if blocked:
                             remaining = [s.name for s in inp.undo[index + 1:]
                                          if s.ledger_id in rows and rows[s.ledger_id].is_applied]
@@ -81,7 +93,7 @@ class CompensateActivities:
         return result
 
     # -- one migration -------------------------------------------------------------------------
-    async def _undo_one(self, ledger: MigrationLedger, step: UndoStep, row: LedgerRow,
+    async def _undo_one(self, ledger: MigrationLedger, executor: LockPoliteExecutor, step: UndoStep, row: LedgerRow,
                         result: CompensateResult) -> str | None:
         conn = ledger.conn
         if row.is_rolled_back:
@@ -118,7 +130,16 @@ class CompensateActivities:
         what = {RollbackSource.down_sql: "ran down.sql", RollbackSource.derived: "ran derived rollback",
                 RollbackSource.backup: "restored its backups"}.get(step.rollback, "ran rollback")
         try:
-            done = await self._run_rollback(ledger, step, row, what)
+            done = await self._run_rollback(ledger, executor, step, row, what)
+        except LockBudgetExhausted as exc:
+            detail = self.targets.scrub(str(exc))
+            result.steps.append(CompensationStep(name=step.name, action=f"{what} failed", ok=False, detail=detail,
+                                                 lock_wait=lock_wait(exc.report)))
+            kept = ("a statement of it that runs outside a transaction may have left a trace; "
+                    if exc.changed else "nothing of its rollback was done: ")
+            return (f"the rollback of {step.name} could not take its locks ({detail}); {kept}{step.name} stays "
+                    f"applied (ledger row {row.id}): once that session ends, run its rollback by hand, then remove "
+                    "its ledger row")
         except backup.RestoreImpossible as exc:
             result.steps.append(CompensationStep(name=step.name, action=f"{what} failed", ok=False, detail=str(exc)))
             return f"{exc}; nothing of its rollback was kept: {step.name} stays applied (ledger row {row.id})"
@@ -134,35 +155,48 @@ class CompensateActivities:
             result.data_lost.append(f"{step.name}: {'; '.join(step.unbacked)}")
         return None
 
-    async def _run_rollback(self, ledger: MigrationLedger, step: UndoStep, row: LedgerRow, what: str) -> CompensationStep:
-        """The rollback, the backups put back and the ledger row removed (with the record of it)."""
+    async def _run_rollback(self, ledger: MigrationLedger, executor: LockPoliteExecutor, step: UndoStep,
+                            row: LedgerRow, what: str) -> CompensationStep:
+        """The rollback, the backups put back and the ledger row removed (with the record of it),
+        each transaction sent through the lock-polite executor."""
         conn = ledger.conn
         statements = split_statements(step.rollback_sql) if step.rollback_sql.strip() else []
         shape = script_plan(statements, step.rollback_sql) if statements else None
         # One transaction unless a statement refuses one (then statement by statement, as a person would).
-        if shape is None or (shape.mode == ExecutionMode.transaction
-                             and not any(refuses_transaction_block(s.kind, s.node()) for s in statements)):
+        one_transaction = shape is None or (shape.mode == ExecutionMode.transaction and not any(
+            refuses_transaction_block(s.kind, s.node()) for s in statements))
+        what_ = f"rollback of {step.name}"
+        waits = []
+        finished: list[CompensationStep] = []
+
+        async def restore_and_forget() -> None:  # one transaction: all of it, or nothing, on each attempt
             async with conn.transaction():
-                if shape is not None:
+                if one_transaction and shape is not None:
                     await conn.execute(shape.body)
-                done = _done(step, row, what, await backup.restore(conn, row.id))
-                await self._forget(ledger, row.id, done)
-            return done
-        done = await bookkeeping.undo_steps_done(conn, row.id)
-        for stmt in statements:
-            if stmt.index in done or stmt.kind == "TransactionStmt":
-                continue
-            if refuses_transaction_block(stmt.kind, stmt.node()):
-                await _run_alone(conn, stmt)
-                await bookkeeping.mark_undo_step(conn, row.id, stmt.index)
-            else:
-                async with conn.transaction():
-                    await conn.execute(stmt.text)
+                finished.append(_done(step, row, what, await backup.restore(conn, row.id)))
+                await self._forget(ledger, row.id, finished[-1])
+
+        if not one_transaction:
+            done = await bookkeeping.undo_steps_done(conn, row.id)
+            for stmt in statements:
+                if stmt.index in done or stmt.kind == "TransactionStmt":
+                    continue
+                if refuses_transaction_block(stmt.kind, stmt.node()):
+                    await _run_alone(conn, executor, stmt, what=what_)
                     await bookkeeping.mark_undo_step(conn, row.id, stmt.index)
-        async with conn.transaction():
-            done = _done(step, row, what, await backup.restore(conn, row.id))
-            await self._forget(ledger, row.id, done)
-        return done
+                else:
+                    async def one(stmt: StatementInfo = stmt) -> None:
+                        async with conn.transaction():
+                            await conn.execute(stmt.text)
+                            await bookkeeping.mark_undo_step(conn, row.id, stmt.index)
+
+                    await executor.run_atomic(one, locks_of(stmt.text), what=what_)
+                waits.append(lock_wait(executor.report))
+        body = shape.body if one_transaction and shape is not None else ""
+        await executor.run_atomic(restore_and_forget, locks_of(body), what=what_)
+        waits.append(lock_wait(executor.report))
+        longest = max((w for w in waits if w is not None and w.waited), key=lambda w: w.waited_s, default=None)
+        return finished[-1].model_copy(update={"lock_wait": longest})
 
     async def _forget(self, ledger: MigrationLedger, row_id: str, done: CompensationStep) -> None:
         """In the caller's transaction: the ledger as before the run (this run's row removed; its
@@ -223,7 +257,7 @@ def _done(step: UndoStep, row: LedgerRow, what: str, restored: list[str]) -> Com
     return CompensationStep(name=step.name, action=what, ok=True, detail=detail)
 
 
-async def _run_alone(conn: asyncpg.Connection, stmt: StatementInfo) -> None:
+async def _run_alone(conn: asyncpg.Connection, executor: LockPoliteExecutor, stmt: StatementInfo, *, what: str) -> None:
     """A rollback statement that refuses transaction blocks, run so that a retry after a crash
     finds it done: an index that is already gone is not dropped again, one already built (valid)
     is not built again, an INVALID one from an interrupted build is dropped and built again."""
@@ -239,4 +273,5 @@ async def _run_alone(conn: asyncpg.Connection, stmt: StatementInfo) -> None:
         parts = [p.get("String", {}).get("sval") for p in node["objects"][0].get("List", {}).get("items", [])]
         if await index_state(conn, IndexTarget(parts[0] if len(parts) > 1 else None, parts[-1])) is None:
             return
-    await conn.execute(stmt.text)
+    several = any(st.multi_transaction for st in statements_of(stmt.text))
+    await executor.run_statement(stmt.text, locks_of(stmt.text), what=what, multi_transaction=several)

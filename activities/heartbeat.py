@@ -9,6 +9,10 @@ from collections.abc import Callable
 from temporalio import activity
 
 
+# Details change while a migration waits for a lock (who holds it); beat at least this often.
+MAX_INTERVAL_S = 2.0
+
+
 class Heartbeater:
     """Heartbeats `details()` from a background task, so a stuck attempt (long SQL, dead worker)
     is noticed by the heartbeat timeout and its asyncio task cancelled (asyncpg then cancels the query)."""
@@ -19,7 +23,7 @@ class Heartbeater:
 
     async def __aenter__(self) -> Heartbeater:
         timeout = activity.info().heartbeat_timeout
-        interval = max(0.2, timeout.total_seconds() / 3) if timeout else 5.0
+        interval = min(MAX_INTERVAL_S, max(0.2, timeout.total_seconds() / 3)) if timeout else MAX_INTERVAL_S
         activity.heartbeat(self.details())
 
         async def beat() -> None:

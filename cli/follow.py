@@ -1,5 +1,6 @@
 """Following a run: poll its `status` query (and the deploy activity's heartbeats) until it ends
-or waits for a human. Used by `watch` and `deploy --wait`."""
+or waits for a human. Used by `watch` and `deploy --wait`. While a migration (or a rollback) waits
+for a lock, the heartbeats say who holds it: each new sentence is printed as it changes."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Snapshot:
     execution_status: WorkflowExecutionStatus | None
     status: RunStatus | None
     progress: RunProgress | None
+    lock_wait: dict | None = None  # the running activity's wait for locks (activities/execute.py lock_details)
 
 
 async def snapshot(handle: WorkflowHandle) -> Snapshot:
@@ -45,15 +47,36 @@ async def snapshot(handle: WorkflowHandle) -> Snapshot:
         status = await query_status(handle)
     except RPCError:
         status = None  # no worker polling right now
-    progress = None
+    progress, waiting = None, None
     for pending in desc.raw_description.pending_activities:
-        if pending.heartbeat_details.payloads:
+        raw = heartbeat_details(pending)
+        if raw is not None:
             try:
-                raw = json.loads(pending.heartbeat_details.payloads[0].data)
                 progress = RunProgress.model_validate(raw)
             except (ValueError, TypeError):
                 progress = None
-    return Snapshot(False, desc.status, status, progress)
+            waiting = raw.get("lock_wait") if isinstance(raw.get("lock_wait"), dict) else None
+    return Snapshot(False, desc.status, status, progress, waiting)
+
+
+def heartbeat_details(pending) -> dict | None:
+    """The first heartbeat detail of a pending activity, when it is a JSON object."""
+    if not pending.heartbeat_details.payloads:
+        return None
+    try:
+        raw = json.loads(pending.heartbeat_details.payloads[0].data)
+    except (ValueError, TypeError):
+        return None
+    return raw if isinstance(raw, dict) else None
+
+
+def lock_line(waiting: dict | None) -> str | None:
+    """What to print about a wait for locks: the executor's sentence, once it has waited at all."""
+    if not waiting or not waiting.get("message"):
+        return None
+    if not (waiting.get("waiting") or waiting.get("lock_timeouts") or waiting.get("blockers")):
+        return None
+    return f"locks: {waiting['message']}"
 
 
 def approval_hint(status: RunStatus, workflow_id: str) -> str:
@@ -86,6 +109,7 @@ async def follow(handle: WorkflowHandle, *, until_gate: bool, quiet: bool = Fals
     """Show a live view until the run closes (or, with until_gate, waits for a human)."""
     announced_gate: str | None = None
     last_stage = None
+    last_lock: str | None = None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -105,11 +129,16 @@ async def follow(handle: WorkflowHandle, *, until_gate: bool, quiet: bool = Fals
                 if status.stage != last_stage and not quiet:
                     bar.console.print(f"stage: {status.stage}")
                     last_stage = status.stage
+                said = lock_line(snap.lock_wait)
+                if said and said != last_lock and not quiet:
+                    bar.console.print(said, markup=False, highlight=False, soft_wrap=True)
+                last_lock = said
                 prog = snap.progress or status.progress
                 total = prog.total or None
                 bar.update(
                     task,
-                    description=f"{status.stage}" + (f" · {prog.current}" if prog.current else ""),
+                    description=f"{status.stage}" + (f" · {prog.current}" if prog.current else "")
+                    + (" · waiting for a lock" if said else ""),
                     total=total,
                     completed=prog.done,
                 )

@@ -24,6 +24,7 @@ from cli.common import (
     run,
     temporal,
 )
+from cli.follow import heartbeat_details
 from domain.audit import Audit, render_markdown
 from runtime.codec import PayloadKeyError
 from runtime.history import decode_history
@@ -55,6 +56,10 @@ async def load_audit(client: Client, run_ref: str) -> Audit:
             audit.status = await query_status(handle)
         except RPCError:
             pass  # no worker up: the history alone is shown
+        for pending in desc.raw_description.pending_activities:
+            raw = heartbeat_details(pending)
+            if raw is not None and isinstance(raw.get("lock_wait"), dict):
+                audit.waiting = raw["lock_wait"]
     return audit
 
 

@@ -46,6 +46,8 @@ class Audit(BaseModel):
     messages: list[SignalRecord] = Field(default_factory=list)
     failure: str | None = None
     problems: list[str] = Field(default_factory=list)  # parts of the history that could not be read
+    # A still-open run's live wait for locks (the deploy or compensate activity's heartbeat details).
+    waiting: dict | None = None
 
 
 def _t(value: datetime | None) -> str:
@@ -78,6 +80,20 @@ def _still_to_run(st: RunStatus | None, bundle: dict[str, BundledMigration]) -> 
     done = {a.name for a in st.applied}
     return [bundle[m.name] for m in st.plan.by_action(Action.apply, Action.reapply)
             if m.name not in done and m.name in bundle]
+
+
+def _lock_waits(audit: Audit) -> list[str]:
+    """Every wait for locks worth a line: now (a running run), per migration, per rollback."""
+    st = audit.status
+    lines = []
+    if audit.waiting and audit.waiting.get("message"):
+        lines.append(f"- **now:** {_cell(audit.waiting['message'])}")
+    waits = [(f"`{a.name}`", a.lock_wait) for a in (st.applied if st else [])]
+    if st and st.failed:
+        waits.append((f"`{st.failed.name}` (failed)", st.failed.lock_wait))
+    waits += [(f"rollback of `{c.name}`", c.lock_wait) for c in (st.compensation if st else [])]
+    lines += [f"- {name}: {_cell(w.sentence())}" for name, w in waits if w is not None and w.waited]
+    return ["## Lock waits", "", *lines, ""] if lines else []
 
 
 def render_markdown(audit: Audit) -> str:
@@ -154,9 +170,12 @@ def render_markdown(audit: Audit) -> str:
     out += ["## Migrations applied", ""]
     sql_by_name = {m.name: m for m in req.bundle.migrations} if req else {}
     if st and st.applied:
-        out += ["| migration | checksum | started | duration |", "|---|---|---|---|"]
+        out += ["| migration | checksum | started | duration | waiting for locks | lock attempts |",
+                "|---|---|---|---|---|---|"]
         for a in st.applied:
-            out.append(f"| `{a.name}` | `{a.checksum[:16]}…` | {_t(a.started_at)} | {a.duration_ms:.0f} ms |")
+            w = a.lock_wait
+            out.append(f"| `{a.name}` | `{a.checksum[:16]}…` | {_t(a.started_at)} | {a.duration_ms:.0f} ms | "
+                       f"{f'{w.waited_s:.2f} s' if w else '—'} | {w.attempts if w else '—'} |")
         out.append("")
         for a in st.applied:
             m = sql_by_name.get(a.name)
@@ -170,6 +189,7 @@ def render_markdown(audit: Audit) -> str:
         for m in waiting:
             out += [f"### SQL of `{m.name}`", "", "```sql", m.sql.rstrip(), "```", ""]
 
+    out += _lock_waits(audit)
     if st and st.verification:
         out += ["## Verification", ""]
         for v in st.verification:

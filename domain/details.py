@@ -308,7 +308,8 @@ def resolving(environment: str, todo: Sequence[PlannedMigration]) -> str:
 def deploying(environment: str, todo: Sequence[BundledMigration]) -> str:
     return (f"### Deploying {len(todo)} migration(s) on `{environment}`\n"
             + "\n".join(f"- `{m.name}`" for m in todo)
-            + "\n\nProgress is in the deploy activity's heartbeat details.")
+            + "\n\nProgress, and any wait for a lock with the sessions that hold it, are in the deploy activity's "
+              "heartbeat details (`python starter.py watch` shows both).")
 
 
 def verifying(environment: str) -> str:
@@ -374,8 +375,13 @@ def _what_ran(status: RunStatus) -> list[str]:
     for r in status.resolved:
         lines.append(f"- resolved {_code(r.name)} as **{r.resolution}**: {_plain(r.reason)}")
     for a in status.applied:
+        waited = f"; {_plain(a.lock_wait.sentence(), 600)}" if a.lock_wait and a.lock_wait.waited else ""
         lines.append(f"- applied {_code(a.name)} at {_when(a.started_at)} in {a.duration_ms:.0f} ms "
-                     f"(checksum {_code(a.checksum[:16] + '…')})")
+                     f"(checksum {_code(a.checksum[:16] + '…')}){waited}")
+    failed = status.failed
+    if failed is not None:
+        waited = f"; {_plain(failed.lock_wait.sentence(), 600)}" if failed.lock_wait and failed.lock_wait.waited else ""
+        lines.append(f"- **failed** {_code(failed.name)}: {_plain(failed.error.strip().splitlines()[0] if failed.error.strip() else '', 600)}{waited}")
     if not status.resolved and not status.applied:
         lines.append("- nothing was resolved or applied")
     return lines

@@ -17,11 +17,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
+from pydantic import BaseModel, Field
+
 from domain.durations import format_ms, parse_pg_duration
 
 QUERY_PREVIEW_CHARS = 60
 # Heartbeat details stay small however many sessions pile up (the oldest come first).
 DETAIL_BLOCKERS = 5
+NAMED_KEPT = 10  # sessions a report remembers by name (the first ones named)
 _STRING_LITERAL = re.compile(r"(?:[eE]|[uU]&)?'(?:[^']|'')*'?")
 _DOLLAR_QUOTED = re.compile(r"\$([A-Za-z_]\w*)?\$.*?(?:\$\1\$|$)", re.S)
 
@@ -109,12 +112,18 @@ class LockWaitReport:
     blockers: list[BlockingSession] = field(default_factory=list)  # the ones we wait for now / last
     seen_pids: list[int] = field(default_factory=list)  # every blocking pid ever named, in order
     applied: bool = False
+    # The latest description of every session named (by transaction), in the order first named:
+    # what `show` and the final message say blocked it, after `blockers` is cleared on success.
+    named: dict[str, BlockingSession] = field(default_factory=dict)
 
     def note_blockers(self, blockers: list[BlockingSession]) -> None:
         self.blockers = list(blockers)
         for b in blockers:
             if b.pid and b.pid not in self.seen_pids:
                 self.seen_pids.append(b.pid)
+            key = b.virtual_transaction or f"pid:{b.pid}"
+            if key in self.named or len(self.named) < NAMED_KEPT:
+                self.named[key] = b
 
     def message(self) -> str:
         """One sentence for heartbeats and `watch`."""
@@ -139,6 +148,40 @@ class LockWaitReport:
                 "blockers": [b.as_dict() for b in self.blockers[:DETAIL_BLOCKERS]],
                 "blocker_count": len(self.blockers), "seen_pids": self.seen_pids[-DETAIL_BLOCKERS * 4:],
                 "message": self.message()}
+
+
+class LockWait(BaseModel):
+    """What one migration (or rollback) went through for its locks, as the run's status, `show`
+    and the audit keep it: attempts, lock timeouts, seconds waited, and who blocked it."""
+
+    attempts: int = 0
+    lock_timeouts: int = 0
+    waited_s: float = 0.0
+    blockers: list[str] = Field(default_factory=list)  # BlockingSession.describe() of each session named
+    message: str = ""
+
+    @classmethod
+    def of(cls, report: LockWaitReport) -> LockWait:
+        return cls(attempts=report.attempts, lock_timeouts=report.lock_timeouts, waited_s=round(report.waited_s, 3),
+                   blockers=[b.describe() for b in report.named.values()], message=report.message())
+
+    @property
+    def waited(self) -> bool:
+        """Whether it had to wait at all (more than one attempt, or a wait before the first)."""
+        return self.attempts > 1 or self.lock_timeouts > 0 or self.waited_s >= 0.05
+
+    def sentence(self) -> str:
+        """'waited 12s for its locks (14 attempts, 13 timed out); blocked by pid 123 (...)'."""
+        if not self.waited:
+            return "took its locks at once"
+        tries = f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}"
+        if self.lock_timeouts:
+            tries += f", {self.lock_timeouts} timed out"
+        text = f"waited {format_ms(self.waited_s * 1000)} for its locks ({tries})"
+        if self.blockers:
+            more = len(self.blockers) - 3
+            text += "; blocked by " + ", ".join(self.blockers[:3]) + (f" and {more} more" if more > 0 else "")
+        return text
 
 
 class LockBudgetExhausted(Exception):

@@ -32,6 +32,7 @@ from domain.bundle_models import (  # noqa: F401 - part of this module's interfa
 )
 from domain.backup_items import BackupItem
 from domain.drift import DriftReport
+from domain.lock_waits import LockWait
 from domain.risk import Risk, Severity
 from domain.schema.evidence import EffectsVerdict
 
@@ -230,7 +231,8 @@ class AppliedMigration(BaseModel):
     ledger_id: str
     started_at: datetime
     finished_at: datetime
-    duration_ms: float
+    duration_ms: float  # from the first lock attempt to the commit (lock_wait says how much was waiting)
+    lock_wait: LockWait | None = None
 
 
 class ResolveDecision(BaseModel):
@@ -255,6 +257,7 @@ class CompensationStep(BaseModel):
     action: str  # ran down.sql | ran derived rollback | restored resolve | skipped | blocked
     ok: bool
     detail: str = ""
+    lock_wait: LockWait | None = None  # set when its rollback had to wait for locks
 
 
 class Progress(BaseModel):
@@ -310,6 +313,7 @@ class FailedMigration(BaseModel):
     partial: bool = False  # statements outside a transaction ran before the failure: effects remain
     statements_done: int = 0
     invalid_index_dropped: bool = False  # a failed CONCURRENTLY build's INVALID index (its only effect) dropped
+    lock_wait: LockWait | None = None  # how it waited for its locks (the reason, when the budget ran out)
 
 
 class DeployResult(BaseModel):
@@ -389,6 +393,7 @@ class RunStatus(BaseModel):
     refused_not_kept: int = 0  # refused attempts no longer listed in `approvals` (all are in history)
     resolved: list[ResolveDecision] = Field(default_factory=list)
     applied: list[AppliedMigration] = Field(default_factory=list)
+    failed: FailedMigration | None = None  # the migration that failed (with its lock waits), if one did
     verification: list[VerifyCheck] = Field(default_factory=list)
     compensation: list[CompensationStep] = Field(default_factory=list)
     outcome: Outcome | None = None

@@ -107,21 +107,30 @@ async def test_the_advisory_lock_excludes_a_concurrent_deploy(database_url: str,
     assert await db.fetchval("SELECT to_regclass('a')") is None
 
 
-async def test_a_lock_timeout_inside_a_migration_is_retryable_and_records_nothing(database_url: str, db: asyncpg.Connection) -> None:
+async def test_a_lock_held_past_the_budget_fails_the_migration_naming_the_holder_and_records_nothing(
+        database_url: str, db: asyncpg.Connection) -> None:
     await db.execute('CREATE TABLE "busy" ("id" INT)')
-    a = acts(database_url, lock_timeout="200ms")
+    a = acts(database_url, lock_wait_budget="2s")
     m = migration("20250101000000_touch_busy", 'ALTER TABLE "busy" ADD COLUMN "x" INT;')
     plan, marks, todo = await plan_and_marks(a, [m])
-    tx = db.transaction()
+    holder = await asyncpg.connect(database_url, server_settings={"application_name": "nightly-report"})
+    tx = holder.transaction()
     await tx.start()
-    await db.execute('LOCK TABLE "busy" IN ACCESS EXCLUSIVE MODE')
+    await holder.execute('LOCK TABLE "busy" IN ACCESS SHARE MODE')
     try:
-        with pytest.raises(ApplicationError) as err:
-            await ActivityEnvironment().run(a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
+        result = await ActivityEnvironment().run(
+            a.deploy, DeployInput(environment="t", plan=plan, migrations=todo, marks=marks))
     finally:
         await tx.rollback()
-    assert err.value.type == "TransientDatabaseError" and not err.value.non_retryable
+        await holder.close()
+    failed = result.failed
+    assert failed.name == m.name and failed.ledger_id is None and not failed.partial
+    assert failed.error.startswith("could not take the lock on public.busy within 2s: pid ")
+    assert "(application 'nightly-report', idle in transaction for " in failed.error
+    assert failed.error.endswith("holds it; nothing of it was changed")
+    assert failed.lock_wait.waited_s >= 1.9 and failed.lock_wait.blockers[0].startswith("pid ")
     assert await db.fetchval("SELECT count(*) FROM _prisma_migrations") == 0
+    assert await db.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = 'busy'") == 1
 
 
 async def test_non_transactional_migration_follows_prismas_sequence(database_url: str, db: asyncpg.Connection) -> None:

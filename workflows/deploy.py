@@ -84,6 +84,9 @@ with workflow.unsafe.imports_passed_through():
 
 # Runs started by a rollout may carry its approvals for their plan state (workflows/rollout.py).
 ROLLOUT_APPROVALS_PATCH = "rollout-approved-plan"
+# A deploy whose failed migration left no trace (the lock budget ran out before it could take its
+# locks), after nothing else of the run changed the database, ends failed_no_changes.
+NOTHING_CHANGED_PATCH = "lock-budget-no-changes"
 
 # How long a run waits for the parts of a bundle too large for one payload; the starter sends
 # them right after the start, so this only runs out when it was stopped midway.
@@ -306,7 +309,7 @@ class DeployWorkflow:
         if result.needs_attention:
             raise _Stop(Outcome.failed_needs_attention, result.needs_attention, human_action=result.needs_attention)
         if result.failed:
-            self._failed = result.failed
+            self._failed = self._status.failed = result.failed
             raise _Stop(Outcome.failed_rolled_back,
                         f"migration {result.failed.name} failed: {result.failed.error.strip().splitlines()[0]}")
 
@@ -491,9 +494,20 @@ class DeployWorkflow:
             if not complete:
                 outcome = Outcome.failed_needs_attention
                 self._status.human_action = "; ".join(x for x in (stop.human_action, human) if x)
+            elif outcome == Outcome.failed_rolled_back and self._changed_nothing() \
+                    and workflow.patched(NOTHING_CHANGED_PATCH):
+                outcome = Outcome.failed_no_changes
         elif outcome == Outcome.failed_rolled_back:
             outcome = Outcome.failed_no_changes  # nothing to roll back: say so
         self._status.outcome = outcome
+
+    def _changed_nothing(self) -> bool:
+        """The run wrote nothing: no resolve, nothing applied, a failed migration without a ledger
+        row (it never took its locks), a ledger table that was there before, nothing undone."""
+        failed = self._failed
+        return (not self._resolve_started and not self._status.applied and failed is not None
+                and failed.ledger_id is None and self._plan is not None and self._plan.ledger_exists
+                and not self._status.compensation)
 
     async def _compensate(self) -> tuple[bool, str | None]:
         self._enter(Stage.compensate)

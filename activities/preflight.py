@@ -10,6 +10,9 @@ to the end (a migration to run that fails there would fail on deploy). It decide
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import asyncpg
 from temporalio import activity
 
@@ -17,15 +20,16 @@ from activities.backup import existing_objects, table_facts
 from activities.heartbeat import Heartbeater
 from activities.insert_keys import existing_insert_keys
 from activities.ledger import MigrationLedger
-from activities.schema_facts import preflight_schema_facts, run_key
+from activities.schema_facts import RunReplay, preflight_schema_facts, replay_for_run, run_key
 from activities.target import TargetDatabases
 from domain.backup import cascade_targets, plan_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups
 from domain.bundle import bundle_problems
-from domain.facts import PreflightFacts, SchemaFacts, SchemaState
+from domain.facts import PreflightFacts
 from domain.models import Blocker, BlockerCode, DeployRequest, PreflightResult
 from domain.plan import decide
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState, diagnose
+from domain.prisma.ledger import LedgerSnapshot
 from domain.schema.refs import ObjectKind
 from domain.sql.parse import SqlParseError, split_statements
 from domain.sql.rules import MigrationAnalysis, analyze_migration
@@ -62,6 +66,19 @@ class PreflightActivities:
         major = int(await conn.fetchval("SHOW server_version_num")) // 10000
         snapshot = await MigrationLedger(conn).read()
         diagnosis = diagnose(request.bundle.migrations, snapshot, request.bundle.unreadable)
+        # The shadow replay runs on its own connections while the rest is read on `conn`.
+        replay = self._start_replay(env, request, diagnosis, progress)
+        try:
+            return await self._gather(conn, request, snapshot, diagnosis, server_version, major, replay)
+        finally:
+            if replay is not None and not replay.done():  # preflight failed meanwhile: stop it (it drops its shadow)
+                replay.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await replay
+
+    async def _gather(self, conn: asyncpg.Connection, request: DeployRequest, snapshot: LedgerSnapshot,
+                      diagnosis: HistoryDiagnosis, server_version: str, major: int,
+                      replay: asyncio.Task[RunReplay] | None) -> PreflightFacts:
         states = {m.name: m.state for m in diagnosis.migrations}
         runnable = [n for n, st in states.items() if st in _RUNNABLE]
         extensions = await conn.fetch("SELECT name FROM pg_available_extensions")
@@ -90,7 +107,8 @@ class PreflightActivities:
         facts.unsafe_derived_rollbacks = await self._unsafe_derived_rollbacks(conn, request, facts.analyses, states,
                                                                               snapshot.schema_name)
         single = {name for name, a in facts.analyses.items() if len(a.statements) == 1 and a.creates}
-        facts.schema_facts = await self._schema(env, request, diagnosis, conn, progress, single)
+        if replay is not None:
+            facts.schema_facts = await preflight_schema_facts(conn, await replay, single_creators=single)
         return facts
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],
@@ -123,22 +141,20 @@ class PreflightActivities:
                 unsafe[m.name] = "rows it inserts already exist (" + ", ".join(existing[:3]) + ")"
         return unsafe
 
-    async def _schema(self, env: EnvironmentSettings, request: DeployRequest, diagnosis: HistoryDiagnosis,
-                      conn: asyncpg.Connection, progress: dict, single_creators: set[str]) -> SchemaFacts:
-        """The run's shadow replay (unless the environment turned it off): drift, the effects of
-        failed migrations, and whether every migration to run replays."""
+    def _start_replay(self, env: EnvironmentSettings, request: DeployRequest, diagnosis: HistoryDiagnosis,
+                      progress: dict) -> asyncio.Task[RunReplay] | None:
+        """The run's shadow replay, started (unless the environment turned schema checks off)."""
         if env.drift_proof == "never":
-            return SchemaFacts(state=SchemaState.off)
+            return None
 
         def replayed(done: int, total: int, name: str) -> None:
             progress.update(stage="shadow replay", done=done, total=total, current=name)
+            if done == total:
+                progress.clear()
+                progress["stage"] = "preflight"
 
-        try:
-            return await preflight_schema_facts(
-                env.database_url.get_secret_value(), conn, request.bundle.migrations, diagnosis,
-                key=run_key(request.environment), single_creators=single_creators, on_progress=replayed,
-                statement_timeout=self.targets.statement_timeout(request.environment),
-            )
-        finally:
-            progress.clear()
-            progress["stage"] = "preflight"
+        return asyncio.create_task(replay_for_run(
+            env.database_url.get_secret_value(), request.bundle.migrations, diagnosis,
+            key=run_key(request.environment), on_progress=replayed,
+            statement_timeout=self.targets.statement_timeout(request.environment),
+        ))

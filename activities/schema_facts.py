@@ -1,9 +1,10 @@
 """The schema facts of a run, from its shadow replay: compared inside the activity, so what crosses
 into workflow history is differences and verdicts, never whole models (documenso's is ~266 KB).
 
-- `preflight_schema_facts`: one replay of the run's sequence (domain.schema.replay), read at every
-  prefix the plan needs; the live model compared with the applied prefix (drift) and, around each
-  failed migration, with the models before and after it (its effects).
+- `replay_for_run` then `preflight_schema_facts`: one replay of the run's sequence
+  (domain.schema.replay), read at every prefix the plan needs (run beside preflight's other reads);
+  then the live model compared with the applied prefix (drift) and, around each failed migration,
+  with the models before and after it (its effects).
 - `schema_checks`: after deploy, the live model against the replay of the whole folder in the order
   the plan expected (history's drops and renames included), with the drift the approved plan
   showed accepted by digest.
@@ -18,17 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 
 import asyncpg
+from pydantic import BaseModel
 from temporalio import activity
 
 from activities.catalog import read_schema_model
-from activities.shadow import ShadowError, expected_schemas
+from activities.shadow import ExpectedSchemas, ShadowError, expected_schemas
 from domain.drift import split_after_deploy
 from domain.facts import SchemaFacts, SchemaState
 from domain.models import BundledMigration, VerifyCheck
 from domain.prisma.diagnosis import HistoryDiagnosis
 from domain.schema import compare, migration_effects
 from domain.schema.evidence import effects_of_unreplayable
-from domain.schema.replay import replay_sequence
+from domain.schema.replay import ReplaySequence, replay_sequence
 
 SCHEMA_CHECK = "schema equals the migrations folder"
 ACCEPTED_CHECK = "drift accepted with the plan"
@@ -42,27 +44,45 @@ def run_key(environment: str) -> str:
     return f"{info.workflow_id}/{info.workflow_run_id}/{environment}"
 
 
-async def preflight_schema_facts(
+class RunReplay(BaseModel):
+    """The run's replay, before it is compared with the live schema: the sequence, and its models
+    or why there are none (the shadow database could not be used)."""
+
+    sequence: ReplaySequence
+    replay: ExpectedSchemas | None = None
+    unavailable: str | None = None
+
+
+async def replay_for_run(
     dsn: str,
-    conn: asyncpg.Connection,
     bundle: Sequence[BundledMigration],
     diagnosis: HistoryDiagnosis,
     *,
     key: str,
-    single_creators: Collection[str] = (),
     statement_timeout: float | str | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
-) -> SchemaFacts:
-    """Replay the run's sequence once and compare the live schema with it (read-only on `conn`).
-    `single_creators`: migrations whose only statement creates an object (a failed one that fails
-    in the shadow too is judged from the whole schema, effects_of_unreplayable)."""
+) -> RunReplay:
+    """Replay the run's sequence once, reading the model at every prefix the plan needs. Uses its
+    own connections only, so preflight runs it beside its other reads."""
     by_name = {m.name: m for m in bundle}
     sequence = replay_sequence(diagnosis, by_name)
     try:
         replay = await expected_schemas(dsn, [by_name[n] for n in sequence.names], sequence.prefixes(), run_key=key,
-                                        statement_timeout=statement_timeout, on_progress=on_progress)
+                                        statement_timeout=statement_timeout, on_progress=on_progress,
+                                        keep_template=True)
     except ShadowError as exc:
-        return SchemaFacts(state=SchemaState.unavailable, reason=str(exc), sequence=sequence)
+        return RunReplay(sequence=sequence, unavailable=str(exc))
+    return RunReplay(sequence=sequence, replay=replay)
+
+
+async def preflight_schema_facts(conn: asyncpg.Connection, run: RunReplay, *,
+                                 single_creators: Collection[str] = ()) -> SchemaFacts:
+    """The replay compared with the live schema (read-only on `conn`): drift, the effects of failed
+    migrations. `single_creators`: migrations whose only statement creates an object (a failed one
+    that fails in the shadow too is judged from the whole schema, effects_of_unreplayable)."""
+    sequence, replay = run.sequence, run.replay
+    if replay is None:
+        return SchemaFacts(state=SchemaState.unavailable, reason=run.unavailable, sequence=sequence)
     live = await read_schema_model(conn)
     models = replay.models
     effects = {}
@@ -103,7 +123,7 @@ async def schema_checks(
     by_name = {m.name: m for m in migrations}
     n = len(sequence)
     replay = await expected_schemas(dsn, [by_name[name] for name in sequence], [n], run_key=key,
-                                    statement_timeout=statement_timeout)
+                                    statement_timeout=statement_timeout, keep_template=True)
     if replay.failure is not None:
         return [VerifyCheck(check=SCHEMA_CHECK, passed=False, migration=replay.failure.migration,
                             detail=f"the expected schema could not be built: {replay.failure.sentence}")]

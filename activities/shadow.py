@@ -37,7 +37,9 @@ import asyncpg
 import structlog
 from pydantic import BaseModel
 
+from activities import shadow_template
 from activities.catalog import read_schema_model
+from activities.shadow_template import template_name
 from activities.db import DatabaseUnavailable, connect
 from domain.prisma.checksum import sha256_hex
 from domain.dsn import scrub
@@ -137,13 +139,16 @@ async def expected_schemas(
     lock_wait: float = 30.0,
     statement_timeout: float | str | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    keep_template: bool = False,
 ) -> ExpectedSchemas:
     """The expected schema models after migrations 1..k for every k in `prefixes` (0 <= k <= n).
 
     `dsn` is the live database's URL: the shadow is created beside it and replayed with its role
     and its `?schema=`. `template` is the CREATE DATABASE template (default: the server's,
     template1, as Prisma's own shadow database). `on_progress(done, total, migration)` is called
-    after each replayed migration (an activity heartbeats there)."""
+    after each replayed migration (an activity heartbeats there). `keep_template`: start from the
+    server's kept replay when it holds a prefix of these migrations, and keep this replay for the
+    next run when it reaches its end (activities/shadow_template.py)."""
     wanted = sorted(set(prefixes))
     if any(k < 0 or k > len(migrations) for k in wanted):
         raise ValueError(f"prefixes must be between 0 and {len(migrations)}, got {wanted}")
@@ -157,7 +162,9 @@ async def expected_schemas(
         todo = [k for k in wanted if k not in models]
         result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)))
         if todo:
-            result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result)
+            kept = template_name(server) if keep_template else None
+            result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result,
+                                   chain, kept)
             if cache is not None:
                 for k in todo:
                     if k in result.models:
@@ -199,24 +206,29 @@ async def _replay(
     statement_timeout: float | str | None,
     on_progress: Callable[[int, int, str], None] | None,
     result: ExpectedSchemas,
+    chain: list[str],
+    kept: str | None,
 ) -> ExpectedSchemas:
     await _lock(admin, name, dsn)
     shadow: asyncpg.Connection | None = None
     models, failure, replayed = dict(result.models), None, 0
     try:
         await _drop(admin, name, dsn)  # a killed attempt's leftover
-        await _create(admin, name, template, dsn)
+        start = await _create_from_kept(admin, name, kept, chain, min(todo), dsn) if kept else None
+        if start is None:
+            start = 0
+            await _create(admin, name, template, dsn)
         shadow = await _connect(_with_database(dsn, name), f"the shadow database {name}", statement_timeout=statement_timeout)
         # The shadow is thrown away, also after a crash: waiting for each commit's WAL flush buys
         # nothing (schema and catalog are the same), and is most of a durable server's replay time.
         await shadow.execute("SET synchronous_commit = off")
         schema = _prisma_schema(dsn)
-        if schema:  # Prisma's engine creates the ?schema= schema when it is missing
+        if schema and not start:  # Prisma's engine creates the ?schema= schema when it is missing
             await shadow.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema.replace(chr(34), chr(34) * 2)}"')
         target, total = max(todo), len(migrations)
-        if 0 in todo:
-            models[0] = await read_schema_model(shadow)
-        for position, migration in enumerate(migrations[:target], start=1):
+        if start in todo:
+            models[start] = await read_schema_model(shadow)
+        for position, migration in enumerate(migrations[start:target], start=start + 1):
             try:
                 if has_statements(migration.sql):  # an empty script is applied as nothing, as in Prisma
                     await shadow.execute(migration.sql)
@@ -225,16 +237,49 @@ async def _replay(
                     raise ShadowError(_sentence(f"the shadow database {name} failed during {migration.name}", exc, dsn)) from None
                 failure = _failure(migration, position, total, exc, dsn)
                 break
-            replayed = position
+            replayed = position - start
             if on_progress is not None:
                 on_progress(position, total, migration.name)
             if position in todo:
                 models[position] = await read_schema_model(shadow)
+        if kept and failure is None and target > start:
+            await _keep(admin, shadow, name, kept, target, chain[target])
+            shadow = None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as exc:
         raise ShadowError(_sentence(f"the shadow database {name} could not be read", exc, dsn)) from None
     finally:
         await _always_clean_up(admin, shadow, name, dsn)
     return result.model_copy(update={"models": models, "failure": failure, "replayed": replayed})
+
+
+async def _create_from_kept(admin: asyncpg.Connection, name: str, kept: str, chain: list[str], first_needed: int,
+                           dsn: str) -> int | None:
+    """Create the shadow as a copy of the server's kept replay when it holds a prefix of these
+    migrations; the number of migrations it holds, or None (then the caller starts afresh)."""
+    await shadow_template.lock(admin, kept)
+    try:
+        k = await shadow_template.usable(admin, kept, chain, first_needed)
+        if k is None:
+            return None
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{kept}"')
+        except asyncpg.PostgresError as exc:  # e.g. someone connected to it: replay from scratch
+            log.warning("shadow_template_unused", template=kept, reason=_sentence("copy failed", exc, dsn))
+            return None
+        return k
+    finally:
+        await shadow_template.unlock(admin, kept)
+
+
+async def _keep(admin: asyncpg.Connection, shadow: asyncpg.Connection, name: str, kept: str, k: int, link: str) -> None:
+    """Keep the finished replay for the next run: its commits flushed, its session closed, then
+    renamed to the server's template (activities/shadow_template.py)."""
+    await shadow.execute("SET synchronous_commit = on; SELECT pg_current_xact_id()")  # flushes the WAL before it
+    await shadow.close()
+    try:
+        await shadow_template.keep(admin, name, kept, k, link)
+    except asyncpg.PostgresError as exc:  # not kept: the next run replays from scratch; the shadow is dropped
+        log.warning("shadow_template_not_kept", template=kept, reason=str(exc).splitlines()[0] if str(exc) else "")
 
 
 def _failure(migration: MigrationScript, position: int, total: int, exc: asyncpg.PostgresError, dsn: str) -> ReplayFailure:

@@ -335,3 +335,29 @@ async def test_evidence_hand_patch_with_other_definitions_is_partial_naming_each
         "index public.orders_ref_key on public.orders",
     ]
     assert "live has CHECK (true)" in effects.sentence and "live has CREATE INDEX orders_ref_key" in effects.sentence
+
+
+async def test_a_kept_replay_spares_the_next_run_the_migrations_it_holds(pg_server, database_url: str) -> None:
+    """With keep_template, a replay that reaches its end stays on the server as its template; the
+    next run (another run key, no in-process cache) copies it and replays only what it adds. A
+    different history, or a request for a prefix before it, replays from scratch. No shadow is left."""
+    from activities.shadow_template import TEMPLATE_PREFIX
+
+    first = await expected_schemas(database_url, HISTORY[:3], [0, 3], run_key="keep-1", cache=None, keep_template=True)
+    assert first.replayed == 3
+    later = await expected_schemas(database_url, HISTORY, [3, 4], run_key="keep-2", cache=None, keep_template=True)
+    assert later.replayed == 1 and later.after(3) == first.after(3)  # only m4 ran
+    fresh = await expected_schemas(database_url, HISTORY, [4], run_key="keep-3", cache=None)
+    assert later.after(4) == fresh.after(4) and fresh.replayed == 4
+    again = await expected_schemas(database_url, HISTORY, [2, 4], run_key="keep-4", cache=None, keep_template=True)
+    assert again.replayed == 4  # prefix 2 comes before what the template holds
+    other = [mig("m1", 'CREATE TABLE "Other" ("id" INT);'), *HISTORY[1:2]]
+    assert (await expected_schemas(database_url, other, [2], run_key="keep-5", cache=None,
+                                   keep_template=True)).failure is not None  # m2 needs "User": not from the template
+    conn = await asyncpg.connect(pg_server.admin_url)
+    try:
+        names = [r[0] for r in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'migrator_%'")]
+    finally:
+        await conn.close()
+    assert [n for n in names if not n.startswith(TEMPLATE_PREFIX)] == []  # templates kept, no shadow left
+    assert any(n.startswith(TEMPLATE_PREFIX) for n in names)

@@ -8,7 +8,9 @@ history that deploys here (documenso, rallly, hoppscotch), on a fresh database e
     by one run of a small folder, so its imports are paid but its replay cache is cold: preflight
     replays the whole folder, verification is answered by the worker's cache), with the time of
     each stage from the run's own status;
-  - the same run again on the same worker (the folder's replay cached, as for a deploy after `plan`);
+  - the same run from another fresh worker, the server holding the replay the first run kept
+    (activities/shadow_template.py: as the next deploy of the folder), and again on the same worker
+    (the folder's replay cached in process, as for a deploy right after `plan`);
 and `starter.py plan` on documenso (process start-up included, as a user runs it) on a fresh
 database and on one where it is fully deployed, cold and cached. Medians of BENCH_RUNS (default 3).
 Targets: full run <= 1.0x Prisma's deploy; plan on documenso < 2.5 s.
@@ -66,6 +68,7 @@ class Stack:
         if self.worker:
             self.worker.stop()
         environments = {name: {"database_url": url, "gates": []} for name, url in self.envs.items()}
+        environments["warmup"]["drift_proof"] = "never"  # warms the worker without touching any replay
         self.worker = WorkerProcess({
             "MIGRATOR_TEMPORAL_ADDRESS": self.temporal.address, "MIGRATOR_TASK_QUEUE": self.queue,
             "MIGRATOR_ENVIRONMENTS": json.dumps(environments), "MIGRATOR_LOG_LEVEL": "WARNING",
@@ -89,6 +92,17 @@ async def full_run(client, stack: Stack, env: str, folder: Path) -> tuple[float,
     return elapsed, status
 
 
+async def drop_kept_templates(pg: PgCluster) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(pg.url("postgres"))
+    try:
+        for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'migrator_template_%'"):
+            await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 def plan_cli(stack: Stack, env: str, folder: Path) -> float:
     cmd = [sys.executable, "starter.py", "plan", "--env", env, "--migrations-dir", str(folder), "--json"]
     environ = {**os.environ, "MIGRATOR_TEMPORAL_ADDRESS": stack.temporal.address, "MIGRATOR_TASK_QUEUE": stack.queue}
@@ -110,6 +124,7 @@ async def main() -> dict:
     try:
         client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
         dbs = {f"{h}{r}": f"cost_{h}_{r}" for h in HISTORIES for r in range(RUNS + 1)}
+        dbs |= {f"{h}k{r}": f"cost_{h}_k{r}" for h in HISTORIES for r in range(RUNS)}
         dbs |= {"plan_fresh": "cost_plan_fresh", "plan_deployed": "cost_plan_deployed", "warmup": "cost_warmup"}
         stack = Stack(temporal, {env: pg.url(db) for env, db in dbs.items()})
         await create_db(pg, dbs["warmup"])
@@ -120,14 +135,20 @@ async def main() -> dict:
                 took = prisma_deploy(await create_db(pg, f"prisma_{history}_{r}"), folder)
                 if took is not None:
                     prisma_s.append(took)
-            cold, stages = [], []
+            cold, stages, kept = [], [], []
             for r in range(RUNS):
                 await create_db(pg, dbs[f"{history}{r}"])
-                stack.restart()  # a worker that has not replayed this folder...
-                await full_run(client, stack, "warmup", INCIDENT)  # ...but has run a workflow (imports paid)
+                await drop_kept_templates(pg)  # nothing replayed on this server before...
+                stack.restart()  # ...nor in this worker's cache...
+                await full_run(client, stack, "warmup", INCIDENT)  # ...but a workflow has run (imports paid)
                 elapsed, status = await full_run(client, stack, f"{history}{r}", folder)
                 cold.append(elapsed)
                 stages.append({s: seconds(status, s) for s in ("preflight", "deploy", "verify")})
+                # The next deploy of the folder from another worker: the server's kept replay.
+                await create_db(pg, dbs[f"{history}k{r}"])
+                stack.restart()
+                await full_run(client, stack, "warmup", INCIDENT)
+                kept.append((await full_run(client, stack, f"{history}k{r}", folder))[0])
             await create_db(pg, dbs[f"{history}{RUNS}"])
             warm, _ = await full_run(client, stack, f"{history}{RUNS}", folder)
             row = {
@@ -138,10 +159,12 @@ async def main() -> dict:
                 "preflight_s": median([s["preflight"] for s in stages]),
                 "deploy_s": median([s["deploy"] for s in stages]),
                 "verify_s": median([s["verify"] for s in stages]),
+                "run_kept_s": median(kept),
                 "run_cached_s": round(warm, 3),
             }
             if prisma_s:
                 row["cold_over_prisma"] = round(median(cold) / median(prisma_s), 2)
+                row["kept_over_prisma"] = round(median(kept) / median(prisma_s), 2)
                 row["cached_over_prisma"] = round(warm / median(prisma_s), 2)
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -149,11 +172,13 @@ async def main() -> dict:
         documenso = CORPUS / "documenso" / "migrations"
         await create_db(pg, dbs["plan_fresh"])
         await create_db(pg, dbs["plan_deployed"])
+        await drop_kept_templates(pg)
         stack.restart()
         plan_cli(stack, "warmup", CORPUS / "hoppscotch" / "migrations")  # imports paid; documenso not replayed
         plans["fresh_cold_s"] = round(plan_cli(stack, "plan_fresh", documenso), 3)
         plans["fresh_cached_s"] = round(median([plan_cli(stack, "plan_fresh", documenso) for _ in range(RUNS)]), 3)
         await full_run(client, stack, "plan_deployed", documenso)
+        await drop_kept_templates(pg)
         stack.restart()
         plan_cli(stack, "warmup", CORPUS / "hoppscotch" / "migrations")
         plans["deployed_cold_s"] = round(plan_cli(stack, "plan_deployed", documenso), 3)
@@ -169,7 +194,8 @@ async def main() -> dict:
 def render(result: dict) -> None:
     print_table(f"Full run without gates vs prisma migrate deploy, fresh database (median of {result['runs']})",
                 ["history", "migrations", "prisma_deploy_s", "run_cold_s", "cold_over_prisma", "preflight_s",
-                 "deploy_s", "verify_s", "run_cached_s", "cached_over_prisma"], result["rows"])
+                 "deploy_s", "verify_s", "run_kept_s", "kept_over_prisma", "run_cached_s", "cached_over_prisma"],
+                result["rows"])
     print_table("starter.py plan on documenso (target < 2.5 s)",
                 ["fresh_cold_s", "fresh_cached_s", "deployed_cold_s", "deployed_cached_s"], [result["plan_documenso"]])
 

@@ -51,7 +51,7 @@ from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
-RECORDING_VERSION = "v3-bundle"
+RECORDING_VERSION = "v3-schema"
 RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 

@@ -22,6 +22,9 @@ from domain.bundle import BundleIncomplete, assemble
 from domain.models import BundlePart, DeployRequest, RunStatus
 from workflows.messages import BUNDLE_PART_UPDATE
 
+# Activities that are not stages of the run: dropping its shadow database when it ends.
+_HOUSEKEEPING = frozenset({"drop_shadow"})
+
 
 def _ts(event: HistoryEvent) -> datetime:
     return event.event_time.ToDatetime().replace(tzinfo=timezone.utc)
@@ -91,7 +94,8 @@ def build_audit(converter: PayloadConverter, workflow_id: str, run_id: str, exec
             attrs = ev.activity_task_scheduled_event_attributes
             rec = StageRecord(stage=attrs.activity_type.name, activity=attrs.activity_type.name, scheduled_at=_ts(ev), result="running")
             scheduled[ev.event_id] = rec
-            audit.stages.append(rec)
+            if attrs.activity_type.name not in _HOUSEKEEPING:
+                audit.stages.append(rec)
         elif et == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             attrs = ev.activity_task_started_event_attributes
             rec = scheduled.get(attrs.scheduled_event_id)

@@ -5,7 +5,6 @@ real PostgreSQL (activities/backup.py)."""
 from __future__ import annotations
 
 import io
-
 from pathlib import Path
 
 import asyncpg
@@ -17,11 +16,12 @@ from cli.render import render_plan
 from domain.backup import plan_backups
 from domain.backup_items import MigrationBackups, TableFacts
 from domain.bundle import build_bundle
-from domain.prisma.folder import read_migrations_dir
 from domain.models import BlockerCode, RollbackSource
-from domain.sql.parse import split_statements
 from domain.plan import build_plan
 from domain.prisma.diagnosis import diagnose
+from domain.prisma.folder import read_migrations_dir
+from domain.schema.refs import ObjectKind
+from domain.sql.parse import split_statements
 from domain.sql.rules import analyze_migration
 from tests.helpers import migration, request
 from tests.test_plan import row, snap
@@ -85,7 +85,7 @@ def test_a_real_history_on_an_empty_database_needs_no_backup(project: str) -> No
     for m in bundle.migrations:
         a = analyze_migration(m.name, m.sql)
         assert backups(m.sql, facts={}, created=frozenset(created), existing=frozenset()) == MigrationBackups(), m.name
-        created |= {c.split(":", 1)[1] for c in a.creates if c.startswith("table:")}
+        created |= {f"{c.schema_name}.{c.name}" for c in a.creates if c.kind == ObjectKind.table}
 
 
 def test_the_plan_shows_backups_their_size_and_makes_data_only_migrations_undoable() -> None:

@@ -22,7 +22,7 @@ from activities.insert_keys import existing_insert_keys
 from activities.ledger import MigrationLedger
 from activities.schema_facts import RunReplay, preflight_schema_facts, replay_for_run, run_key
 from activities.target import TargetDatabases
-from domain.backup import cascade_targets, plan_backups, tables_to_inspect
+from domain.backup import cascade_targets, plan_run_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups
 from domain.bundle import bundle_problems
 from domain.facts import PreflightFacts
@@ -30,7 +30,6 @@ from domain.models import Blocker, BlockerCode, DeployRequest, PreflightResult
 from domain.plan import decide
 from domain.prisma.diagnosis import HistoryDiagnosis, MigrationState, diagnose
 from domain.prisma.ledger import LedgerSnapshot
-from domain.schema.refs import ObjectKind
 from domain.sql.parse import SqlParseError, split_statements
 from domain.sql.rules import MigrationAnalysis, analyze_migration
 from runtime.settings import EnvironmentSettings
@@ -113,19 +112,15 @@ class PreflightActivities:
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],
                        runnable: list[str], schema: str) -> dict[str, MigrationBackups]:
-        """What each migration to run destroys and the backups that keep it, from the catalog."""
-        out: dict[str, MigrationBackups] = {}
-        created: set[str] = set()
-        for m in request.bundle.migrations:
-            analysis = analyses.get(m.name)
-            if m.name not in runnable or analysis is None:
-                continue
-            tables = tables_to_inspect(analysis.statements, schema, frozenset(created))
-            facts = await table_facts(conn, tables) if tables else {}
-            existing = await existing_objects(conn, cascade_targets(analysis.statements, schema))
-            out[m.name] = plan_backups(analysis.statements, facts, schema, frozenset(created), existing)
-            created |= {f"{ref.schema_name}.{ref.name}" for ref in analysis.creates if ref.kind == ObjectKind.table}
-        return out
+        """What each migration to run destroys and the backups that keep it, from the catalog (the
+        facts of the tables as they are before the run; domain/backup.py follows the run's renames)."""
+        migrations = [(m.name, analyses[m.name].statements) for m in request.bundle.migrations
+                      if m.name in runnable and m.name in analyses]
+        statements = [stmts for _, stmts in migrations]
+        tables = tables_to_inspect(statements, schema)
+        facts = await table_facts(conn, tables) if tables else {}
+        existing = await existing_objects(conn, cascade_targets(statements, schema))
+        return plan_run_backups(migrations, facts, schema, existing)
 
     async def _unsafe_derived_rollbacks(self, conn: asyncpg.Connection, request: DeployRequest,
                                         analyses: dict[str, MigrationAnalysis], states: dict[str, MigrationState],

@@ -8,91 +8,151 @@ before the migration's script and in its transaction (activities/backup.py):
 - UPDATE [WHERE], ALTER TABLE ... DROP COLUMN, ALTER COLUMN ... TYPE: the table's key and the
   old values of those columns; put back by UPDATE, which needs a key (primary key, or a unique
   index on NOT NULL columns) to find each row again.
-Tables the migration creates itself hold nothing to lose. What cannot be backed up is said in one
-sentence (a schema or type dropped with CASCADE, a table without a key for a column backup, a
-table the catalog does not show).
+Tables the run creates hold nothing to lose, whatever it renames them to; a table of the
+database that the run renames (or whose columns it renames) keeps its facts under its new names
+(domain/backup_names.py), in the same migration and in later ones of the run. What cannot be
+backed up is said in one sentence (a schema or type dropped with CASCADE, a table without a key
+for a column backup).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pglast import parse_sql
 from pglast.stream import RawStream
 
 from domain.backup_items import BackupItem, MigrationBackups, TableFacts
+from domain.backup_names import LiveTable, RunNames
 from domain.sql.parse import StatementInfo, names, qualified
 
 _DEFAULT_WIDTH = 32  # bytes per value when pg_stats has no width yet
 
 
-def tables_to_inspect(statements: list[StatementInfo], default_schema: str,
-                      created_before: frozenset[str] = frozenset()) -> list[str]:
-    """schema.table of every existing table a destroying statement touches (preflight reads their
-    facts). `created_before`: tables earlier migrations of the same run create."""
-    created: set[str] = set(created_before)
+def tables_to_inspect(migrations: Sequence[list[StatementInfo]], default_schema: str) -> list[str]:
+    """schema.table, as named before the run, of every table of the database before the run that a
+    destroying statement of the run's migrations (in order) touches: preflight reads their facts."""
+    run = RunNames()
     out: list[str] = []
-    for s, schema in _with_search_path(statements, default_schema):
-        node = s.node()
-        if s.kind in ("CreateStmt", "CreateTableAsStmt"):
-            rel = node.get("relation") or node.get("into", {}).get("rel")
-            created.add(qualified(rel, schema))
-        for table, _ in destroyed_data(s, schema):
-            if table not in created and table not in out:
-                out.append(table)
+    for statements in migrations:
+        run.begin_migration()
+        for s, schema in _with_search_path(statements, default_schema):
+            for table, _ in destroyed_data(s, schema):
+                t = run.live(table)
+                if t is not None and t.origin not in out:
+                    out.append(t.origin)
+            run.follow(s, schema)
+    return out
+
+
+def cascade_targets(migrations: Sequence[list[StatementInfo]], default_schema: str) -> list[str]:
+    """`schema:name` / `type:schema.name`, as named before the run, of what the run's migrations
+    drop with CASCADE (preflight checks which exist)."""
+    run = RunNames()
+    out: list[str] = []
+    for statements in migrations:
+        for s, schema in _with_search_path(statements, default_schema):
+            target = _before(run, _cascade_target(s.node(), schema)) if _drops_cascade(s) else None
+            if target and target not in out:
+                out.append(target)
+            run.follow(s, schema)
+    return out
+
+
+def plan_run_backups(migrations: Sequence[tuple[str, list[StatementInfo]]], facts: Mapping[str, TableFacts],
+                     default_schema: str, existing: frozenset[str] = frozenset()) -> dict[str, MigrationBackups]:
+    """The backups each of the run's migrations (in the order they run) needs, given the facts of
+    the tables of the database before the run (keyed by their names then). Renames are followed
+    (domain/backup_names.py): a live table renamed by the run keeps its facts under its new name,
+    and its backups are taken and put back under the names it has at the start of the migration
+    that destroys its data. A table the run created holds nothing to lose, and neither does a
+    column it added. `existing`: what of cascade_targets exists before the run."""
+    run = RunNames()
+    out: dict[str, MigrationBackups] = {}
+    for name, statements in migrations:
+        run.begin_migration()
+        out[name] = _plan_migration(statements, facts, default_schema, existing, run)
     return out
 
 
 def plan_backups(statements: list[StatementInfo], facts: Mapping[str, TableFacts], default_schema: str,
-                 created_before: frozenset[str] = frozenset(), existing: frozenset[str] = frozenset()) -> MigrationBackups:
-    """The backups `statements` need, given the facts of the tables they touch (only tables that
-    exist before the run have facts: any other is created or renamed into place by the run, and
-    holds nothing to lose, as do tables created by this migration or an earlier one of the run,
-    `created_before`). `existing`: the schemas and types (cascade_targets) that exist now."""
+                 existing: frozenset[str] = frozenset()) -> MigrationBackups:
+    """The backups of one migration that is the whole run."""
+    return plan_run_backups([("", statements)], facts, default_schema, existing)[""]
+
+
+def _plan_migration(statements: list[StatementInfo], facts: Mapping[str, TableFacts], default_schema: str,
+                    existing: frozenset[str], run: RunNames) -> MigrationBackups:
     result = MigrationBackups()
-    created: set[str] = set(created_before)
-    touched: set[str] = set()
+    touched: set[int] = set()  # tables an earlier statement of this migration wrote to or renamed
     for s, schema in _with_search_path(statements, default_schema):
         node = s.node()
-        if s.kind in ("CreateStmt", "CreateTableAsStmt"):
-            created.add(qualified(node.get("relation") or node.get("into", {}).get("rel"), schema))
-        if s.kind == "DropStmt" and node.get("behavior") == "DROP_CASCADE" and node.get("removeType") in (
-                "OBJECT_SCHEMA", "OBJECT_TYPE", "OBJECT_DOMAIN") and _cascade_target(node, schema) in existing:
+        if _drops_cascade(s) and _before(run, _cascade_target(node, schema)) in existing:
             what = node["removeType"].removeprefix("OBJECT_").lower()
             result.impossible.append(f"statement {s.index + 1} (line {s.line}): DROP {what.upper()} ... CASCADE "
                                      "drops whatever depends on it; what that holds cannot be backed up statically")
         for table, (kind, columns, reason) in destroyed_data(s, schema):
-            if table in created:
-                continue
-            fact = facts.get(table)
-            where = "statement {} (line {})".format(s.index + 1, s.line)
-            if fact is None:
-                continue  # not in the database before the run: an earlier migration of it creates or renames it
-            cols = fact.columns if kind == "rows" else [c for c in columns if c in fact.columns]
-            if not cols:
-                continue  # a column this run adds first: nothing of it exists before the run
-            if kind == "columns" and not fact.key:
-                result.impossible.append(f"{where}: {reason}: table {table} has no primary key or unique key on "
-                                         "NOT NULL columns, so old values could not be matched back to their rows")
-                continue
-            condition = where_text(s) if table not in touched else None
-            key = [k for k in fact.key if kind == "columns" or k in cols]
-            result.items.append(BackupItem(
-                statement=s.index + 1, line=s.line, reason=reason, schema_name=fact.schema_name, table=fact.name,
-                kind=kind, columns=[c for c in cols if c not in key] if kind == "columns" else cols, key=key,
-                where=condition, estimated_rows=fact.rows, estimated_bytes=_estimate(fact, kind, cols, key),
-            ))
+            t = run.live(table)
+            fact = facts.get(t.origin) if t is not None and t.origin is not None else None
+            if t is None or fact is None:
+                continue  # created by the run (under this name or another), or not in the database before it
+            where = f"statement {s.index + 1} (line {s.line})"
+            item = _item(s, fact, t, run, kind, columns, reason, t.ident in touched)
+            if isinstance(item, BackupItem):
+                result.items.append(item)
+            elif item:
+                result.impossible.append(f"{where}: {item}")
         for table in _writes(s, schema):
-            touched.add(table)
+            if (t := run.table(table)) is not None:
+                touched.add(t.ident)
+        run.follow(s, schema)
     return result
 
 
-def cascade_targets(statements: list[StatementInfo], default_schema: str) -> list[str]:
-    """`schema:name` / `type:schema.name` of what the statements drop with CASCADE."""
-    return [t for s, schema in _with_search_path(statements, default_schema)
-            if s.kind == "DropStmt" and s.node().get("behavior") == "DROP_CASCADE"
-            and (t := _cascade_target(s.node(), schema))]
+def _item(s: StatementInfo, fact: TableFacts, t: LiveTable, run: RunNames, kind: str, columns: list[str],
+          reason: str, touched: bool) -> BackupItem | str | None:
+    """The backup of what `s` destroys of the live table `t`, under the names it has at the start
+    of the migration (the backup is taken before its script); a sentence when it cannot be taken;
+    None when nothing of it exists before the run."""
+    start_name, start = run.at_start(t)
+    if kind == "rows":  # whole rows as the migration finds them, the run's own added columns included
+        cols = [c for c in fact.columns if start.now(c) is not None]
+        added = [c for c, before in start.columns.items() if before is None]
+    else:
+        cols = [b for c in columns if (b := t.before(c)) is not None and b in fact.columns and start.now(b)]
+        added = []
+    if not cols:
+        return None  # only columns this run adds: nothing of them exists before the run
+    key_now = [start.now(k) for k in fact.key]
+    has_key = bool(fact.key) and all(key_now)
+    if kind == "columns" and not has_key:
+        return (f"{reason}: table {fact.schema_name}.{fact.name} has no primary key or unique key on "
+                "NOT NULL columns, so old values could not be matched back to their rows")
+    key = list(fact.key) if has_key else []
+    saved = [c for c in cols if c not in key] if kind == "columns" else cols
+    schema_name, _, table = start_name.partition(".")
+    return BackupItem(
+        statement=s.index + 1, line=s.line, reason=reason, schema_name=schema_name, table=table, kind=kind,
+        columns=[str(start.now(c)) for c in saved] + added, key=[str(start.now(k)) for k in key],
+        where=None if touched else where_text(s), estimated_rows=fact.rows,
+        estimated_bytes=_estimate(fact, kind, cols, key) + fact.rows * _DEFAULT_WIDTH * len(added),
+    )
+
+
+def _drops_cascade(s: StatementInfo) -> bool:
+    node = s.node()
+    return s.kind == "DropStmt" and node.get("behavior") == "DROP_CASCADE" and node.get("removeType") in (
+        "OBJECT_SCHEMA", "OBJECT_TYPE", "OBJECT_DOMAIN")
+
+
+def _before(run: RunNames, target: str | None) -> str | None:
+    """A cascade target under its name before the run (None: the run created it)."""
+    if target is None:
+        return None
+    kind, _, name = target.partition(":")
+    before = run.schema_before(name) if kind == "schema" else run.type_before(name)
+    return f"{kind}:{before}" if before is not None else None
 
 
 def _cascade_target(node: dict[str, Any], schema: str) -> str | None:
@@ -162,8 +222,10 @@ def destroyed_data(s: StatementInfo, schema: str) -> list[tuple[str, tuple[str, 
 
 
 def _writes(s: StatementInfo, schema: str) -> list[str]:
+    """Tables whose rows (or names, which a WHERE may use) `s` changes."""
     node = s.node()
-    if s.kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "AlterTableStmt"):
+    if s.kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "AlterTableStmt", "RenameStmt", "AlterObjectSchemaStmt") \
+            and node.get("relation"):
         return [qualified(node.get("relation"), schema)]
     return [t for t, _ in destroyed_data(s, schema)]
 

@@ -13,14 +13,13 @@ from rich.console import Console
 
 from activities import backup, bookkeeping
 from cli.render import render_plan
-from domain.backup import plan_backups
+from domain.backup import cascade_targets, plan_backups, plan_run_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups, TableFacts
 from domain.bundle import build_bundle
 from domain.models import BlockerCode, RollbackSource
 from domain.plan import build_plan
 from domain.prisma.diagnosis import diagnose
 from domain.prisma.folder import read_migrations_dir
-from domain.schema.refs import ObjectKind
 from domain.sql.parse import split_statements
 from domain.sql.rules import analyze_migration
 from tests.helpers import migration, request
@@ -40,9 +39,15 @@ def plan_for(migs, snapshot, **kwargs):
                       required_approvals={"low": 1, "medium": 1, "high": 2}, **kwargs)
 
 
-def backups(sql: str, facts=None, created=frozenset(), existing=frozenset({"type:public.mood"})):
-    return plan_backups(split_statements(sql), facts or {"public.users": USERS, "public.log": LOG}, "public", created,
-                        existing)
+def backups(sql: str, facts=None, existing=frozenset({"type:public.mood"})):
+    return plan_backups(split_statements(sql), facts or {"public.users": USERS, "public.log": LOG}, "public", existing)
+
+
+def run_backups(*sqls: str, facts=None, existing=frozenset()) -> list[MigrationBackups]:
+    """The backups of each migration of a run of these migrations, in order."""
+    migs = [(str(n), split_statements(sql)) for n, sql in enumerate(sqls)]
+    got = plan_run_backups(migs, facts or {"public.users": USERS, "public.log": LOG}, "public", existing)
+    return [got[str(n)] for n in range(len(sqls))]
 
 
 def test_each_destroying_statement_gets_the_backup_that_undoes_it() -> None:
@@ -63,10 +68,10 @@ def test_each_destroying_statement_gets_the_backup_that_undoes_it() -> None:
 
 def test_what_holds_nothing_to_lose_is_not_backed_up_and_what_cannot_be_is_said() -> None:
     assert backups("CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\nDROP TABLE t;").items == []
-    assert backups("DROP TABLE made_by_this_run;", created=frozenset({"public.made_by_this_run"})).items == []
+    assert run_backups("CREATE TABLE users (id int);", "DROP TABLE users;")[1].items == []
     assert backups("ALTER TABLE users ADD COLUMN x int;\nALTER TABLE users DROP COLUMN x;").items == []
-    # a table that is not in the database before the run is created (or renamed into place) by it
-    assert backups("ALTER TABLE renamed_earlier DROP COLUMN x;\nDROP TABLE gone;") == MigrationBackups()
+    # a table that is not in the database before the run holds nothing to lose
+    assert backups("ALTER TABLE not_there DROP COLUMN x;\nDROP TABLE gone;") == MigrationBackups()
     got = backups("UPDATE log SET line = '';\nDROP TYPE mood CASCADE;\nDROP TYPE made_by_the_run CASCADE;")
     assert got.items == []
     assert [s.split(": ", 1)[1] for s in got.impossible] == [
@@ -76,16 +81,74 @@ def test_what_holds_nothing_to_lose_is_not_backed_up_and_what_cannot_be_is_said(
     ]
 
 
+def _items(b: MigrationBackups) -> list[tuple]:
+    return [(i.statement, i.kind, f"{i.schema_name}.{i.table}", i.columns, i.key, i.where) for i in b.items]
+
+
+def test_a_live_table_renamed_by_the_run_keeps_its_rows_to_back_up() -> None:
+    """Renamed into place is not created: the rows are the application's, under a new name. The
+    backup is taken (before the migration's script) and put back (after its rollback) under the
+    names the table has when the migration starts."""
+    (one,) = run_backups("ALTER TABLE users RENAME TO members;\nALTER TABLE members DROP COLUMN phone;")
+    assert _items(one) == [(2, "columns", "public.users", ["phone"], ["id"], None)]
+    assert one.items[0].reason == "DROP COLUMN public.members.phone" and one.items[0].estimated_bytes == 1000 * 16
+    # across two migrations of the run: the second finds the table under its new name
+    assert [_items(b) for b in run_backups("ALTER TABLE users RENAME TO members;",
+                                           "DELETE FROM members WHERE id > 10;\nDROP TABLE members;")] == [
+        [], [(1, "rows", "public.members", ["id", "email", "phone"], ["id"], "id > 10"),
+             (2, "rows", "public.members", ["id", "email", "phone"], ["id"], None)]]
+    # a WHERE written after a rename in the same migration is not trusted: every row is saved
+    (same,) = run_backups("ALTER TABLE users RENAME TO members;\nUPDATE members SET email = '' WHERE members.id = 1;")
+    assert _items(same) == [(2, "columns", "public.users", ["email"], ["id"], None)]
+
+
+def test_schemas_and_columns_renamed_by_the_run_are_followed() -> None:
+    app = USERS.model_copy(update={"schema_name": "app"})
+    facts = {"app.users": app, "public.log": LOG}
+    _, gone = run_backups("ALTER TABLE log SET SCHEMA archive;", "TRUNCATE archive.log;", facts=facts)
+    assert _items(gone) == [(1, "rows", "archive.log", ["at", "line"], [], None)]
+    first, second = run_backups("ALTER SCHEMA app RENAME TO crm;\nALTER TABLE crm.users RENAME COLUMN phone TO tel;",
+                                "ALTER TABLE crm.users DROP COLUMN tel;", facts=facts)
+    assert _items(first) == [] and _items(second) == [(1, "columns", "crm.users", ["tel"], ["id"], None)]
+    assert second.items[0].estimated_bytes == 1000 * (4 + 12)  # the facts of phone apply to tel
+    # a column dropped earlier in the run is not in a later whole-row backup; a column it added is
+    _, _, last = run_backups("ALTER TABLE users DROP COLUMN phone;", "ALTER TABLE users ADD COLUMN nick text;",
+                             "DROP TABLE users;")
+    assert _items(last) == [(1, "rows", "public.users", ["id", "email", "nick"], ["id"], None)]
+    # renaming the key away and back: still the key
+    (keyed,) = run_backups("ALTER TABLE users RENAME COLUMN id TO user_id;\nALTER TABLE users DROP COLUMN phone;")
+    assert _items(keyed) == [(2, "columns", "public.users", ["phone"], ["id"], None)]
+    assert tables_to_inspect([split_statements("ALTER SCHEMA app RENAME TO crm;\nDROP TABLE crm.users;")],
+                             "public") == ["app.users"]
+
+
+def test_what_the_run_created_holds_nothing_whatever_its_name() -> None:
+    """A new table under the name a live table had before the run renamed it away is the run's."""
+    (b,) = run_backups("ALTER TABLE users RENAME TO old_users;\nCREATE TABLE users (id int PRIMARY KEY);\n"
+                       "DROP TABLE users;\nDROP TABLE old_users;")
+    assert _items(b) == [(4, "rows", "public.users", ["id", "email", "phone"], ["id"], None)]
+    assert run_backups("CREATE TABLE draft (id int);", "ALTER TABLE draft RENAME TO log2;",
+                       "DROP TABLE log2;")[2] == MigrationBackups()
+    assert run_backups("ALTER TABLE users RENAME TO u2;", "ALTER TABLE users DROP COLUMN phone;")[1] == MigrationBackups()
+    # a type the run renames and then drops with CASCADE is the type that exists before the run
+    stmts = split_statements("ALTER TYPE mood RENAME TO feeling;\nDROP TYPE feeling CASCADE;")
+    assert cascade_targets([stmts], "public") == ["type:public.mood"]
+    (typ,) = run_backups("ALTER TYPE mood RENAME TO feeling;\nDROP TYPE feeling CASCADE;",
+                         existing=frozenset({"type:public.mood"}))
+    assert len(typ.impossible) == 1 and "DROP TYPE ... CASCADE" in typ.impossible[0]
+    assert run_backups("CREATE TYPE t2 AS ENUM ('a');\nALTER TYPE t2 RENAME TO mood;\nDROP TYPE mood CASCADE;",
+                       existing=frozenset({"type:public.mood"}))[0].impossible == []
+
+
 @pytest.mark.skipif(not CORPUS.exists(), reason="the corpus of real histories is not beside the repo")
 @pytest.mark.parametrize("project", ["documenso", "formbricks", "rallly", "hoppscotch"])
 def test_a_real_history_on_an_empty_database_needs_no_backup(project: str) -> None:
     """Everything its destructive statements touch was created (or renamed into place) by the run."""
     bundle = build_bundle(read_migrations_dir(CORPUS / project / "migrations"), revision="t", source=project)
-    created: set[str] = set()
-    for m in bundle.migrations:
-        a = analyze_migration(m.name, m.sql)
-        assert backups(m.sql, facts={}, created=frozenset(created), existing=frozenset()) == MigrationBackups(), m.name
-        created |= {f"{c.schema_name}.{c.name}" for c in a.creates if c.kind == ObjectKind.table}
+    migs = [(m.name, analyze_migration(m.name, m.sql).statements) for m in bundle.migrations]
+    stmts = [s for _, s in migs]
+    assert tables_to_inspect(stmts, "public") == [] and cascade_targets(stmts, "public") == []
+    assert all(b == MigrationBackups() for b in plan_run_backups(migs, {}, "public").values())
 
 
 def test_the_plan_shows_backups_their_size_and_makes_data_only_migrations_undoable() -> None:

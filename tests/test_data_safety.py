@@ -196,3 +196,35 @@ async def test_an_added_column_the_application_filled_is_not_dropped(client, dat
         (1, "annie"), (2, "none"), (3, "none")]
     require_oracle()
     assert_status_and_deploy_agree(database_url, write_folder(tmp_path / "m", [CUSTOMERS, NICKNAME]))
+
+
+RENAME_AND_DROP = [migration("20250102000000_clients", "ALTER TABLE customers RENAME TO clients;\n"
+                             "ALTER TABLE clients DROP COLUMN phone;\n",
+                             down="ALTER TABLE clients ADD COLUMN phone text;\nALTER TABLE clients RENAME TO customers;\n")]
+RENAME_THEN_DROP = [migration("20250102000000_clients", "ALTER TABLE customers RENAME TO clients;\n",
+                              down="ALTER TABLE clients RENAME TO customers;\n"),
+                    migration("20250103000000_no_phone", 'ALTER TABLE "clients" DROP COLUMN "phone";\n',
+                              down="ALTER TABLE clients ADD COLUMN phone text;\n")]
+
+
+@pytest.mark.parametrize("migs", [RENAME_AND_DROP, RENAME_THEN_DROP], ids=["one-migration", "two-migrations"])
+async def test_a_renamed_tables_dropped_column_is_backed_up_and_restored(client, database_url: str, tmp_path: Path,
+                                                                         migs) -> None:
+    """A live table renamed by the run holds the application's rows under its new name: the column
+    dropped from it is backed up, and a rejected verify gate puts every value back."""
+    assert (await run(client, database_url, [CUSTOMERS])).outcome == Outcome.succeeded
+    before = [tuple(r) for r in await sql(database_url, "SELECT id, name, phone FROM customers ORDER BY id")]
+    async with new_worker(client, make_settings("dev", database_url, gates=["verify"])) as worker:
+        handle = await start(client, worker, request("dev", [CUSTOMERS, *migs]))
+        await wait_gate(handle, "verify")
+        assert [r[0] for r in await sql(database_url, "SELECT count(*) FROM _migrator_backup.backups")] == [1]
+        await handle.signal("reject", approval("verify", "alice", comment="not tonight"))
+        final = await final_status(handle)
+    (item,) = [i for m in final.plan.migrations for i in m.backups]
+    assert item.reason == "DROP COLUMN public.clients.phone" and item.columns == ["phone"] and item.key == ["id"]
+    assert final.outcome == Outcome.rejected, final.human_action  # undone: schema and data as before
+    assert any("3 of 3 row(s) put back" in s.detail for s in final.compensation)
+    assert [tuple(r) for r in await sql(database_url, "SELECT id, name, phone FROM customers ORDER BY id")] == before
+    require_oracle()
+    reading = assert_status_and_deploy_agree(database_url, write_folder(tmp_path / "m", [CUSTOMERS, *migs]))
+    assert reading.pending == [m.name for m in migs]

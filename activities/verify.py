@@ -39,7 +39,7 @@ class VerifyActivities:
         with self.targets.errors(f"verify on {inp.environment}"):
             async with self.targets.connection(inp.environment) as conn, Heartbeater(lambda: {"stage": "verify"}):
                 snapshot = await MigrationLedger(conn).read()
-                migrations = await self.targets.bundles.migrations(inp.bundle_parts, inp.migrations)
+                migrations = await self._migrations(inp)
                 checks += _ledger_checks(migrations, snapshot.rows, inp.plan)
                 checks += await self._schema_checks(inp, migrations, conn)
                 for mig in migrations:
@@ -53,6 +53,13 @@ class VerifyActivities:
                     for stmt in statements:
                         checks.append(await self._verify_statement(conn, mig.name, stmt.text, stmt.line))
         return VerifyResult(checks=checks)
+
+    async def _migrations(self, inp: VerifyInput) -> list[BundledMigration]:
+        """The bundle with the SQL each check needs: the replay needs every file's SQL, which
+        the run's history holds once (the request or its parts), never verify's own input."""
+        if inp.bundle_parts or (inp.compare_schema and any(not m.sql for m in inp.migrations)):
+            return await self.targets.bundles.whole()
+        return inp.migrations
 
     async def _schema_checks(self, inp: VerifyInput, migrations: list[BundledMigration],
                              conn: asyncpg.Connection) -> list[VerifyCheck]:

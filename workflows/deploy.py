@@ -319,6 +319,7 @@ class DeployWorkflow:
             self._status.notes.append("dry run: verify skipped (nothing was applied)")
             return
         self._details(details.verifying(plan.environment))
+        slim = workflow.patched(messages.PATCH_VERIFY_READS_BUNDLE)
         result = await workflow.execute_activity_method(
             VerifyActivities.verify,
             VerifyInput(
@@ -326,8 +327,9 @@ class DeployWorkflow:
                 plan=slim_plan(plan, *VERIFIED),
                 # verify compares checksums, runs verify.sql and, when preflight could replay the
                 # folder, replays it again (from its cache on the same worker) to compare schemas;
-                # a bundle in parts stays out: the activity reads it back from history
-                migrations=[m.model_copy(update={"sql": m.sql if plan.verify_schema else "", "down_sql": None})
+                # the SQL stays out of its input (already in history once): the activity reads it back
+                migrations=[m.model_copy(update={"sql": m.sql if plan.verify_schema and not slim else "",
+                                                 "down_sql": None})
                             for m in self._req.bundle.migrations],
                 bundle_parts=self._req.bundle.parts,
                 compare_schema=plan.verify_schema,

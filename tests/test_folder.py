@@ -164,10 +164,45 @@ def test_lock_file_provider(tmp_path: Path, lock: str, found: str | None) -> Non
     assert f"`{found}`" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_permission_denied_is_a_directory_prisma_cannot_read(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file; the reason is covered by test_directory_without_migration_sql_...")
-    make(tmp_path, "20240101000000_init")
-    (tmp_path / "20240101000000_init" / "migration.sql").chmod(0)
-    folder = read_folder(tmp_path)
-    assert [(e.name, e.reason) for e in folder.unreadable] == [("20240101000000_init", "unreadable")]
+def _unreadable_as_another_user(root: Path) -> list[tuple[str, str]]:
+    """Root reads any file: read the folder in a child process demoted to the `postgres` OS user
+    (the one the test clusters run as), the way a CI runner without root sees it."""
+    import pickle
+    import pwd
+
+    pw = pwd.getpwnam("postgres")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, read, send the result, leave without pytest's teardown
+        status = 1
+        try:
+            os.close(read_end)
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+            found = [(e.name, e.reason) for e in read_folder(root).unreadable]
+            os.write(write_end, pickle.dumps(found))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and data, "the demoted child could not read the folder"
+    return pickle.loads(data)
+
+
+def test_permission_denied_is_a_directory_prisma_cannot_read() -> None:
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="unreadable-"))  # beside pytest's 0700 folders: others may enter
+    try:
+        root.chmod(0o755)
+        make(root, "20240101000000_init")
+        (root / "20240101000000_init").chmod(0o755)
+        (root / "20240101000000_init" / "migration.sql").chmod(0)
+        found = (_unreadable_as_another_user(root) if os.geteuid() == 0
+                 else [(e.name, e.reason) for e in read_folder(root).unreadable])
+        assert found == [("20240101000000_init", "unreadable")]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

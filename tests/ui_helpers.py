@@ -206,9 +206,11 @@ async def send_update(page, name: str, data: str) -> str | None:
     assert resp.ok, f"the UI's update request answered {resp.status}"
     ok = page.get_by_text("Update successful").first
     for _ in range(60):
-        if await ok.is_visible():
+        # the dialog closes only when the update succeeded (a refusal keeps it open), and the
+        # success toast may already be gone on a slow machine
+        if await ok.is_visible() or not await dlg.count():
             return None
-        text = await _dialog_error(dlg) if await dlg.count() else ""
+        text = await _dialog_error(dlg)
         if text:
             await dlg.get_by_test_id("cancel-modal-button").click()
             await expect(dlg).to_have_count(0)
@@ -219,7 +221,12 @@ async def send_update(page, name: str, data: str) -> str | None:
 
 async def _dialog_error(dlg) -> str:
     """The failure box the update dialog shows below the Data field (message, then any stack trace)."""
-    full = await dlg.inner_text()
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    try:  # it may close between the caller's look and this one
+        full = await dlg.inner_text(timeout=2000)
+    except PlaywrightTimeout:
+        return ""
     marker = "Single JSON payload supported."
     if marker not in full:
         return ""

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 BENCHMARKS = ["bench.bench_analysis", "bench.folder_order", "bench.status_speed", "bench.long_history", "bench.overhead",
-              "bench.bench_rollout", "bench.bench_schema", "bench.bench_run_cost"]
+              "bench.bench_rollout", "bench.bench_schema", "bench.bench_run_cost", "bench.app_impact"]
 
 if __name__ == "__main__":
     failed = []

@@ -254,6 +254,12 @@ class ApplyActivities:
             waiting = lock_details(running[0] if running else None)
             return {**progress, "lock_wait": waiting} if waiting else dict(progress)
 
+        unacknowledged = sorted(set(inp.plan.no_backup) - set(inp.no_backup_approved))
+        if unacknowledged:  # a workflow that did not pass the approvals' acknowledgement: refuse, change nothing
+            return DeployResult(stopped=(
+                f"{', '.join(unacknowledged)} would destroy data without a backup, and no deploy approval "
+                "acknowledged that (\"no_backup\"); nothing was changed: start a new run and approve it with "
+                "--no-backup for each"))
         with self.targets.errors(f"deploy on {inp.environment}"):
             policy = self.targets.lock_policy(inp.environment)
             async with self.targets.connection(inp.environment) as conn, \

@@ -44,6 +44,10 @@ def _run_closed(message: str) -> bool:
 
 
 RunArg = typer.Argument(..., help="Environment name, workflow id, or WORKFLOW_ID/RUN_ID.")
+NoBackupOpt = typer.Option(
+    None, "--no-backup",
+    help="A migration the plan runs without a backup of the data it destroys (repeat for each): a deploy "
+         "approval of such a plan must acknowledge exactly those (signed with it).")
 SignOpt = typer.Option(
     None, "--sign-with", "-k",
     help="Your SSH private key (or its .pub with the key in ssh-agent) to prove who you are. "
@@ -51,7 +55,7 @@ SignOpt = typer.Option(
 
 
 async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str | None, fingerprint: str | None,
-                sign_with: Path | None) -> int:
+                sign_with: Path | None, no_backup: list[str] | None = None) -> int:
     settings = load_settings()
     client = await temporal(settings)
     handle = resolve_run(client, run_ref)
@@ -65,7 +69,7 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
         statement, holder = await rollout_statement(handle, desc.id, signed_run_id(desc), stage, decision, by,
                                                     fingerprint)
         payload = await _payload(desc.id, statement.run_id, holder, decision, stage, by, comment,
-                                 statement.fingerprint, sign_with)
+                                 statement.fingerprint, sign_with, no_backup)
         return await _execute(handle, update, payload, stage)
     try:
         status = await query_status(handle)
@@ -73,9 +77,9 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
         fail(f"run {desc.id} does not answer (is a worker running?): {exc.message.splitlines()[0][:200]}")
     if status.plan is None or not status.plan.fingerprint:
         fail(f"run {desc.id} has no plan yet (preflight is still running): decide when it waits at a gate")
-    _show_plan(status, stage, decision, fingerprint)
+    _show_plan(status, stage, decision, fingerprint, no_backup)
     payload = await _payload(desc.id, signed_run_id(desc), status, decision, stage, by, comment,
-                             fingerprint or status.plan.fingerprint, sign_with)
+                             fingerprint or status.plan.fingerprint, sign_with, no_backup)
     return await _execute(handle, update, payload, stage)
 
 
@@ -97,7 +101,8 @@ async def _execute(handle: Any, update: str, payload: dict[str, Any], stage: str
     return 0
 
 
-def _show_plan(status: RunStatus, stage: str, decision: str, fingerprint: str | None) -> None:
+def _show_plan(status: RunStatus, stage: str, decision: str, fingerprint: str | None,
+               no_backup: list[str] | None = None) -> None:
     """What is being decided, before the answer: the plan and its full fingerprint (stderr is
     kept for the one-line error)."""
     plan = status.plan
@@ -106,19 +111,29 @@ def _show_plan(status: RunStatus, stage: str, decision: str, fingerprint: str | 
     if fingerprint and fingerprint.lower() != plan.fingerprint.lower():
         console.print(f"You reviewed plan {fingerprint}, but the run waits with {plan.fingerprint}: "
                           "the run will refuse this decision.", markup=False, soft_wrap=True)
+    needed = sorted(plan.no_backup) if stage == "deploy" and decision == "approve" else []
+    if sorted(set(no_backup or [])) != needed:
+        console.print(("The plan runs " + ", ".join(needed) + " without a backup: approve it with "
+                       + " ".join(f"--no-backup {n}" for n in needed) if needed else
+                       "This approval acknowledges no missing backup: leave --no-backup out")
+                      + "; the run will refuse this decision.", markup=False, soft_wrap=True)
 
 
 async def _payload(workflow_id: str, run_id: str, status: Any, decision: str, stage: str, by: str,
-                   comment: str | None, fingerprint: str, sign_with: Path | None) -> dict[str, Any]:
+                   comment: str | None, fingerprint: str, sign_with: Path | None,
+                   no_backup: list[str] | None = None) -> dict[str, Any]:
     """`status`: what holds the policy whose allowed signers pick the key (a RunStatus, or a
-    rollout's PolicyHolder)."""
+    rollout's PolicyHolder). `no_backup`: the migrations acknowledged to run without a backup."""
+    unbacked = tuple(sorted(set(no_backup or [])))
     unsigned = {"stage": stage, "approver": by, "comment": comment, "fingerprint": fingerprint}
+    if unbacked:
+        unsigned["no_backup"] = list(unbacked)
     with signing_key(sign_with, by, status) as key:
         if key is None:
             console.print(f"Not signed (no --sign-with, and no ssh-agent key listed for {by}): it counts only "
                               "where the environment accepts typed names.", markup=False, soft_wrap=True)
             return unsigned
-        statement = ApprovalStatement(workflow_id, run_id, stage, decision, by, fingerprint)
+        statement = ApprovalStatement(workflow_id, run_id, stage, decision, by, fingerprint, no_backup=unbacked)
         problem = statement.problem()
         if problem:
             fail(problem)
@@ -141,10 +156,11 @@ async def approve(
         help="The plan fingerprint you reviewed (default: the plan the run waits with, shown first); "
              "refused if the plan changed."),
     sign_with: Path = SignOpt,
+    no_backup: list[str] = NoBackupOpt,
 ) -> int:
     """Approve a gate of a waiting run: shows the plan and its fingerprint, signs with your SSH key,
     and prints the workflow's answer (accepted, or why refused)."""
-    return await _send(run_ref, "approve", stage, by, comment, fingerprint, sign_with)
+    return await _send(run_ref, "approve", stage, by, comment, fingerprint, sign_with, no_backup)
 
 
 @app.command()

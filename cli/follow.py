@@ -83,23 +83,29 @@ def approval_hint(status: RunStatus, workflow_id: str) -> str:
     stage = status.awaiting or "deploy"
     fingerprint = status.plan.fingerprint if status.plan else ""
     proofs = status.policy.proofs if status.policy else ["ssh"]
+    unbacked = sorted(status.plan.no_backup) if status.plan and stage == "deploy" else []
+    flags = "".join(f" --no-backup {n}" for n in unbacked)
     lines = [
         f"waiting for approval of stage '{stage}'"
         + (f" ({status.approvals_needed} approval(s) needed)" if status.approvals_needed > 1 else ""),
         f"  plan fingerprint: {fingerprint}",
         "  Temporal UI: the run's User Metadata tab, Current Details, shows the plan and how to approve",
     ]
+    if unbacked:
+        lines.append(f"  WITHOUT A BACKUP: {', '.join(unbacked)} destroy(s) data no backup will hold; the approval "
+                     "must acknowledge exactly that (the --no-backup options below)")
     if "ssh" in proofs:
         lines += [
-            f"  CLI: python starter.py approve {workflow_id} --stage {stage} --by YOUR_NAME --sign-with ~/.ssh/id_ed25519",
-            f"  UI: python starter.py sign {workflow_id} --stage {stage} --by YOUR_NAME --key ~/.ssh/id_ed25519, then "
+            f"  CLI: python starter.py approve {workflow_id} --stage {stage} --by YOUR_NAME --sign-with ~/.ssh/id_ed25519{flags}",
+            f"  UI: python starter.py sign {workflow_id} --stage {stage} --by YOUR_NAME --key ~/.ssh/id_ed25519{flags}, then "
             "paste its line in More Actions > Send an Update > approve_update",
         ]
     if "typed" in proofs:
-        payload = json.dumps({"stage": stage, "approver": "YOUR NAME", "comment": "reviewed", "fingerprint": fingerprint})
+        payload = json.dumps({"stage": stage, "approver": "YOUR NAME", "comment": "reviewed", "fingerprint": fingerprint,
+                              **({"no_backup": unbacked} if unbacked else {})})
         lines += [
             f"  typed names are accepted here (recorded as unproven): python starter.py approve {workflow_id} "
-            f"--stage {stage} --by YOUR_NAME, or in the UI, Send an Update > approve_update with:",
+            f"--stage {stage} --by YOUR_NAME{flags}, or in the UI, Send an Update > approve_update with:",
             f"  {payload}",
         ]
     return "\n".join(lines)

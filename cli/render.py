@@ -60,4 +60,8 @@ def render_plan(plan: DeployPlan, out: Console | None = None) -> None:
         console.print(f"note: {note}", markup=False)
     for blocker in plan.blockers:
         console.print(f"[red]blocked:[/red] {blocker}")
+    if plan.no_backup and not plan.blockers:
+        flags = " ".join(f"--no-backup {n}" for n in plan.no_backup)
+        console.print(f"WITHOUT A BACKUP: {', '.join(plan.no_backup)} destroy(s) data no backup will hold; the deploy "
+                      f"approval must acknowledge exactly that ({flags})", markup=False, soft_wrap=True)
     console.print(f"fingerprint: {plan.fingerprint}", markup=False)

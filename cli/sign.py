@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -103,7 +104,7 @@ def _reason(stderr: str, key: Path) -> str:
 
 
 def statement_for(workflow_id: str, run_id: str, status: RunStatus, stage: str, decision: str,
-                  approver: str) -> ApprovalStatement:
+                  approver: str, no_backup: list[str] | None = None) -> ApprovalStatement:
     """The statement to sign for this run, from what its `status` query says. Fails (one line)
     when the run cannot take this decision, rather than printing a signature that will be refused."""
     if stage not in STAGES:
@@ -117,7 +118,14 @@ def statement_for(workflow_id: str, run_id: str, status: RunStatus, stage: str, 
         fail(f"run {workflow_id} has no '{stage}' gate (its gates: {', '.join(gates) or 'none'})")
     if stage in status.gates_passed:
         fail(f"the '{stage}' gate of run {workflow_id} was already passed")
-    statement = ApprovalStatement(workflow_id, run_id, stage, decision, approver, status.plan.fingerprint)
+    needed = sorted(status.plan.no_backup) if stage == "deploy" and decision == "approve" else []
+    given = sorted(set(no_backup or []))
+    if given != needed:
+        fail(("the plan runs " + ", ".join(needed) + " without a backup of the data it destroys: sign with "
+              + " ".join(f"--no-backup {n}" for n in needed)) if needed else
+             "this plan needs no acknowledgement of a missing backup for this decision: leave --no-backup out")
+    statement = ApprovalStatement(workflow_id, run_id, stage, decision, approver, status.plan.fingerprint,
+                                  no_backup=tuple(needed))
     problem = statement.problem()
     if problem:
         fail(problem)
@@ -208,6 +216,8 @@ async def sign(
              "Default: the ssh-agent key the run's allowed signers list for --by."),
     decision: str = typer.Option("approve", "--decision", help="approve or reject."),
     comment: str = typer.Option(None, "--comment", "-m", help="Why (kept in the audit; not signed)."),
+    no_backup: list[str] = typer.Option(
+        None, "--no-backup", help="A migration the plan runs without a backup (repeat for each): signed with the approval."),
 ) -> int:
     """Sign an approval (or rejection) of a waiting run with your SSH key and print the one-line JSON
     to paste into the Temporal UI (Send an Update / Send a Signal)."""
@@ -219,9 +229,10 @@ async def sign(
         fail(f"run {desc.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
     if desc.workflow_type == ROLLOUT_WORKFLOW_NAME:  # a rollout's gate: its ids and the plan state (or wave)
         statement, status = await rollout_statement(handle, desc.id, signed_run_id(desc), stage, decision, by, None)
+        statement = dataclasses.replace(statement, no_backup=tuple(sorted(set(no_backup or []))))
     else:
         status = await handle.query("status", result_type=RunStatus)
-        statement = statement_for(desc.id, signed_run_id(desc), status, stage, decision, by)
+        statement = statement_for(desc.id, signed_run_id(desc), status, stage, decision, by, no_backup)
     with signing_key(key, by, status) as key_file:
         if key_file is None:
             fail(f"no key to sign with: give --key, or add the key the allowed signers list for {by} to ssh-agent")

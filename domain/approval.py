@@ -13,6 +13,11 @@ fingerprint, when given, must be the plan's; then the **proof** of who the appro
 - without one, the attempt counts only where the environment accepts typed names, and is recorded
   as `proof="typed"` (unproven).
 
+A deploy approval of a plan that runs migrations without a backup of the data they destroy
+(`DeployPlan.no_backup`: over the environment's backup_max_bytes, or impossible to back up) must
+acknowledge exactly those migrations (`"no_backup": [...]`), and a signed one signs that list too
+(format v2 of domain/approval_proof.py); the record keeps what it acknowledged.
+
 Each gate needs `required_approvals` distinct approvers, counted by proven principal; one key
 counts once per gate even when the allowed signers list it for several names. Approvals may arrive
 before their gate is reached: they are checked the same way and counted when the run gets there. A
@@ -22,6 +27,7 @@ same proof rules.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -102,6 +108,7 @@ def check_attempt(
     comment = comment if isinstance(comment, str) or comment is None else str(comment)
     fingerprint = _as_text(raw.get("fingerprint"))
     signature = raw.get("signature")
+    acknowledged: list[str] = []  # the plan's no_backup list, once this approval acknowledged it
 
     def record(refusal: str | None, proof: str | None = None, principal: str | None = None,
                key: str | None = None) -> ApprovalRecord:
@@ -118,6 +125,7 @@ def check_attempt(
             proof=proof,
             principal=principal,
             key_fingerprint=key,
+            no_backup=list(acknowledged) if refusal is None else [],
         )
 
     if decision not in DECISIONS:
@@ -167,10 +175,15 @@ def check_attempt(
             "the plan you reviewed is not the one waiting; review the current plan and approve that one"
         )
 
+    acknowledged, problem = no_backup_acknowledgement(raw.get("no_backup"), decision, stage, plan)
+    if problem:
+        return record(problem)
+
     if proofs is None:
         proof, principal, key = PROOF_TYPED, None, None
     else:
-        statement = ApprovalStatement(proofs.workflow_id, proofs.run_id, stage, decision, approver, plan.fingerprint)
+        statement = ApprovalStatement(proofs.workflow_id, proofs.run_id, stage, decision, approver, plan.fingerprint,
+                                      no_backup=tuple(acknowledged))
         if signature is not None:
             verdict = verify_approval(signature, statement, proofs.signers, at=at, claims=raw)
             if not isinstance(verdict, Proven):
@@ -190,6 +203,37 @@ def check_attempt(
             return record(f"the key {key} already approved the '{stage}' gate as {counted}: one key counts once, "
                           "another approver must sign with their own key", proof, principal, key)
     return record(None, proof, principal, key)
+
+
+def no_backup_acknowledgement(given: Any, decision: str, stage: str, plan: DeployPlan) -> tuple[list[str], str | None]:
+    """(the migrations acknowledged to run without a backup, or why the payload's `no_backup` is
+    refused). A deploy approval of a plan with `no_backup` must name exactly those migrations;
+    every other approval names none; a rejection's list is ignored."""
+    if given is None or given == []:
+        names: list[str] = []
+    elif isinstance(given, str):
+        names = [given.strip()]
+    elif isinstance(given, list) and all(isinstance(n, str) for n in given):
+        names = [n.strip() for n in given]
+    else:
+        return [], "'no_backup' must be a list of migration names (the ones the plan runs without a backup)"
+    if decision != "approve":
+        return [], None
+    needed = sorted(set(plan.no_backup)) if stage == Stage.deploy.value else []
+    if sorted(set(names)) == needed:
+        return needed, None
+    if not needed:
+        where = ("this plan backs up all the data it destroys" if stage == Stage.deploy.value
+                 else "only a deploy approval acknowledges running without a backup")
+        return [], f"'no_backup' names {', '.join(names)}, but {where}: leave it out"
+    flags = " ".join(f"--no-backup {n}" for n in needed)
+    if not names:
+        return [], (f"the plan runs {', '.join(needed)} without a backup of the data "
+                    f"{'it destroys' if len(needed) == 1 else 'they destroy'} (see the plan: over backup_max_bytes, "
+                    f"or impossible to back up): the deploy approval must acknowledge exactly that, with "
+                    f"\"no_backup\": {json.dumps(needed)} (`starter.py approve ... {flags}`)")
+    return [], (f"'no_backup' must name exactly the migrations the plan runs without a backup, {', '.join(needed)}; "
+                f"it names {', '.join(names)} (`starter.py approve ... {flags}`)")
 
 
 def require_proof(record: ApprovalRecord, policy: ApprovalPolicy, environment: str) -> ApprovalRecord:
@@ -247,6 +291,15 @@ def approvers_of(records: list[ApprovalRecord], stage: str) -> set[str]:
         r.principal or r.approver for r in records
         if r.accepted and r.decision == "approve" and r.stage == stage and (r.principal or r.approver)
     }
+
+
+def no_backup_approved(records: list[ApprovalRecord]) -> list[str]:
+    """The migrations the accepted deploy approvals acknowledged to run without a backup (each
+    acknowledged exactly the plan's list, or it was refused)."""
+    for r in records:
+        if r.accepted and r.decision == "approve" and r.stage == Stage.deploy.value and r.no_backup:
+            return list(r.no_backup)
+    return []
 
 
 def rejection(records: list[ApprovalRecord], passed: list[str]) -> ApprovalRecord | None:

@@ -28,6 +28,9 @@ class ApprovalPayload(BaseModel):
     workflow_id: Any = None
     run_id: Any = None
     signature: Any = None
+    # A deploy approval of a plan that destroys data no backup will hold (DeployPlan.no_backup):
+    # the names of exactly those migrations, acknowledging that they run without a backup.
+    no_backup: Any = None
 
 
 class ApprovalRecord(BaseModel):
@@ -46,6 +49,8 @@ class ApprovalRecord(BaseModel):
     proof: str | None = None
     principal: str | None = None
     key_fingerprint: str | None = None
+    # The migrations this approval accepted to run without a backup (the plan's no_backup list).
+    no_backup: list[str] = Field(default_factory=list)
 
 
 class ApprovalAnswer(BaseModel):

@@ -15,6 +15,18 @@ What is signed (the canonical message, format v1; UTF-8, `\\n` line ends, one tr
     approver: alice
     fingerprint: 5d41402abc4b2a76b9719d911017c592...
 
+A deploy approval of a plan that runs migrations without a backup of the data they destroy
+(DeployPlan.no_backup) also signs that acknowledgement. Its message is format v2: the same lines,
+with `v2` in the first, then one line per such migration, in sorted order:
+
+    prisma-temporal-deploy approval v2
+    ...
+    fingerprint: 5d41402abc4b2a76b9719d911017c592...
+    no-backup: 20250102000000_drop_phone
+
+Every other approval's message is exactly v1 (signatures made before v2 existed still verify),
+and a v1 signature can never pass for a v2 statement or the reverse (the bytes differ).
+
 in the SSHSIG namespace `prisma-deploy-approval` (`ssh-keygen -Y sign -n prisma-deploy-approval`),
 so a signature made for git commits or files can never pass for an approval, nor the reverse.
 Values are the run's own facts, never the payload's: the workflow id and the run's first
@@ -39,6 +51,7 @@ from domain.allowed_signers import AllowedSigner
 from domain.sshsig import SshSigError, SshSignature, parse_armored, unsupported_key_reason
 
 FORMAT = "prisma-temporal-deploy approval v1"
+FORMAT_NO_BACKUP = "prisma-temporal-deploy approval v2"  # v1 plus the no-backup lines
 NAMESPACE = "prisma-deploy-approval"
 DECISIONS = ("approve", "reject")
 STAGES = ("resolve", "deploy", "verify")
@@ -58,6 +71,8 @@ class ApprovalStatement:
     decision: str
     approver: str
     fingerprint: str
+    # Migrations the approval accepts to run without a backup (deploy gate; empty: a v1 message).
+    no_backup: tuple[str, ...] = ()
 
     def problem(self) -> str | None:
         """Why this statement cannot be signed or checked (one sentence), or None."""
@@ -71,6 +86,10 @@ class ApprovalStatement:
                 return f"the {field.replace('_', ' ')} to sign has surrounding spaces or control characters"
             if len(value) > MAX_VALUE_CHARS:
                 return f"the {field.replace('_', ' ')} to sign is longer than {MAX_VALUE_CHARS} characters"
+        for name in self.no_backup:
+            if (not isinstance(name, str) or not name.strip() or name != name.strip() or len(name) > MAX_VALUE_CHARS
+                    or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+                return f"the migration name {name!r} to acknowledge without a backup cannot be signed"
         return None
 
     def message(self) -> bytes:
@@ -79,7 +98,7 @@ class ApprovalStatement:
         if problem:
             raise ValueError(problem)
         text = (
-            f"{FORMAT}\n"
+            f"{FORMAT_NO_BACKUP if self.no_backup else FORMAT}\n"
             f"workflow: {self.workflow_id}\n"
             f"run: {self.run_id}\n"
             f"stage: {self.stage}\n"
@@ -87,6 +106,7 @@ class ApprovalStatement:
             f"approver: {self.approver}\n"
             f"fingerprint: {self.fingerprint.lower()}\n"
         )
+        text += "".join(f"no-backup: {name}\n" for name in sorted(set(self.no_backup)))
         return text.encode("utf-8")
 
 
@@ -202,6 +222,11 @@ def _mismatch(
         candidates.append((replace(statement, fingerprint=fingerprint),
                            f"the signature is for the plan fingerprint {fingerprint}, but this run's plan is "
                            f"{statement.fingerprint}: review the current plan and sign again"))
+    if statement.no_backup:
+        candidates.append((replace(statement, no_backup=()),
+                           "the signature does not cover the acknowledgement that "
+                           f"{', '.join(sorted(statement.no_backup))} run(s) without a backup: sign again with "
+                           "`starter.py sign ... --no-backup NAME` for each of them"))
     for stage in STAGES:
         if stage != statement.stage:
             candidates.append((replace(statement, stage=stage),
@@ -223,7 +248,7 @@ def _text(value: Any) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
-def signed_payload(statement: ApprovalStatement, signature: str, comment: str | None = None) -> dict[str, str]:
+def signed_payload(statement: ApprovalStatement, signature: str, comment: str | None = None) -> dict[str, Any]:
     """The approval payload carrying its proof, as the workflow's approve/reject signals and updates
     take it. Keys in reading order: what is approved first, the long signature last."""
     payload = {
@@ -235,6 +260,8 @@ def signed_payload(statement: ApprovalStatement, signature: str, comment: str | 
     }
     if comment:
         payload["comment"] = comment
+    if statement.no_backup:
+        payload["no_backup"] = sorted(set(statement.no_backup))
     payload[SIGNATURE_KEY] = signature.strip() + "\n"
     return payload
 

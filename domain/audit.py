@@ -133,6 +133,9 @@ def render_markdown(audit: Audit) -> str:
             )
         for b in p.blockers:
             out.append(f"\n**Blocked:** {b}")
+        if p.no_backup and not p.blockers:
+            out.append(f"\n**Runs without a backup** (the deploy approval acknowledged it): "
+                       f"{', '.join(f'`{n}`' for n in p.no_backup)}")
         if p.drift:
             out.append(f"\nDrift proof: **{p.drift.verdict}** {p.drift.summary}")
         out.append("")
@@ -149,13 +152,13 @@ def render_markdown(audit: Audit) -> str:
     out += ["## Approvals", ""]
     approvals = st.approvals if st else []
     if approvals:
-        out += ["| when | decision | stage | by | via | accepted | comment / refusal | fingerprint | proof |",
-                "|---|---|---|---|---|---|---|---|---|"]
+        out += ["| when | decision | stage | by | via | accepted | comment / refusal | fingerprint | proof "
+                "| no backup acknowledged |", "|---|---|---|---|---|---|---|---|---|---|"]
         for a in approvals:
             out.append(
                 f"| {_t(a.at)} | {a.decision} | {a.stage or '—'} | {_cell(a.approver) or '—'} | {a.via} | "
                 f"{'yes' if a.accepted else '**refused**'} | {_cell(a.refusal or a.comment or '')} | "
-                f"`{(a.fingerprint or '')[:12]}` | {_proof(a)} |"
+                f"`{(a.fingerprint or '')[:12]}` | {_proof(a)} | {_cell(', '.join(a.no_backup)) or '—'} |"
             )
     else:
         out.append("No approvals were recorded.")

@@ -4,9 +4,10 @@ Per migration to run: the backups domain/backup.py decided from preflight's fact
 their estimated size; a data-only statement with a backup makes the migration undoable (its
 rollback puts the backup back). The run's backups together must stay under the environment's
 `backup_max_bytes`; above it, or where a backup is impossible, the plan names what would go
-unprotected and needs an explicit approval of "no backup" (blocker `no_backup_needs_approval`,
-list `DeployPlan.no_backup`). Approving it is the approval rules' business (domain/approval.py);
-until they accept such an approval the run stops at this blocker, before any change.
+unprotected (`DeployPlan.no_backup`) and the deploy gate's approval must acknowledge exactly those
+migrations (domain/approval.py `no_backup_acknowledgement`). An environment without a deploy gate
+has nobody to give that acknowledgement: its plan stops with blocker `no_backup_needs_approval`,
+before any change, saying why.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def attach_backups(pm: PlannedMigration, analysis: MigrationAnalysis | None, bac
             pm.rollback_sql = sql
 
 
-def limit_backups(running: Sequence[PlannedMigration], max_bytes: int) -> tuple[list[Blocker], list[str], int, list[str]]:
-    """(blockers, notes, estimated bytes, migrations needing "no backup") for the run's backups."""
+def limit_backups(running: Sequence[PlannedMigration], max_bytes: int, *, deploy_gate: bool = False
+                  ) -> tuple[list[Blocker], list[str], int, list[str]]:
+    """(blockers, notes, estimated bytes, migrations needing "no backup") for the run's backups.
+    `deploy_gate`: the environment has a deploy gate, whose approval can acknowledge "no backup"."""
     total = sum(i.estimated_bytes for m in running for i in m.backups)
     notes: list[str] = []
     if total > max_bytes:
@@ -50,9 +53,18 @@ def limit_backups(running: Sequence[PlannedMigration], max_bytes: int) -> tuple[
             rows = f"{i.estimated_rows} row(s)" + (" at most" if i.where else "")
             notes.append(f"{m.name}: backs up {i.reason} before it runs (about {human_bytes(i.estimated_bytes)}, "
                          f"{rows}) into schema _migrator_backup; compensation puts it back")
-    blockers = [Blocker(code=BlockerCode.no_backup_needs_approval, migration=m.name,
-                        message=f"migration {m.name} destroys data that no backup would hold ({'; '.join(m.unbacked)}): "
-                                "it needs an explicit approval of running without a backup, or a smaller change "
-                                "(or a larger backup_max_bytes for the environment)")
-                for m in running if m.unbacked]
-    return blockers, notes, (total if total <= max_bytes else 0), [m.name for m in running if m.unbacked]
+    unprotected = [m for m in running if m.unbacked]
+    if deploy_gate:
+        notes += [f"{m.name} destroys data that no backup will hold ({'; '.join(m.unbacked)}): the deploy approval "
+                  f"must acknowledge running it without a backup (\"no_backup\", `--no-backup {m.name}`)"
+                  for m in unprotected]
+        blockers = []
+    else:
+        blockers = [Blocker(code=BlockerCode.no_backup_needs_approval, migration=m.name,
+                            message=f"migration {m.name} destroys data that no backup would hold ({'; '.join(m.unbacked)}), "
+                                    "and running it without a backup needs an explicit approval, which this environment "
+                                    "cannot give: it has no deploy gate; add a deploy gate (its approval then "
+                                    "acknowledges \"no backup\" for it), make the change smaller, or raise the "
+                                    "environment's backup_max_bytes")
+                    for m in unprotected]
+    return blockers, notes, (total if total <= max_bytes else 0), [m.name for m in unprotected]

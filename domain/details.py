@@ -16,6 +16,7 @@ line) and how to approve; at the end, the run's record.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -90,7 +91,9 @@ def attempt_line(r: ApprovalRecord) -> str:
     head = f"{r.decision} **{_plain(r.stage) if r.stage else '?'}** by {who} via {r.via}, {_when(r.at)}"
     if r.accepted:
         comment = f" · “{_plain(r.comment, 120)}”" if r.comment else ""
-        return f"- accepted: {head} · {_proof_text(r)}{comment}"
+        unbacked = (f" · acknowledged **no backup** for {', '.join(_code(n) for n in r.no_backup)}"
+                    if r.no_backup else "")
+        return f"- accepted: {head} · {_proof_text(r)}{unbacked}{comment}"
     return f"- **REFUSED**: {head} — {_sentence(r.refusal or 'refused', REFUSAL_LIMIT)}"
 
 
@@ -187,6 +190,12 @@ def _plan_section(plan: DeployPlan, bundle: Sequence[BundledMigration], workflow
         lines += _migration(number, m, sql.get(m.name), budget, workflow_id)
     lines += [f"- Note: {_plain(n)}" for n in plan.notes]
     lines += [f"- **Blocked:** {_plain(b.message)}" for b in plan.blockers]
+    if plan.no_backup and not plan.blockers:
+        lines += ["", "#### Runs WITHOUT a backup", "",
+                  "These migrations destroy data that no backup will hold (see each one's backup line): "
+                  "compensation cannot put it back. The deploy approval must acknowledge exactly them "
+                  "(`no_backup` in the approval; it is signed with it):", ""]
+        lines += [f"- {_code(n)}" for n in plan.no_backup]
     lines += ["", f"Full SQL of every migration: {_code(f'python starter.py show {workflow_id}')} "
               "(section “SQL the plan will run”)."]
     return lines
@@ -263,13 +272,16 @@ def _sql_lines(bundled: BundledMigration, budget: list[int], workflow_id: str) -
 
 def _how_to_approve(stage: Stage | str, plan: DeployPlan, policy: ApprovalPolicy, workflow_id: str) -> list[str]:
     env = plan.environment
+    unbacked = list(plan.no_backup) if str(stage) == Stage.deploy.value else []
+    ack = f', "no_backup": {json.dumps(unbacked)}' if unbacked else ""
+    flags = "".join(f" --no-backup {n}" for n in unbacked)
     typed = (f'{{"stage": "{stage}", "approver": "<your name>", "comment": "ok", '
-             f'"fingerprint": "{plan.fingerprint}"}}')
+             f'"fingerprint": "{plan.fingerprint}"{ack}}}')
     lines = ["#### How to approve", ""]
     if PROOF_SSH in policy.proofs:
         lines += [
             "1. On your machine, sign this plan with your SSH key (the one the allowed signers list for you): "
-            + _code(f"python starter.py sign {workflow_id} --stage {stage} --by <you> --key ~/.ssh/id_ed25519")
+            + _code(f"python starter.py sign {workflow_id} --stage {stage} --by <you> --key ~/.ssh/id_ed25519{flags}")
             + " prints one line of JSON (a key in ssh-agent: give its .pub file).",
             "2. Here: **More Actions → Send an Update → `approve_update`**, paste that line as Data, Submit. "
             "It answers at once: a refusal stays in the dialog with its reason; an accepted approval closes "
@@ -278,7 +290,7 @@ def _how_to_approve(stage: Stage | str, plan: DeployPlan, policy: ApprovalPolicy
             "the result appears at the top of these details (press R to refresh them).",
             "",
             "Or in one step from a terminal: "
-            + _code(f"python starter.py approve {workflow_id} --stage {stage} --by <you> --sign-with ~/.ssh/id_ed25519"),
+            + _code(f"python starter.py approve {workflow_id} --stage {stage} --by <you> --sign-with ~/.ssh/id_ed25519{flags}"),
             "",
         ]
         if PROOF_TYPED in policy.proofs:
@@ -291,7 +303,7 @@ def _how_to_approve(stage: Stage | str, plan: DeployPlan, policy: ApprovalPolicy
             "",
             _code(typed),
             "",
-            "Or from a terminal: " + _code(f"python starter.py approve {workflow_id} --stage {stage} --by <you>"),
+            "Or from a terminal: " + _code(f"python starter.py approve {workflow_id} --stage {stage} --by <you>{flags}"),
             "",
         ]
     lines.append(

@@ -52,6 +52,9 @@ def plan_fingerprint(plan: DeployPlan, request: DeployRequest) -> str:
             "bundle": [[m.name, m.checksum] for m in request.bundle.migrations],
             "ledger": plan.ledger_digest,
             "actions": [[m.name, str(m.action)] for m in plan.migrations],
+            # What runs without a backup is part of what is approved (only when there is any, so
+            # every other plan keeps the fingerprint it always had).
+            **({"no_backup": sorted(plan.no_backup)} if plan.no_backup else {}),
         }
     )
 
@@ -80,5 +83,6 @@ def state_fingerprint(plan: DeployPlan, request: DeployRequest, diagnosis: Histo
             "blockers": sorted([str(b.code), b.migration or ""] for b in plan.blockers),
             # The verdict and every difference shown (by digest): other drift, another review.
             "drift": [str(plan.drift.verdict), sorted(plan.drift.accepted)] if plan.drift else None,
+            **({"no_backup": sorted(plan.no_backup)} if plan.no_backup else {}),
         }
     )

@@ -304,6 +304,9 @@ class DeployInput(BaseModel):
     # Set when the run's bundle came in parts: `migrations` then carry names and checksums only, and
     # the activity reads their SQL back from the run's history (activities/bundle_store.py).
     bundle_parts: list[BundlePartDigest] = Field(default_factory=list)
+    # The migrations of plan.no_backup the deploy approvals acknowledged to run without a backup;
+    # the activity refuses to run any of plan.no_backup missing here.
+    no_backup_approved: list[str] = Field(default_factory=list)
 
 
 class FailedMigration(BaseModel):

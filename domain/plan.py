@@ -84,6 +84,7 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
         backups=facts.backups,
         backup_max_bytes=policy.backup_max_bytes,
         unknown_effects=why_effects_unknown(schema),
+        deploy_gate="deploy" in policy.gates,
     )
     plan.blockers += shadow_blockers(plan, schema, policy)
     plan.verify_schema = schema.reaches_end
@@ -130,6 +131,7 @@ def build_plan(
     backups: Mapping[str, MigrationBackups] | None = None,
     backup_max_bytes: int = 1 << 30,
     unknown_effects: str = "no shadow replay",
+    deploy_gate: bool = False,
 ) -> DeployPlan:
     """The actions per migration, the blockers and the risk, from the diagnosis of the ledger
     against the bundle, the SQL analyses (bundle names) and the effects of failed migrations
@@ -251,7 +253,7 @@ def build_plan(
     if operation in (Operation.full, Operation.migrate):
         blockers += _deploy_stops(diagnosis, planned, analyses, available_extensions)
     backup_blockers, backup_notes, backup_bytes, no_backup = limit_backups(
-        [m for m in planned if m.action in RUNS_IN_DEPLOY], backup_max_bytes)
+        [m for m in planned if m.action in RUNS_IN_DEPLOY], backup_max_bytes, deploy_gate=deploy_gate)
     blockers += backup_blockers
     notes += backup_notes
     blockers += [p for p in problems if p.code in _LATE_PROBLEMS]

@@ -230,7 +230,7 @@ def accept_for_child(approved: ApprovedPlan, *, parent_workflow_id: str | None, 
         if given.decision != "approve" or not given.accepted:
             continue
         payload = {"stage": given.stage, "approver": given.approver, "comment": given.comment,
-                   "fingerprint": approved.state_fingerprint}
+                   "fingerprint": approved.state_fingerprint, "no_backup": given.no_backup}
         if signature is not None:
             payload |= {"workflow_id": approved.rollout_workflow_id, "run_id": approved.rollout_run_id,
                         "signature": signature}

@@ -146,6 +146,7 @@ async def test_a_backup_over_the_limit_needs_an_explicit_no_backup(client, datab
     (blocker,) = final.plan.blockers
     assert blocker.code == BlockerCode.no_backup_needs_approval and blocker.migration == DROP_PHONE.name
     assert "exceed backup_max_bytes" in blocker.message and final.plan.no_backup == [DROP_PHONE.name]
+    assert "it has no deploy gate" in blocker.message  # nobody could approve running it without a backup
     assert len(await sql(database_url, "SELECT phone FROM customers WHERE phone IS NOT NULL")) == 2
 
 

@@ -22,11 +22,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import asyncpg
 import pytest
 from temporalio.client import WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from activities.ledger import MigrationLedger
 from devstack.incident import reproduce_incident
 from domain.approval_proof import NAMESPACE, ApprovalStatement, signed_payload
 from domain.bundle import build_bundle, pack
@@ -51,7 +53,7 @@ from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
-RECORDING_VERSION = "v3-schema"
+RECORDING_VERSION = "v4-nobackup"
 RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 
@@ -125,8 +127,53 @@ async def _record_bundle_in_parts(client, database_url: str) -> str:
         return await history_json(handle)
 
 
+async def _record_lock_budget(client, database_url: str) -> str:
+    """Issue 13 item 5: a report holds its lock past the budget; the migration never takes its lock,
+    leaves no trace, and the run ends failed_no_changes naming the report (patch 'lock-budget-no-changes')."""
+    add = migration("20250101000000_add_note", 'ALTER TABLE "orders" ADD COLUMN "note" TEXT;')
+    conn = await asyncpg.connect(database_url, server_settings={"application_name": "nightly-report"})
+    try:
+        await conn.execute('CREATE TABLE "orders" ("id" INT PRIMARY KEY)')
+        await MigrationLedger(conn).ensure_table()
+        async with conn.transaction():
+            await conn.fetchval('SELECT count(*) FROM "orders"')
+            async with new_worker(client, make_settings("dev", database_url, lock_wait_budget="2s")) as worker:
+                handle = await start(client, worker, request("dev", [add]), workflow_id="replay-lock-budget")
+                final = await final_status(handle)
+    finally:
+        await conn.close()
+    assert final.outcome == Outcome.failed_no_changes and "application 'nightly-report'" in final.error
+    return await history_json(handle)
+
+
+async def _record_no_backup(client, database_url: str) -> str:
+    """Issue 13 item 3: over backup_max_bytes the deploy gate's approval must acknowledge "no
+    backup" for exactly that migration: one approval without it refused, one with it accepted."""
+    table = migration("20250101000000_customers", "CREATE TABLE customers (id int PRIMARY KEY, phone text);\n"
+                                                  "INSERT INTO customers VALUES (1, '+1 555 0101');\n")
+    drop = migration("20250102000000_drop_phone", "ALTER TABLE customers DROP COLUMN phone;\n")
+    async with new_worker(client, make_settings("dev", database_url)) as worker:
+        assert (await final_status(await start(client, worker, request("dev", [table])))).outcome == Outcome.succeeded
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("ANALYZE customers")  # the backup's size is estimated from the statistics
+    await conn.close()
+    settings = make_settings("dev", database_url, gates=["deploy"], backup_max_bytes=10)
+    async with new_worker(client, settings) as worker:
+        handle = await start(client, worker, request("dev", [table, drop]), workflow_id="replay-no-backup")
+        status = await wait_gate(handle, "deploy")
+        assert status.plan.no_backup == [drop.name]
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("approve_update", approval("deploy", "alice", status.plan.fingerprint))
+        await handle.execute_update("approve_update", {**approval("deploy", "alice", status.plan.fingerprint),
+                                                       "no_backup": [drop.name]})
+        final = await final_status(handle)
+    assert final.outcome == Outcome.succeeded and [a.no_backup for a in final.approvals if a.accepted] == [[drop.name]]
+    return await history_json(handle)
+
+
 SCENARIOS = {"incident_full_succeeded": _record_incident, "verify_failed_rolled_back": _record_rollback,
-             "bundle_in_parts_succeeded": _record_bundle_in_parts}
+             "bundle_in_parts_succeeded": _record_bundle_in_parts, "lock_budget_failed_no_changes": _record_lock_budget,
+             "no_backup_approved_succeeded": _record_no_backup}
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

@@ -87,6 +87,9 @@ ROLLOUT_APPROVALS_PATCH = "rollout-approved-plan"
 # A deploy whose failed migration left no trace (the lock budget ran out before it could take its
 # locks), after nothing else of the run changed the database, ends failed_no_changes.
 NOTHING_CHANGED_PATCH = "lock-budget-no-changes"
+# A plan that runs migrations without a backup passes the deploy approvals' acknowledgement of
+# exactly those to the deploy activity, which refuses to run them without it.
+NO_BACKUP_PATCH = "no-backup-approval"
 
 # How long a run waits for the parts of a bundle too large for one payload; the starter sends
 # them right after the start, so this only runs out when it was stopped midway.
@@ -291,10 +294,12 @@ class DeployWorkflow:
         self._details(details.deploying(plan.environment, todo))
         self._status.progress = Progress(done=0, total=len(todo), current=todo[0].name if todo else None)
         self._deploy_started = True
+        acknowledged = approval.no_backup_approved(self._status.approvals) \
+            if plan.no_backup and workflow.patched(NO_BACKUP_PATCH) else []
         result = await workflow.execute_activity_method(
             ApplyActivities.deploy,
             DeployInput(environment=plan.environment, plan=slim_plan(plan, *RUNS_IN_DEPLOY), migrations=todo,
-                        marks=self._marks, bundle_parts=self._req.bundle.parts),
+                        marks=self._marks, bundle_parts=self._req.bundle.parts, no_backup_approved=acknowledged),
             start_to_close_timeout=DEPLOY_TIMEOUT,
             heartbeat_timeout=self._heartbeat,
             retry_policy=DEPLOY_RETRY,

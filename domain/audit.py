@@ -134,7 +134,7 @@ def render_markdown(audit: Audit) -> str:
         for b in p.blockers:
             out.append(f"\n**Blocked:** {b}")
         if p.no_backup and not p.blockers:
-            out.append(f"\n**Runs without a backup** (the deploy approval acknowledged it): "
+            out.append(f"\n**Runs without a backup** (each deploy approval had to acknowledge it; see Approvals): "
                        f"{', '.join(f'`{n}`' for n in p.no_backup)}")
         if p.drift:
             out.append(f"\nDrift proof: **{p.drift.verdict}** {p.drift.summary}")

@@ -250,10 +250,12 @@ def build_plan(
             )
         planned.append(pm)
 
-    if operation in (Operation.full, Operation.migrate):
+    deploys = operation in (Operation.full, Operation.migrate)  # only a deploy destroys data (and backs it up)
+    if deploys:
         blockers += _deploy_stops(diagnosis, planned, analyses, available_extensions)
     backup_blockers, backup_notes, backup_bytes, no_backup = limit_backups(
-        [m for m in planned if m.action in RUNS_IN_DEPLOY], backup_max_bytes, deploy_gate=deploy_gate)
+        [m for m in planned if m.action in RUNS_IN_DEPLOY] if deploys else [], backup_max_bytes,
+        deploy_gate=deploy_gate)
     blockers += backup_blockers
     notes += backup_notes
     blockers += [p for p in problems if p.code in _LATE_PROBLEMS]

@@ -5,24 +5,53 @@ approval stays v1), the acknowledgement is shown in the plan, the UI's details a
 an environment without a deploy gate cannot accept "no backup" at all.
 
 Pure rules first, then real runs: the Temporal CLI dev server, a worker with the real activities,
-real PostgreSQL, real SSH keys and the real CLI (`starter.py approve --no-backup`).
+real PostgreSQL, real SSH keys and the real CLI (`starter.py approve --no-backup`, `show`); last,
+the deploy activity's own refusal of what no approval acknowledged.
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import asyncpg
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.testing import ActivityEnvironment
 
 from domain import approval, details
 from domain.allowed_signers import parse_allowed_signers
-from domain.approval_proof import NAMESPACE, ApprovalStatement, Proven, Refused, verify_approval
-from domain.models import ApprovalPolicy, BlockerCode, DeployPlan, Outcome
+from domain.approval_proof import (
+    NAMESPACE,
+    ApprovalStatement,
+    Proven,
+    Refused,
+    verify_approval,
+)
+from domain.models import (
+    ApprovalPolicy,
+    BlockerCode,
+    DeployInput,
+    DeployPlan,
+    Operation,
+    Outcome,
+    RunMarks,
+    RunStatus,
+)
 from runtime.settings import EnvironmentSettings, Settings
-from tests.helpers import final_status, migration, new_worker, request, run_cli_in_process, start, wait_gate
+from tests.helpers import (
+    StageActivities,
+    catalog_dump,
+    final_status,
+    ledger_rows,
+    migration,
+    new_worker,
+    request,
+    run_cli_in_process,
+    start,
+    wait_gate,
+)
 from tests.ssh_keys import keygen_verifies, make_key, sign
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
@@ -119,6 +148,8 @@ def _settings(url: str, **env) -> Settings:
 
 
 async def _with_customers(client, url: str) -> None:
+    """CUSTOMERS deployed (three customers, two phones), its statistics fresh: the backup of the
+    phone column is then estimated over the 10 bytes every test here allows."""
     async with new_worker(client, _settings(url, gates=[])) as worker:
         assert (await final_status(await start(client, worker, request("dev", [CUSTOMERS])))).outcome == "succeeded"
     conn = await asyncpg.connect(url)
@@ -127,18 +158,35 @@ async def _with_customers(client, url: str) -> None:
 
 
 async def _phones(url: str) -> list:
+    """The phone column's values by customer, or [] once the column is gone."""
     conn = await asyncpg.connect(url)
     try:
-        return [r[0] for r in await conn.fetch(
-            "SELECT phone FROM customers ORDER BY id") ] if await conn.fetchval(
-            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'phone'") else []
+        if not await conn.fetchval("SELECT count(*) FROM information_schema.columns WHERE table_name = 'customers' "
+                                   "AND column_name = 'phone'"):
+            return []
+        return [r[0] for r in await conn.fetch("SELECT phone FROM customers ORDER BY id")]
     finally:
         await conn.close()
+
+
+async def _dump(url: str) -> dict:
+    conn = await asyncpg.connect(url)
+    try:
+        return await catalog_dump(conn)
+    finally:
+        await conn.close()
+
+
+async def _refused(handle, payload: dict) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update("approve_update", payload)
+    return refused.value.cause.message  # the one sentence the UI's dialog shows
 
 
 async def test_an_environment_without_a_deploy_gate_cannot_accept_no_backup(dev_env, database_url: str) -> None:
     client = dev_env.client
     await _with_customers(client, database_url)
+    before = await _dump(database_url)
     async with new_worker(client, _settings(database_url, gates=[])) as worker:
         final = await final_status(await start(client, worker, request("dev", [CUSTOMERS, DROP_PHONE])))
     assert final.outcome == Outcome.failed_needs_attention and final.applied == []
@@ -146,6 +194,20 @@ async def test_an_environment_without_a_deploy_gate_cannot_accept_no_backup(dev_
     assert blocker.code == BlockerCode.no_backup_needs_approval and blocker.migration == DROP_PHONE.name
     assert "exceed backup_max_bytes" in blocker.message
     assert "this environment cannot give: it has no deploy gate; add a deploy gate" in blocker.message
+    assert "the plan is blocked, nothing was changed" in final.error
+    assert await _dump(database_url) == before  # schema, rows and ledger as they were
+    assert await _phones(database_url) == ["+1 555 0101", None, "+44 20"]
+
+
+async def test_an_operation_that_deploys_nothing_is_not_stopped_by_a_backup_it_would_not_take(
+        dev_env, database_url: str) -> None:
+    """`resolve` alone runs no pending migration: the backup limit is no business of its plan."""
+    client = dev_env.client
+    await _with_customers(client, database_url)
+    async with new_worker(client, _settings(database_url, gates=[])) as worker:
+        final = await final_status(await start(client, worker, request("dev", [CUSTOMERS, DROP_PHONE],
+                                                                        operation=Operation.resolve)))
+    assert final.outcome == Outcome.succeeded and final.plan.blockers == [] and final.plan.no_backup == []
     assert await _phones(database_url) == ["+1 555 0101", None, "+44 20"]
 
 
@@ -158,17 +220,24 @@ async def test_no_backup_is_approved_explicitly_then_deployed_without_one(dev_en
         assert waiting.plan.blockers == [] and waiting.plan.no_backup == [DROP_PHONE.name]
         assert any(f"--no-backup {DROP_PHONE.name}" in n for n in waiting.plan.notes)
         fp = waiting.plan.fingerprint
-        with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update("approve_update", {"stage": "deploy", "approver": "alice", "fingerprint": fp})
-        assert "the deploy approval must acknowledge exactly that" in str(refused.value.cause)
-        assert await _phones(database_url) == ["+1 555 0101", None, "+44 20"]  # the gate stayed closed
+        bare = await _refused(handle, {"stage": "deploy", "approver": "alice", "fingerprint": fp})
+        assert f'the deploy approval must acknowledge exactly that, with "no_backup": ["{DROP_PHONE.name}"]' in bare
+        wrong = await _refused(handle, {"stage": "deploy", "approver": "alice", "fingerprint": fp,
+                                        "no_backup": ["20250101000000_customers"]})
+        assert wrong == (f"'no_backup' must name exactly the migrations the plan runs without a backup, "
+                         f"{DROP_PHONE.name}; it names 20250101000000_customers "
+                         f"(`starter.py approve ... --no-backup {DROP_PHONE.name}`)")
+        still = await handle.query("status", result_type=RunStatus)  # the gate stayed closed
+        assert still.awaiting == "deploy" and still.gates_passed == [] and still.applied == []
+        assert await _phones(database_url) == ["+1 555 0101", None, "+44 20"]
         await handle.execute_update("approve_update", {"stage": "deploy", "approver": "alice", "fingerprint": fp,
                                                        "no_backup": [DROP_PHONE.name]})
         final = await final_status(handle)
         history = await handle.fetch_history()
     assert final.outcome == Outcome.succeeded, final.error
     assert [a.name for a in final.applied] == [DROP_PHONE.name] and await _phones(database_url) == []
-    assert [(r.accepted, r.no_backup) for r in final.approvals] == [(False, []), (True, [DROP_PHONE.name])]
+    assert [(r.accepted, r.no_backup) for r in final.approvals] == [(False, []), (False, []),
+                                                                     (True, [DROP_PHONE.name])]
     patches = [p.data for e in history.events if e.HasField("marker_recorded_event_attributes")
                for d in e.marker_recorded_event_attributes.details.values() for p in d.payloads]
     assert any(b"no-backup-approval" in data for data in patches)  # the patch marker: old runs replay as they ran
@@ -176,7 +245,7 @@ async def test_no_backup_is_approved_explicitly_then_deployed_without_one(dev_en
     assert f"acknowledged **no backup** for `{DROP_PHONE.name}`" in record
 
 
-async def test_a_signed_cli_approval_acknowledges_no_backup_and_compensation_says_what_is_lost(
+async def test_a_signed_cli_approval_acknowledges_no_backup_and_the_audit_shows_it(
         dev_env, database_url: str, tmp_path: Path) -> None:
     client = dev_env.client
     await _with_customers(client, database_url)
@@ -185,27 +254,75 @@ async def test_a_signed_cli_approval_acknowledges_no_backup_and_compensation_say
                          allowed_signers=f"alice {key.public}\n")
     env = {"MIGRATOR_TEMPORAL_ADDRESS": client.service_client.config.target_host}
     async with new_worker(client, settings) as worker:
-        handle = await start(client, worker, request("dev", [CUSTOMERS, DROP_PHONE, LATER]))
+        handle = await start(client, worker, request("dev", [CUSTOMERS, DROP_PHONE]))
         await wait_gate(handle, "deploy")
         ref = f"{handle.id}/{handle.result_run_id}"
-        plain = await run_cli_in_process(["approve", ref, "--stage", "deploy", "--by", "alice",
-                                          "--sign-with", str(key.path)], env)
+        approve = ["approve", ref, "--stage", "deploy", "--by", "alice", "--sign-with", str(key.path)]
+        plain = await run_cli_in_process(approve, env)
         assert plain.returncode == 1
         assert f"WITHOUT A BACKUP: {DROP_PHONE.name}" in plain.stdout
         assert f"refused: the plan runs {DROP_PHONE.name} without a backup" in plain.stderr
-        signed = await run_cli_in_process(["approve", ref, "--stage", "deploy", "--by", "alice",
-                                           "--sign-with", str(key.path), "--no-backup", DROP_PHONE.name], env)
+        assert f"--no-backup {DROP_PHONE.name}" in plain.stderr
+        wrong = await run_cli_in_process([*approve, "--no-backup", CUSTOMERS.name], env)
+        assert wrong.returncode == 1 and "'no_backup' must name exactly the migrations" in wrong.stderr
+        assert (await handle.query("status", result_type=RunStatus)).awaiting == "deploy"
+        assert await _phones(database_url) == ["+1 555 0101", None, "+44 20"]
+        signed = await run_cli_in_process([*approve, "--no-backup", DROP_PHONE.name], env)
         assert signed.returncode == 0, signed.stdout + signed.stderr
         final = await final_status(handle)
-        from cli.show import load_audit
-        from domain.audit import render_markdown
+        shown = await run_cli_in_process(["show", ref, "--format", "markdown"], env)
+    assert final.outcome == Outcome.succeeded, final.error
+    assert await _phones(database_url) == []
+    (accepted,) = [r for r in final.approvals if r.accepted]
+    assert (accepted.proof, accepted.principal, accepted.no_backup) == ("ssh", "alice", [DROP_PHONE.name])
+    assert shown.returncode == 0, shown.stderr
+    assert "| no backup acknowledged |" in shown.stdout
+    assert f"| ssh {accepted.key_fingerprint} | {DROP_PHONE.name} |" in shown.stdout
+    assert f"**Runs without a backup** (each deploy approval had to acknowledge it; see Approvals): " \
+           f"`{DROP_PHONE.name}`" in shown.stdout
 
-        report = render_markdown(await load_audit(client, ref))
-    accepted = [r for r in final.approvals if r.accepted]
-    assert [(r.proof, r.no_backup) for r in accepted] == [("ssh", [DROP_PHONE.name])]
-    # verify.sql of LATER fails: compensation undoes both, and cannot give the phones back.
+
+async def test_compensation_of_a_run_without_a_backup_says_what_is_lost(dev_env, database_url: str) -> None:
+    client = dev_env.client
+    await _with_customers(client, database_url)
+    async with new_worker(client, _settings(database_url, gates=["deploy"])) as worker:
+        handle = await start(client, worker, request("dev", [CUSTOMERS, DROP_PHONE, LATER]))
+        waiting = await wait_gate(handle, "deploy")
+        await handle.execute_update("approve_update", {"stage": "deploy", "approver": "alice",
+                                                       "fingerprint": waiting.plan.fingerprint,
+                                                       "no_backup": [DROP_PHONE.name]})
+        final = await final_status(handle)
+    # LATER's verify.sql fails (its table is empty): compensation undoes both, and cannot give the phones back.
     assert final.outcome == Outcome.failed_needs_attention
     assert "data the run destroyed without a backup is not" in final.human_action
     assert await _phones(database_url) == [None, None, None]
-    assert f"| ssh {accepted[0].key_fingerprint} | {DROP_PHONE.name} |" in report
-    assert f"**Runs without a backup** (the deploy approval acknowledged it): `{DROP_PHONE.name}`" in report
+
+
+async def test_the_deploy_activity_refuses_what_no_approval_acknowledged(database_url: str) -> None:
+    """Should a workflow ever pass no acknowledgement, the activity itself changes nothing."""
+    stages = StageActivities(_settings(database_url, gates=["deploy"]))
+    await ActivityEnvironment().run(stages.deploy, await _deploy_input(stages, [CUSTOMERS]))
+    conn = await asyncpg.connect(database_url)
+    await conn.execute("ANALYZE customers")
+    await conn.close()
+    inp = await _deploy_input(stages, [CUSTOMERS, DROP_PHONE])
+    assert inp.plan.no_backup == [DROP_PHONE.name]
+    result = await ActivityEnvironment().run(stages.deploy, inp)
+    assert result.applied == [] and result.stopped == (
+        f"{DROP_PHONE.name} would destroy data without a backup, and no deploy approval acknowledged that "
+        '("no_backup"); nothing was changed: start a new run and approve it with --no-backup for each')
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert [r["migration_name"] for r in await ledger_rows(conn)] == [CUSTOMERS.name]
+    finally:
+        await conn.close()
+    assert await _phones(database_url) == ["+1 555 0101", None, "+44 20"]
+    done = await ActivityEnvironment().run(stages.deploy, inp.model_copy(update={"no_backup_approved": [DROP_PHONE.name]}))
+    assert [m.name for m in done.applied] == [DROP_PHONE.name] and await _phones(database_url) == []
+
+
+async def _deploy_input(stages: StageActivities, migrations: list) -> DeployInput:
+    plan = (await ActivityEnvironment().run(stages.preflight, request("dev", migrations))).plan
+    todo = [m for m in migrations if m.name in {p.name for p in plan.by_action("apply")}]
+    marks = RunMarks(deploy_ids={m.name: str(uuid.uuid4()) for m in todo}, resolve_at=datetime.now(timezone.utc))
+    return DeployInput(environment="dev", plan=plan, migrations=todo, marks=marks)

@@ -87,6 +87,9 @@ class Count:
     bad_applied_rows: list[str]  # applied rows not shaped like Prisma's (logs NULL, 1 step)
     items: dict[int, str]  # shop.items: id -> note (the application's data m2 updates)
     invalid_indexes: int  # INVALID indexes left in the database
+    # The run's backups in _migrator_backup: (migration, table backed up, the rows the backup
+    # table holds as {id: note}, restored), one per backup taken in a committed transaction.
+    backups: list[tuple[str, str, dict[int, str], bool]]
 
 
 async def count(url: str) -> Count:
@@ -102,6 +105,13 @@ async def count(url: str) -> Count:
         has_items = await conn.fetchval("SELECT to_regclass('shop.items') IS NOT NULL")
         items = {r["id"]: r["note"] for r in await conn.fetch("SELECT id, note FROM shop.items")} if has_items else {}
         invalid = await conn.fetchval("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+        backups = []
+        if await conn.fetchval("SELECT to_regclass('_migrator_backup.backups') IS NOT NULL"):
+            for b in await conn.fetch("SELECT migration_name, source_schema, source_table, backup_table, restored_at "
+                                      "FROM _migrator_backup.backups ORDER BY created_at, item"):
+                held = await conn.fetch(f'SELECT id, note FROM _migrator_backup."{b["backup_table"]}" ORDER BY id')
+                backups.append((b["migration_name"], f"{b['source_schema']}.{b['source_table']}",
+                                {r["id"]: r["note"] for r in held}, b["restored_at"] is not None))
     finally:
         await conn.close()
     short = {n: n.split("_")[1] for n in NAMES}
@@ -119,4 +129,5 @@ async def count(url: str) -> Count:
                 bad.append(f"{s}: logs={r['logs']!r} steps={r['applied_steps_count']}")
         else:
             failed[s] = failed.get(s, 0) + 1
-    return Count(effects, applied, failed, rolled, tables - {"_prisma_migrations"}, index, bad, items, invalid)
+    return Count(effects, applied, failed, rolled, tables - {"_prisma_migrations"}, index, bad, items, invalid,
+                 backups)

@@ -19,6 +19,7 @@ import asyncpg
 
 from activities import catalog_queries as q
 from domain.schema import (
+    LEDGER_TABLE,
     Column,
     CompositeType,
     Constraint,
@@ -27,6 +28,7 @@ from domain.schema import (
     Extension,
     Grant,
     Index,
+    LiveRoles,
     ObjectKind,
     ObjectRef,
     Policy,
@@ -64,6 +66,17 @@ async def read_schema_model(conn: asyncpg.Connection) -> SchemaModel:
             # A released savepoint keeps SET LOCAL until the caller's transaction ends: put it back.
             await conn.execute("SELECT set_config('search_path', $1, true)", previous)
     return _model(rows)
+
+
+async def read_live_roles(conn: asyncpg.Connection) -> LiveRoles:
+    """The roles that say who owns what the migrations built (domain/schema/roles.py): this
+    session's current_user, and the owner of Prisma's ledger in the session's schema (where
+    activities/ledger.py reads it), None before the first deploy."""
+    row = await conn.fetchrow(
+        "SELECT current_user AS session_role, (SELECT pg_get_userbyid(c.relowner) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+        "AND c.relname = $1 AND c.relkind IN ('r', 'p')) AS ledger_owner", LEDGER_TABLE)
+    return LiveRoles(session_role=row["session_role"], ledger_owner=row["ledger_owner"])
 
 
 _QUERIES = (

@@ -68,15 +68,15 @@ class PreflightActivities:
         # The shadow replay runs on its own connections while the rest is read on `conn`.
         replay = self._start_replay(env, request, diagnosis, progress)
         try:
-            return await self._gather(conn, request, snapshot, diagnosis, server_version, major, replay)
+            return await self._gather(conn, env, request, snapshot, diagnosis, server_version, major, replay)
         finally:
             if replay is not None and not replay.done():  # preflight failed meanwhile: stop it (it drops its shadow)
                 replay.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await replay
 
-    async def _gather(self, conn: asyncpg.Connection, request: DeployRequest, snapshot: LedgerSnapshot,
-                      diagnosis: HistoryDiagnosis, server_version: str, major: int,
+    async def _gather(self, conn: asyncpg.Connection, env: EnvironmentSettings, request: DeployRequest,
+                      snapshot: LedgerSnapshot, diagnosis: HistoryDiagnosis, server_version: str, major: int,
                       replay: asyncio.Task[RunReplay] | None) -> PreflightFacts:
         states = {m.name: m.state for m in diagnosis.migrations}
         runnable = [n for n, st in states.items() if st in _RUNNABLE]
@@ -107,7 +107,8 @@ class PreflightActivities:
                                                                               snapshot.schema_name)
         single = {name for name, a in facts.analyses.items() if len(a.statements) == 1 and a.creates}
         if replay is not None:
-            facts.schema_facts = await preflight_schema_facts(conn, await replay, single_creators=single)
+            facts.schema_facts = await preflight_schema_facts(conn, await replay, single_creators=single,
+                                                              role_map=env.role_map)
         return facts
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],

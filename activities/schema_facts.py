@@ -16,19 +16,19 @@ next; the workflow also drops it when the run ends (activities/cleanup.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import asyncpg
 from pydantic import BaseModel
 from temporalio import activity
 
-from activities.catalog import read_schema_model
+from activities.catalog import read_live_roles, read_schema_model
 from activities.shadow import ExpectedSchemas, ShadowError, expected_schemas
 from domain.drift import split_after_deploy
 from domain.facts import SchemaFacts, SchemaState
 from domain.models import BundledMigration, VerifyCheck
 from domain.prisma.diagnosis import HistoryDiagnosis
-from domain.schema import compare, migration_effects
+from domain.schema import RoleMap, compare, default_role_map, migration_effects
 from domain.schema.evidence import effects_of_unreplayable
 from domain.schema.replay import ReplaySequence, replay_sequence
 
@@ -75,23 +75,35 @@ async def replay_for_run(
     return RunReplay(sequence=sequence, replay=replay)
 
 
+ConfiguredRoles = Mapping[str, str | Sequence[str]]
+
+
+async def run_role_map(conn: asyncpg.Connection, replay: ExpectedSchemas, configured: ConfiguredRoles) -> RoleMap:
+    """Which live roles the shadow's roles stand for (domain/schema/roles.py), from the live
+    session, the owner of its ledger and the environment's `role_map` setting."""
+    return default_role_map(replay.shadow_role, await read_live_roles(conn), configured)
+
+
 async def preflight_schema_facts(conn: asyncpg.Connection, run: RunReplay, *,
-                                 single_creators: Collection[str] = ()) -> SchemaFacts:
+                                 single_creators: Collection[str] = (),
+                                 role_map: ConfiguredRoles | None = None) -> SchemaFacts:
     """The replay compared with the live schema (read-only on `conn`): drift, the effects of failed
     migrations. `single_creators`: migrations whose only statement creates an object (a failed one
-    that fails in the shadow too is judged from the whole schema, effects_of_unreplayable)."""
+    that fails in the shadow too is judged from the whole schema, effects_of_unreplayable).
+    `role_map`: the environment's setting of that name."""
     sequence, replay = run.sequence, run.replay
     if replay is None:
         return SchemaFacts(state=SchemaState.unavailable, reason=run.unavailable, sequence=sequence)
     live = await read_schema_model(conn)
+    roles = await run_role_map(conn, replay, role_map or {})
     models = replay.models
     effects = {}
     for name, at in sequence.failed.items():
         if at - 1 in models and at in models:
-            effects[name] = migration_effects(models[at - 1], models[at], live)
+            effects[name] = migration_effects(models[at - 1], models[at], live, roles=roles)
         elif (at - 1 in models and replay.failure is not None and replay.failure.migration == name
               and name in single_creators):
-            found = effects_of_unreplayable(models[at - 1], live)  # it fails in the shadow too
+            found = effects_of_unreplayable(models[at - 1], live, roles=roles)  # it fails in the shadow too
             if found is not None:
                 effects[name] = found
     return SchemaFacts(
@@ -99,8 +111,9 @@ async def preflight_schema_facts(conn: asyncpg.Connection, run: RunReplay, *,
         shadow_database=replay.shadow_database,
         sequence=sequence,
         failure=replay.failure,
-        drift=compare(models[sequence.applied], live) if sequence.applied in models else None,
+        drift=compare(models[sequence.applied], live, roles=roles) if sequence.applied in models else None,
         effects=effects,
+        roles=roles,
         replayed=replay.replayed,
         seconds=replay.seconds,
     )
@@ -116,10 +129,12 @@ async def schema_checks(
     accepted: Sequence[str],
     accepted_moved: Sequence[str] = (),
     statement_timeout: float | str | None = None,
+    role_map: ConfiguredRoles | None = None,
 ) -> list[VerifyCheck]:
     """The live schema against the replay of `sequence` (the plan's expected order of the whole
     folder: the applied history, then what the run brought in). Differences whose digest the
-    approved plan showed are accepted; any other fails the check."""
+    approved plan showed are accepted; any other fails the check. Roles are mapped as in
+    preflight (the same live roles: the ledger keeps its owner through a deploy)."""
     by_name = {m.name: m for m in migrations}
     n = len(sequence)
     replay = await expected_schemas(dsn, [by_name[name] for name in sequence], [n], run_key=key,
@@ -128,7 +143,8 @@ async def schema_checks(
         return [VerifyCheck(check=SCHEMA_CHECK, passed=False, migration=replay.failure.migration,
                             detail=f"the expected schema could not be built: {replay.failure.sentence}")]
     live = await read_schema_model(conn)
-    after = split_after_deploy(compare(replay.after(n), live), accepted, accepted_moved)
+    roles = await run_role_map(conn, replay, role_map or {})
+    after = split_after_deploy(compare(replay.after(n), live, roles=roles), accepted, accepted_moved)
     seen, new = after.as_shown + after.moved, after.new
     checks = []
     if seen:

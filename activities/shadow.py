@@ -2,7 +2,8 @@
 
 How a replay runs (and why):
 - The shadow database lives on the live server (same version, same extensions available, same
-  roles), is created by the live role (so owners match), and is named from the caller's run key:
+  roles), is created through the live URL (its objects are owned by the shadow session's role, which
+  domain/schema/roles.py maps to the live owners), and is named from the caller's run key:
   `migrator_shadow_<16 hex of sha256(run key)>`. It is dropped before use, so the leftovers of a
   killed worker are removed by the next attempt of the same run, and always dropped at the end,
   also when the caller is cancelled. A session advisory lock on the name (held by the connection
@@ -15,7 +16,8 @@ How a replay runs (and why):
 - One call can ask for several prefixes k1 < k2 < ...: migrations are replayed once, in order, and
   the model is read at each requested k.
 - Models are cached in process, keyed by the server identity and the chain of checksums of
-  migrations 1..k (ReplayCache): a run asking again for a prefix it has seen replays nothing.
+  migrations 1..k (activities/replay_cache.py): a run asking again for a prefix it has seen
+  replays nothing.
   Failures are not cached (they may be transient).
 
 A migration that fails comes back as a typed ReplayFailure (which migration, SQLSTATE, the server's
@@ -28,9 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
@@ -39,9 +39,9 @@ from pydantic import BaseModel
 
 from activities import shadow_template
 from activities.catalog import read_schema_model
-from activities.shadow_template import template_name
 from activities.db import DatabaseUnavailable, connect
-from domain.prisma.checksum import sha256_hex
+from activities.replay_cache import DEFAULT_CACHE, MigrationScript, ReplayCache
+from activities.shadow_template import template_name
 from domain.dsn import scrub
 from domain.schema import SchemaModel
 from domain.schema.replay import ReplayFailure
@@ -55,13 +55,6 @@ _LOCK_CLASS = 0x5348_4457  # advisory lock namespace ("SHDW"), apart from Prisma
 _INFRASTRUCTURE_CLASSES = ("08", "53", "57", "58")
 
 
-class MigrationScript(Protocol):
-    """A local migration (domain.folder.LocalMigration, domain.models.BundledMigration...)."""
-
-    name: str
-    sql: str
-
-
 class ShadowError(RuntimeError):
     """The shadow database could not be used (not a migration's fault). One sentence, no DSN."""
 
@@ -70,6 +63,9 @@ class ExpectedSchemas(BaseModel):
     """The expected schema after each requested prefix that could be replayed."""
 
     shadow_database: str
+    # current_user of the shadow session: the owner of everything the replay created (compared
+    # with the live owners through domain/schema/roles.py).
+    shadow_role: str | None = None
     models: dict[int, SchemaModel]  # k -> model after migrations 1..k (0: the empty database)
     failure: ReplayFailure | None = None
     replayed: int = 0  # migrations executed by this call (0 when every prefix was cached)
@@ -79,48 +75,6 @@ class ExpectedSchemas(BaseModel):
     def after(self, k: int) -> SchemaModel:
         """The model after migrations 1..k; KeyError when k was not requested or not reached."""
         return self.models[k]
-
-
-class ReplayCache:
-    """In-process LRU of replayed models, keyed by (server identity, checksum chain of 1..k).
-
-    The chain (ReplayCache.chain) makes a key name the exact SQL of every migration up to k, in
-    order; the server identity (host, port, role, Prisma schema, server version, template) makes it
-    name the place it was replayed. One worker process serves every run it executes from it."""
-
-    def __init__(self, max_entries: int = 32) -> None:
-        self.max_entries = max_entries
-        self._items: OrderedDict[tuple[str, str], SchemaModel] = OrderedDict()
-
-    @staticmethod
-    def chain(migrations: Sequence[MigrationScript]) -> list[str]:
-        """chain[k] identifies migrations 1..k: sha256 over the previous link and the k-th
-        migration's checksum (of the SQL we execute, not of a checksum someone handed us)."""
-        links = [hashlib.sha256(b"migrator-shadow-chain").hexdigest()]
-        for m in migrations:
-            links.append(hashlib.sha256((links[-1] + sha256_hex(m.sql.encode("utf-8"))).encode()).hexdigest())
-        return links
-
-    def get(self, server: str, link: str) -> SchemaModel | None:
-        model = self._items.get((server, link))
-        if model is not None:
-            self._items.move_to_end((server, link))
-        return model
-
-    def put(self, server: str, link: str, model: SchemaModel) -> None:
-        self._items[(server, link)] = model
-        self._items.move_to_end((server, link))
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-DEFAULT_CACHE = ReplayCache()
 
 
 def shadow_database_name(run_key: str) -> str:
@@ -160,12 +114,15 @@ async def expected_schemas(
         server = await _server_identity(admin, dsn, template)
         models = {k: m for k in wanted if cache is not None and (m := cache.get(server, chain[k])) is not None}
         todo = [k for k in wanted if k not in models]
-        result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)))
+        result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)),
+                                 shadow_role=cache.role(server) if cache is not None else None)
         if todo:
             kept = template_name(server) if keep_template else None
             result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result,
                                    chain, kept)
             if cache is not None:
+                if result.shadow_role:
+                    cache.put_role(server, result.shadow_role)
                 for k in todo:
                     if k in result.models:
                         cache.put(server, chain[k], result.models[k])
@@ -211,7 +168,7 @@ async def _replay(
 ) -> ExpectedSchemas:
     await _lock(admin, name, dsn)
     shadow: asyncpg.Connection | None = None
-    models, failure, replayed = dict(result.models), None, 0
+    models, failure, replayed, role = dict(result.models), None, 0, result.shadow_role
     try:
         await _drop(admin, name, dsn)  # a killed attempt's leftover
         start = await _create_from_kept(admin, name, kept, chain, min(todo), dsn) if kept else None
@@ -222,6 +179,7 @@ async def _replay(
         # The shadow is thrown away, also after a crash: waiting for each commit's WAL flush buys
         # nothing (schema and catalog are the same), and is most of a durable server's replay time.
         await shadow.execute("SET synchronous_commit = off")
+        role = await shadow.fetchval("SELECT current_user")
         schema = _prisma_schema(dsn)
         if schema and not start:  # Prisma's engine creates the ?schema= schema when it is missing
             await shadow.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema.replace(chr(34), chr(34) * 2)}"')
@@ -249,7 +207,7 @@ async def _replay(
         raise ShadowError(_sentence(f"the shadow database {name} could not be read", exc, dsn)) from None
     finally:
         await _always_clean_up(admin, shadow, name, dsn)
-    return result.model_copy(update={"models": models, "failure": failure, "replayed": replayed})
+    return result.model_copy(update={"models": models, "failure": failure, "replayed": replayed, "shadow_role": role})
 
 
 async def _create_from_kept(admin: asyncpg.Connection, name: str, kept: str, chain: list[str], first_needed: int,
@@ -366,7 +324,11 @@ async def _drop(admin: asyncpg.Connection, name: str, dsn: str) -> None:
 async def _server_identity(admin: asyncpg.Connection, dsn: str, template: str | None) -> str:
     parts = urlsplit(dsn)
     version = await admin.fetchval("SHOW server_version_num")
-    user = await admin.fetchval("SELECT current_user")
+    # The role the replay's objects get owners from: the login's, unless this database makes it
+    # run as another (ALTER ROLE ... IN DATABASE ... SET role): then both, so two logins running as
+    # one role here never share a kept template whose objects the other one owns.
+    user = await admin.fetchval("SELECT CASE WHEN session_user = current_user THEN current_user::text "
+                                "ELSE current_user || '/' || session_user END")
     return f"{parts.hostname}:{parts.port or 5432}|{user}|{_prisma_schema(dsn) or ''}|{version}|{template or ''}"
 
 

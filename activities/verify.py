@@ -71,6 +71,7 @@ class VerifyActivities:
                 self.targets.dsn(inp.environment), conn, migrations, inp.expected_sequence,
                 key=run_key(inp.environment), accepted=inp.accepted_drift, accepted_moved=inp.accepted_drift_moved,
                 statement_timeout=self.targets.statement_timeout(inp.environment),
+                role_map=self.targets.environment(inp.environment).role_map,
             )
         except ShadowError as exc:
             # Preflight could use a shadow database: try again (Temporal retries this type).

@@ -16,6 +16,7 @@ from domain.risk import Risk
 from domain.schema.compare import Difference
 from domain.schema.evidence import MigrationEffects
 from domain.schema.replay import ReplayFailure, ReplaySequence
+from domain.schema.roles import RoleMap
 from domain.sql.rules import MigrationAnalysis
 
 
@@ -59,6 +60,8 @@ class SchemaFacts(BaseModel):
     drift: list[Difference] | None = None
     # Failed migrations the replay got past: what of their effects the live database holds.
     effects: dict[str, MigrationEffects] = Field(default_factory=dict)
+    # Which live roles the shadow's roles stood for in those comparisons (domain/schema/roles.py).
+    roles: RoleMap | None = None
     replayed: int = 0  # migrations executed (0 when every prefix came from the cache)
     seconds: float = 0.0
 

@@ -96,6 +96,8 @@ def decide(request: DeployRequest, facts: PreflightFacts, policy: EnvironmentPol
     plan.drift = drift_report(plan, facts.schema_facts)
     if plan.drift is not None:
         plan.notes.append(f"drift proof: {plan.drift.summary}")
+        if schema.roles is not None and schema.roles.sentence:  # approvers see whose objects were compared as whose
+            plan.notes.append(schema.roles.sentence)
         if plan.drift.verdict == DriftVerdict.unexplained_drift:
             # The live schema holds changes no migration explains: approvers must look harder.
             plan.risk = Risk.high

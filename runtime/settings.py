@@ -83,6 +83,11 @@ class EnvironmentSettings(BaseModel):
     # auto = in every run, and a run without a usable shadow database goes on with what it could
     # check (the plan says so); always = such a run stops before any change; never = off.
     drift_proof: Literal["auto", "always", "never"] = "auto"
+    # Which live roles a role of the shadow replay stands for when owners and grants are compared
+    # ({"migrator": "app_owner"} or {"migrator": ["app_owner", "migrator"]}). Unset: the shadow's
+    # role stands for the owner of _prisma_migrations and this connection's role
+    # (domain/schema/roles.py); a role named here stands for exactly the roles given.
+    role_map: dict[str, str | list[str]] = Field(default_factory=dict)
     # Backups before destructive statements (schema _migrator_backup in the target database): how
     # long they are kept, and the largest a run may take before the plan needs "no backup" approved.
     backup_retention: timedelta = timedelta(days=7)
@@ -130,6 +135,16 @@ class EnvironmentSettings(BaseModel):
     @classmethod
     def _pg_duration(cls, value: Any, info: ValidationInfo) -> str:
         return _duration(value, info.field_name)
+
+    @field_validator("role_map")
+    @classmethod
+    def _role_names(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        for shadow, live in value.items():
+            names = [live] if isinstance(live, str) else live
+            if not shadow.strip() or not names or any(not n.strip() for n in names):
+                raise ValueError("role_map maps a role name to a live role name or a non-empty list of them, "
+                                 'e.g. {"migrator": "app_owner"}')
+        return value
 
     @field_validator("approval_proofs")
     @classmethod

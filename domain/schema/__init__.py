@@ -33,6 +33,7 @@ from domain.schema.objects import (
     View,
 )
 from domain.schema.refs import ObjectKind, ObjectRef, quote_ident
+from domain.schema.roles import LiveRoles, RoleMap, default_role_map, map_roles
 
 __all__ = [
     "LEDGER_TABLE",
@@ -47,12 +48,14 @@ __all__ = [
     "Extension",
     "Grant",
     "Index",
+    "LiveRoles",
     "MigrationEffects",
     "ObjectKind",
     "ObjectRef",
     "ObjectState",
     "Policy",
     "RangeType",
+    "RoleMap",
     "Routine",
     "Schema",
     "SchemaModel",
@@ -62,6 +65,8 @@ __all__ = [
     "Trigger",
     "View",
     "compare",
+    "default_role_map",
+    "map_roles",
     "migration_effects",
     "quote_ident",
     "touched_objects",

@@ -16,7 +16,7 @@ Reporting rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from domain.schema.model import SchemaModel
 from domain.schema.objects import Column, Grant, OwnedObject, SchemaObject
 from domain.schema.refs import ObjectRef
+from domain.schema.roles import RoleMap, map_roles
 
 SHORT = 120  # characters of a definition a sentence shows before it excerpts
 _ACCESS_ATTRIBUTES = ("owner", "grants", "column grants")
@@ -58,16 +59,17 @@ def compare(
     live: SchemaModel,
     *,
     only: Iterable[ObjectRef] | None = None,
-    roles: Mapping[str, str] | None = None,
+    roles: RoleMap | Mapping[str, str | Sequence[str]] | None = None,
 ) -> list[Difference]:
     """Every object that differs between `expected` and `live`, sorted.
 
     `only` restricts the comparison to those objects and everything they contain (a table's
-    columns, indexes...). `roles` renames roles of the expected side before comparing (e.g. the
-    role that built a shadow database -> the live migration role); see SchemaModel.with_roles_mapped.
+    columns, indexes...). `roles` says which live roles the expected side's roles stand for (the
+    role that built a shadow database -> the live roles that own what it built), see
+    domain/schema/roles.py; the expected side is renamed through it before comparing.
     """
-    if roles:
-        expected = expected.with_roles_mapped(roles)
+    if roles is not None:
+        expected = map_roles(expected, live, roles if isinstance(roles, RoleMap) else RoleMap.of(roles))
     scope = frozenset(only) if only is not None else None
     want, have = expected.objects(), live.objects()
     found: list[Difference] = []

@@ -16,7 +16,6 @@ cannot be judged from the schema: `no_schema_effect`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from domain.schema.compare import Difference, compare
 from domain.schema.model import SchemaModel
 from domain.schema.refs import ObjectRef
+from domain.schema.roles import RoleMap
 
 
 class EffectsVerdict(StrEnum):
@@ -95,10 +95,10 @@ def touched_objects(before: SchemaModel, after: SchemaModel) -> list[ObjectRef]:
 
 
 def migration_effects(
-    before: SchemaModel, after: SchemaModel, live: SchemaModel, *, roles: Mapping[str, str] | None = None
+    before: SchemaModel, after: SchemaModel, live: SchemaModel, *, roles: RoleMap | None = None
 ) -> MigrationEffects:
     """Which of the migration's effects (`before` -> `after`) the live database holds.
-    `roles` maps the shadow's roles to the live ones, as in compare()."""
+    `roles`: which live roles the shadow's roles stand for, as in compare()."""
     touched = touched_objects(before, after)
     if not touched:
         return MigrationEffects(verdict=EffectsVerdict.no_schema_effect)
@@ -125,7 +125,7 @@ def migration_effects(
 
 
 def effects_of_unreplayable(before: SchemaModel, live: SchemaModel, *,
-                            roles: Mapping[str, str] | None = None) -> MigrationEffects | None:
+                            roles: RoleMap | None = None) -> MigrationEffects | None:
     """For a migration that fails when replayed too (no expected model after it) and whose only
     statement creates an object (e.g. a CREATE UNIQUE INDEX CONCURRENTLY meeting duplicates): its
     only possible effect is that object, so `none` when the live schema is exactly the expected one

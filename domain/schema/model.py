@@ -10,13 +10,13 @@ uniform view the comparison works on. Out of the model, by design:
 - data-like state: sequence values, statistics, comments, tablespaces, column order.
 
 Owners and grants are part of the model. A shadow database built by another role than the one
-that built the live database will differ in owners; `with_roles_mapped` renames roles on one side
-so that such a comparison can still be exact (see docs/schema-model.md).
+that owns the live database's objects differs in owners; domain/schema/roles.py says which live
+roles the shadow's roles stand for, so that such a comparison can still be exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,9 +27,7 @@ from domain.schema.objects import (
     Domain,
     Enum,
     Extension,
-    Grant,
     Index,
-    OwnedObject,
     Policy,
     RangeType,
     Routine,
@@ -95,33 +93,10 @@ class SchemaModel(BaseModel):
     def __len__(self) -> int:
         return sum(len(getattr(self, field)) for field in _KIND_FIELDS)
 
-    def with_roles_mapped(self, roles: Mapping[str, str]) -> SchemaModel:
-        """The same model with role names renamed (owners, grantees, policy roles), e.g.
-        {"shadow_builder": "migrator"} so a shadow built by another role compares to the live
-        database. Roles absent from the mapping stay as they are."""
-        if not roles:
-            return self
-
-        def role(name: str) -> str:
-            return roles.get(name, name)
-
-        def grants(items: tuple[Grant, ...]) -> tuple[Grant, ...]:
-            merged: dict[str, set[str]] = {}
-            for g in items:  # two roles may map onto one: their privileges add up
-                merged.setdefault(role(g.grantee), set()).update(g.privileges)
-            return tuple(Grant(grantee=k, privileges=tuple(sorted(v))) for k, v in sorted(merged.items()))
-
-        def mapped(obj: SchemaObject) -> SchemaObject:
-            update: dict = {}
-            if isinstance(obj, OwnedObject):
-                update = {"owner": role(obj.owner), "grants": grants(obj.grants)}
-            elif isinstance(obj, Column):
-                update = {"grants": grants(obj.grants)}
-            elif isinstance(obj, Policy):
-                update = {"roles": tuple(sorted(role(r) for r in obj.roles))}
-            return obj.model_copy(update=update) if update else obj
-
-        return SchemaModel(**{f: tuple(mapped(o) for o in getattr(self, f)) for f in _KIND_FIELDS})
+    def map_objects(self, fn: Callable[[SchemaObject], SchemaObject]) -> SchemaModel:
+        """The same model with every object replaced by fn(object) (e.g. roles renamed:
+        domain/schema/roles.py)."""
+        return SchemaModel(**{f: tuple(fn(o) for o in getattr(self, f)) for f in _KIND_FIELDS})
 
 
 __all__ = [

@@ -74,8 +74,10 @@ async def existing_objects(conn: asyncpg.Connection, targets: list[str]) -> froz
     return frozenset(found)
 
 
-def backup_table_name(ledger_id: str, item: BackupItem) -> str:
-    return f"b_{ledger_id.replace('-', '')}_{item.statement}_{item.table[:12]}"
+def backup_table_name(ledger_id: str, n: int, item: BackupItem) -> str:
+    """`b_<ledger id>_<n>_<table>`: n is the item's place among the migration's backups, so one
+    statement that changes two columns' types (two items, one statement) gets two tables."""
+    return f"b_{ledger_id.replace('-', '')}_{n}_{item.table[:12]}"
 
 
 def _source(item: BackupItem) -> str:
@@ -90,7 +92,7 @@ async def take(conn: asyncpg.Connection, ledger_id: str, migration: str, items: 
     """Inside the migration's transaction: save each item's data. Returns the rows saved per item."""
     saved = []
     for n, item in enumerate(items, start=1):
-        table = backup_table_name(ledger_id, item)
+        table = backup_table_name(ledger_id, n, item)
         columns = item.columns if item.kind == "rows" else [*item.key, *item.columns]
         where = f" WHERE {item.where}" if item.where else ""
         status = await conn.execute(f"CREATE TABLE {SCHEMA}.{quote_ident(table)} AS "

@@ -183,11 +183,32 @@ async def test_a_backup_is_taken_and_put_back(db: asyncpg.Connection) -> None:
     async with db.transaction():
         done = await backup.restore(db, "row-1")
     assert done == ['DELETE FROM public.users: 1 of 1 row(s) put back from "_migrator_backup".'
-                    f'"{backup.backup_table_name("row-1", items[0])}"']
+                    f'"{backup.backup_table_name("row-1", 1, items[0])}"']
     assert [tuple(r) for r in await db.fetch("SELECT id, email, phone FROM users ORDER BY id")] == [
         (1, "a@x", "a@x"), (2, "b@x", "b@x"), (3, "c@x", "c@x")]
     async with db.transaction():
         assert await backup.restore(db, "row-1") == []  # put back once
+
+
+async def test_one_statement_changing_two_column_types_keeps_two_backups(db: asyncpg.Connection) -> None:
+    """As documenso's `model_folder_update_id_type...`: one ALTER TABLE changes the types of two
+    columns of an existing table; each column's values are kept in a table of its own and put back."""
+    await db.execute('CREATE TABLE "Folder" (id int PRIMARY KEY, "parentId" int, "rank" int);'
+                     'INSERT INTO "Folder" VALUES (1, NULL, 10), (2, 1, 20);')
+    sql = 'ALTER TABLE "Folder" ALTER COLUMN "parentId" SET DATA TYPE TEXT, ALTER COLUMN "rank" SET DATA TYPE TEXT;'
+    items = plan_backups(split_statements(sql), await backup.table_facts(db, ["public.Folder"]), "public").items
+    assert [(i.statement, i.columns) for i in items] == [(1, ["parentId"]), (1, ["rank"])]
+    await bookkeeping.ensure(db)
+    async with db.transaction():
+        assert await backup.take(db, "row-2", "m", items) == [2, 2]
+        await db.execute(sql)
+    await db.execute("""UPDATE "Folder" SET "parentId" = 'x', "rank" = 'y'""")
+    async with db.transaction():  # the rollback, then the values back
+        await db.execute('ALTER TABLE "Folder" ALTER COLUMN "parentId" TYPE int USING NULL, '
+                         'ALTER COLUMN "rank" TYPE int USING NULL')
+        assert len(await backup.restore(db, "row-2")) == 2
+    assert [tuple(r) for r in await db.fetch('SELECT id, "parentId", "rank" FROM "Folder" ORDER BY id')] == [
+        (1, None, 10), (2, 1, 20)]
 
 
 def test_set_search_path_moves_what_is_backed_up() -> None:

@@ -64,7 +64,24 @@ class TemporalDevServer:
         self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, 60)
         wait_for_port(self.ui_port, 60)
+        self._wait_healthy(60)
         return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        """The gRPC port opens before the frontend serves ("Frontend is not healthy yet" on a
+        loaded machine): wait for the cluster's own health check to say SERVING."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"the Temporal dev server exited with code {self.proc.returncode}")
+            probe = subprocess.run([temporal_cli_path(), "operator", "cluster", "health", "--address", self.address],
+                                   capture_output=True, text=True, timeout=30)
+            if probe.returncode == 0 and "SERVING" in probe.stdout:
+                return
+            last = (probe.stderr or probe.stdout).strip()[-200:]
+            time.sleep(0.25)
+        raise RuntimeError(f"the Temporal dev server at {self.address} was not healthy within {timeout:g} s: {last}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

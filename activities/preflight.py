@@ -17,6 +17,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.backup import existing_objects, table_facts
+from activities.catalog import read_schema_model
 from activities.heartbeat import Heartbeater
 from activities.insert_keys import existing_insert_keys
 from activities.ledger import MigrationLedger
@@ -107,8 +108,11 @@ class PreflightActivities:
                                                                               snapshot.schema_name)
         single = {name for name, a in facts.analyses.items() if len(a.statements) == 1 and a.creates}
         if replay is not None:
+            # The live model is read while the replay still runs (on connections of its own): on a
+            # long history each takes seconds, and one waits on the server while the other builds.
+            live = await read_schema_model(conn)
             facts.schema_facts = await preflight_schema_facts(conn, await replay, single_creators=single,
-                                                              role_map=env.role_map)
+                                                              role_map=env.role_map, live=live)
         return facts
 
     async def _backups(self, conn: asyncpg.Connection, request: DeployRequest, analyses: dict[str, MigrationAnalysis],

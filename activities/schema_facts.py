@@ -28,7 +28,7 @@ from domain.drift import split_after_deploy
 from domain.facts import SchemaFacts, SchemaState
 from domain.models import BundledMigration, VerifyCheck
 from domain.prisma.diagnosis import HistoryDiagnosis
-from domain.schema import RoleMap, compare, default_role_map, migration_effects
+from domain.schema import RoleMap, SchemaModel, compare, default_role_map, migration_effects
 from domain.schema.evidence import effects_of_unreplayable
 from domain.schema.replay import ReplaySequence, replay_sequence
 
@@ -86,15 +86,18 @@ async def run_role_map(conn: asyncpg.Connection, replay: ExpectedSchemas, config
 
 async def preflight_schema_facts(conn: asyncpg.Connection, run: RunReplay, *,
                                  single_creators: Collection[str] = (),
-                                 role_map: ConfiguredRoles | None = None) -> SchemaFacts:
+                                 role_map: ConfiguredRoles | None = None,
+                                 live: SchemaModel | None = None) -> SchemaFacts:
     """The replay compared with the live schema (read-only on `conn`): drift, the effects of failed
     migrations. `single_creators`: migrations whose only statement creates an object (a failed one
     that fails in the shadow too is judged from the whole schema, effects_of_unreplayable).
-    `role_map`: the environment's setting of that name."""
+    `role_map`: the environment's setting of that name. `live`: the live model when the caller
+    read it already (preflight reads it while the replay runs), else it is read here."""
     sequence, replay = run.sequence, run.replay
     if replay is None:
         return SchemaFacts(state=SchemaState.unavailable, reason=run.unavailable, sequence=sequence)
-    live = await read_schema_model(conn)
+    if live is None:
+        live = await read_schema_model(conn)
     roles = await run_role_map(conn, replay, role_map or {})
     models = replay.models
     effects = {}

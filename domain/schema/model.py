@@ -86,6 +86,11 @@ class SchemaModel(BaseModel):
         for field in _KIND_FIELDS:
             yield from getattr(self, field)
 
+    def kinds(self) -> Iterator[tuple[SchemaObject, ...]]:
+        """The objects of each kind (schemas, extensions, ..., routines), always in this order."""
+        for field in _KIND_FIELDS:
+            yield getattr(self, field)
+
     def objects(self) -> dict[ObjectRef, SchemaObject]:
         """Every object by reference. A reference is unique within one database."""
         return {obj.ref: obj for obj in self.iter_objects()}

@@ -83,9 +83,10 @@ def replay_sequence(diagnosis: HistoryDiagnosis, local: Iterable[str]) -> Replay
         states={s.name: s.state for s in diagnosis.migrations},
     )
     names = list(applied)
+    already = set(applied)  # a set: a long history has thousands of applied names
     failed: dict[str, int] = {}
     for status in diagnosis.migrations:
-        if status.name not in available or status.name in applied:
+        if status.name not in available or status.name in already:
             continue
         if status.state in (MigrationState.failed, MigrationState.pending):
             names.append(status.name)

@@ -68,6 +68,7 @@ async def _send(run_ref: str, decision: str, stage: str, by: str, comment: str |
         # A rollout shows its own plans (`starter.py rollout show`): signed over its ids and the plan state.
         statement, holder = await rollout_statement(handle, desc.id, signed_run_id(desc), stage, decision, by,
                                                     fingerprint)
+        _warn_no_backup(list(holder.no_backup), no_backup)
         payload = await _payload(desc.id, statement.run_id, holder, decision, stage, by, comment,
                                  statement.fingerprint, sign_with, no_backup)
         return await _execute(handle, update, payload, stage)
@@ -111,8 +112,12 @@ def _show_plan(status: RunStatus, stage: str, decision: str, fingerprint: str | 
     if fingerprint and fingerprint.lower() != plan.fingerprint.lower():
         console.print(f"You reviewed plan {fingerprint}, but the run waits with {plan.fingerprint}: "
                           "the run will refuse this decision.", markup=False, soft_wrap=True)
-    needed = sorted(plan.no_backup) if stage == "deploy" and decision == "approve" else []
-    if sorted(set(no_backup or [])) != needed:
+    _warn_no_backup(sorted(plan.no_backup) if stage == "deploy" and decision == "approve" else [], no_backup)
+
+
+def _warn_no_backup(needed: list[str], given: list[str] | None) -> None:
+    """Before sending: the acknowledgement this decision needs, when --no-backup does not give exactly it."""
+    if sorted(set(given or [])) != sorted(needed):
         console.print(("The plan runs " + ", ".join(needed) + " without a backup: approve it with "
                        + " ".join(f"--no-backup {n}" for n in needed) if needed else
                        "This approval acknowledges no missing backup: leave --no-backup out")

@@ -12,16 +12,18 @@ from cli.common import fail
 from domain.approval_proof import ApprovalStatement
 from domain.models import ApprovalPolicy
 from domain.rollout import wave_groups
-from domain.rollout_approval import WAVE, targets_of
+from domain.rollout_approval import WAVE, no_backup_to_acknowledge, targets_of
 from workflows.rollout_history import query_rollout
 
 
 @dataclass(frozen=True)
 class PolicyHolder:
     """The policy whose allowed signers pick and check the approver's key (what cli/sign.py reads
-    from a deploy run's status)."""
+    from a deploy run's status), and the migrations this decision must acknowledge to run without
+    a backup (the group's plan's `no_backup` for its deploy approval)."""
 
     policy: ApprovalPolicy | None
+    no_backup: tuple[str, ...] = ()
 
 
 async def rollout_statement(handle: Any, workflow_id: str, first_run_id: str, stage: str, decision: str, approver: str,
@@ -50,4 +52,5 @@ async def rollout_statement(handle: Any, workflow_id: str, first_run_id: str, st
     problem = statement.problem()
     if problem:
         fail(problem)
-    return statement, PolicyHolder(group.policy)
+    needed = no_backup_to_acknowledge(group, stage) if decision == "approve" else []
+    return statement, PolicyHolder(group.policy, tuple(needed))

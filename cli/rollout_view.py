@@ -11,6 +11,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
 from cli.common import err_console
+from domain.rollout_approval import no_backup_to_acknowledge
 from domain.rollout_details import wave_name
 from domain.rollout_models import RolloutGate, RolloutStatus
 from workflows.rollout_history import final_rollout_status, query_rollout
@@ -51,8 +52,9 @@ def gate_hint(status: RolloutStatus, gate: RolloutGate, workflow_id: str) -> str
                          f"{', '.join(group.policy.approvers) or 'anyone'}")
             sign = "" if "typed" in group.policy.proofs else " --sign-with YOUR_KEY"
             for stage in todo:
+                unbacked = "".join(f" --no-backup {n}" for n in no_backup_to_acknowledge(group, stage))
                 lines.append(f"    python starter.py approve {workflow_id} --stage {stage} --by YOUR_NAME "
-                             f"--fingerprint {group.state_fingerprint}{sign}")
+                             f"--fingerprint {group.state_fingerprint}{sign}{unbacked}")
     else:
         lines.append(f"  every plan is approved; continue with {gate.approvals_needed} approval(s) of the wave by "
                      f"{', '.join(gate.approvers) or 'anyone'}:")

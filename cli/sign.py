@@ -119,17 +119,22 @@ def statement_for(workflow_id: str, run_id: str, status: RunStatus, stage: str, 
     if stage in status.gates_passed:
         fail(f"the '{stage}' gate of run {workflow_id} was already passed")
     needed = sorted(status.plan.no_backup) if stage == "deploy" and decision == "approve" else []
-    given = sorted(set(no_backup or []))
-    if given != needed:
-        fail(("the plan runs " + ", ".join(needed) + " without a backup of the data it destroys: sign with "
-              + " ".join(f"--no-backup {n}" for n in needed)) if needed else
-             "this plan needs no acknowledgement of a missing backup for this decision: leave --no-backup out")
+    check_no_backup(needed, no_backup)
     statement = ApprovalStatement(workflow_id, run_id, stage, decision, approver, status.plan.fingerprint,
                                   no_backup=tuple(needed))
     problem = statement.problem()
     if problem:
         fail(problem)
     return statement
+
+
+def check_no_backup(needed: list[str], given: list[str] | None) -> None:
+    """Fails (one line) unless --no-backup names exactly the migrations this decision must
+    acknowledge to run without a backup."""
+    if sorted(set(given or [])) != sorted(needed):
+        fail(("the plan runs " + ", ".join(needed) + " without a backup of the data it destroys: sign with "
+              + " ".join(f"--no-backup {n}" for n in needed)) if needed else
+             "this plan needs no acknowledgement of a missing backup for this decision: leave --no-backup out")
 
 
 def agent_key_for(approver: str, status: RunStatus, env: Mapping[str, str] | None = None) -> str | None:
@@ -229,7 +234,8 @@ async def sign(
         fail(f"run {desc.id} has already ended ({desc.status.name.lower() if desc.status else 'unknown'})")
     if desc.workflow_type == ROLLOUT_WORKFLOW_NAME:  # a rollout's gate: its ids and the plan state (or wave)
         statement, status = await rollout_statement(handle, desc.id, signed_run_id(desc), stage, decision, by, None)
-        statement = dataclasses.replace(statement, no_backup=tuple(sorted(set(no_backup or []))))
+        check_no_backup(list(status.no_backup), no_backup)
+        statement = dataclasses.replace(statement, no_backup=status.no_backup)
     else:
         status = await handle.query("status", result_type=RunStatus)
         statement = statement_for(desc.id, signed_run_id(desc), status, stage, decision, by, no_backup)

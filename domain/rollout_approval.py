@@ -19,7 +19,7 @@ from typing import Any
 
 from domain import approval
 from domain.approval_proof import ApprovalStatement, Proven, verify_approval
-from domain.models import ApprovalPayload, ApprovalPolicy, ApprovalRecord, ApprovedPlan, DeployPlan
+from domain.models import ApprovalPayload, ApprovalPolicy, ApprovalRecord, ApprovedPlan, DeployPlan, Stage
 from domain.rollout_models import PlanGroup, RolloutGate, WaveState
 
 # (workflow id, first run id) a rollout's approvals are signed over; None: a rollout recorded
@@ -45,6 +45,12 @@ def group_plan(group: PlanGroup) -> DeployPlan:
     environment is the group (so refusals read "not an approver for <group>")."""
     return group.plan.model_copy(update={"fingerprint": group.state_fingerprint,
                                          "environment": f"plan {group.state_fingerprint[:12]}"})
+
+
+def no_backup_to_acknowledge(group: PlanGroup, stage: str) -> list[str]:
+    """The migrations an approval of this gate of the group must acknowledge to run without a
+    backup (`"no_backup"`, `--no-backup`): the plan's list for its deploy gate, else none."""
+    return sorted(set(group.plan.no_backup)) if stage == Stage.deploy.value else []
 
 
 def check_group_attempt(payload: Any, group: PlanGroup, *, decision: str, via: str, at: datetime, requested_by: str,

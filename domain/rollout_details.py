@@ -3,11 +3,12 @@ Markdown. Pure: the workflow sets the details at each step; `starter.py rollout 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import datetime
 
 from domain.models import Action
-from domain.rollout_approval import WAVE
+from domain.rollout_approval import WAVE, no_backup_to_acknowledge
 from domain.rollout_models import PlanGroup, RolloutGate, RolloutStatus, WaveState
 
 
@@ -43,6 +44,10 @@ def plan_summary(group: PlanGroup) -> list[str]:
             lines.append(f"  - `{m.name}`: **{m.action}** — {m.reason}")
     for b in plan.blockers:
         lines.append(f"  - blocked: {b.message}")
+    if plan.no_backup and not plan.blockers:
+        lines.append(f"  - runs WITHOUT a backup: {', '.join(f'`{n}`' for n in plan.no_backup)} (the data it destroys "
+                     "is over backup_max_bytes or cannot be backed up): the deploy approval must acknowledge exactly "
+                     "that (`no_backup`; signed with it)")
     return lines
 
 
@@ -64,12 +69,15 @@ def gate(status: RolloutStatus, gate: RolloutGate, workflow_id: str) -> str:
             group = status.groups[key]
             lines += plan_summary(group)
             for stage in group.gates:
+                unbacked = no_backup_to_acknowledge(group, stage)
                 if stage not in group.gates_passed and "typed" in group.policy.proofs:
+                    ack = f', "no_backup": {json.dumps(unbacked)}' if unbacked else ""
                     lines += ["```json", f'{{"stage": "{stage}", "approver": "<your name>", "comment": "ok", '
-                              f'"fingerprint": "{group.state_fingerprint}"}}', "```"]
+                              f'"fingerprint": "{group.state_fingerprint}"{ack}}}', "```"]
                 elif stage not in group.gates_passed:  # only signed approvals count: sign, then paste
+                    flags = "".join(f" --no-backup {n}" for n in unbacked)
                     lines += [f"  - {stage}: only SSH-signed approvals count. Run `starter.py sign {workflow_id} "
-                              f"--stage {stage} --by <you> --key <your key>` and paste the line it prints "
+                              f"--stage {stage} --by <you> --key <your key>{flags}` and paste the line it prints "
                               "(Send an Update → `approve_update`, or Send a Signal → `approve`)."]
     else:
         lines += [f"Every plan of this wave is approved. To continue, {gate.approvals_needed} approval(s) of the wave "
@@ -116,8 +124,8 @@ def report(status: RolloutStatus, workflow_id: str, run_ids: list[str]) -> str:
         out.append("")
     out += ["## Approvals", ""]
     if st.attempts:
-        out += ["| when | decision | gate | by | via | accepted | comment / refusal | fingerprint |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += ["| when | decision | gate | by | via | accepted | comment / refusal | fingerprint | no backup acknowledged |",
+                "|---|---|---|---|---|---|---|---|---|"]
         for a in st.attempts:
             r = a.record
             gate_name = r.stage or "—"
@@ -125,7 +133,7 @@ def report(status: RolloutStatus, workflow_id: str, run_ids: list[str]) -> str:
                 gate_name += " of plan " + ", ".join(st.groups[k].state_fingerprint[:12] for k in a.groups if k in st.groups)
             out.append(f"| {_t(r.at)} | {r.decision} | {_cell(gate_name)} | {_cell(r.approver) or '—'} | {r.via} | "
                        f"{'yes' if r.accepted else '**refused**'} | {_cell(r.refusal or r.comment or '')} | "
-                       f"`{(r.fingerprint or '')[:12]}` |")
+                       f"`{(r.fingerprint or '')[:12]}` | {_cell(', '.join(r.no_backup)) or '—'} |")
     else:
         out.append("No approvals were needed or recorded.")
     out.append("")

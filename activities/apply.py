@@ -256,7 +256,7 @@ class ApplyActivities:
 
         unacknowledged = sorted(set(inp.plan.no_backup) - set(inp.no_backup_approved))
         if unacknowledged:  # a workflow that did not pass the approvals' acknowledgement: refuse, change nothing
-            return DeployResult(stopped=(
+            return DeployResult(refused=True, stopped=(
                 f"{', '.join(unacknowledged)} would destroy data without a backup, and no deploy approval "
                 "acknowledged that (\"no_backup\"); nothing was changed: start a new run and approve it with "
                 "--no-backup for each"))

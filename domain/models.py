@@ -323,6 +323,9 @@ class DeployResult(BaseModel):
     applied: list[AppliedMigration] = Field(default_factory=list)  # this run's rows, in order
     failed: FailedMigration | None = None
     stopped: str | None = None  # nothing was changed, and why
+    # With `stopped`: the activity refused its input before touching the database (a plan's
+    # no_backup migration no approval acknowledged), so the run's deploy changed nothing at all.
+    refused: bool = False
     needs_attention: str | None = None  # a crash left a non-transactional migration half-done
 
 

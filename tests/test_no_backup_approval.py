@@ -308,7 +308,7 @@ async def test_the_deploy_activity_refuses_what_no_approval_acknowledged(databas
     inp = await _deploy_input(stages, [CUSTOMERS, DROP_PHONE])
     assert inp.plan.no_backup == [DROP_PHONE.name]
     result = await ActivityEnvironment().run(stages.deploy, inp)
-    assert result.applied == [] and result.stopped == (
+    assert result.applied == [] and result.refused and result.stopped == (
         f"{DROP_PHONE.name} would destroy data without a backup, and no deploy approval acknowledged that "
         '("no_backup"); nothing was changed: start a new run and approve it with --no-backup for each')
     conn = await asyncpg.connect(database_url)

@@ -17,7 +17,8 @@ from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 
 from domain.drift import DriftReport, DriftVerdict
 from domain.models import (
@@ -69,8 +70,10 @@ class FakeActivities:
     def __init__(self, *, gates: list[str] | None = None, blockers: list[Blocker] | None = None,
                  preflight_error: ApplicationError | None = None, deploy_blocks: bool = False,
                  verify_fails: bool = False, compensate_error: ApplicationError | None = None,
-                 plan_update: dict | None = None, shadow_left: str | None = None) -> None:
+                 plan_update: dict | None = None, shadow_left: str | None = None,
+                 deploy_result: DeployResult | None = None) -> None:
         self.gates = gates or []
+        self.deploy_result = deploy_result
         self.plan_update = plan_update or {}
         self.shadow_left = shadow_left
         self.verify_inputs: list[VerifyInput] = []
@@ -113,7 +116,7 @@ class FakeActivities:
                     await asyncio.sleep(0.3)  # asyncpg cancelling the query, the transaction rolling back
                     self.deploy_finished_at = asyncio.get_running_loop().time()
                     raise
-            return DeployResult()
+            return self.deploy_result or DeployResult()
 
         @activity.defn(name="verify")
         async def verify(inp: VerifyInput) -> VerifyResult:
@@ -257,3 +260,54 @@ async def test_verify_gets_what_the_plan_expected_and_a_leftover_shadow_is_repor
     await run_to_end(env, fakes)
     [inp] = fakes.verify_inputs
     assert not inp.compare_schema and inp.migrations[0].sql == "" and inp.schema_skipped == "schema checks are off"
+
+
+REFUSAL = (f"{A.name} would destroy data without a backup, and no deploy approval acknowledged that "
+           '("no_backup"); nothing was changed: start a new run and approve it with --no-backup for each')
+
+
+async def test_a_deploy_the_activity_refused_before_any_change_ends_without_changes(env) -> None:
+    """The deploy activity's own guard (a plan's no_backup migration no approval acknowledged)
+    returns before touching the database: nothing to compensate, failed_no_changes, not a call
+    for a person; the run's history replays with the patch marker."""
+    fakes = FakeActivities(plan_update={"no_backup": [A.name]},
+                           deploy_result=DeployResult(stopped=REFUSAL, refused=True))
+    status, execution, handle = await run_to_end(env, fakes)
+    assert fakes.calls == ["preflight", "deploy", "drop_shadow"]  # no compensate: nothing ran
+    assert status.outcome == Outcome.failed_no_changes and status.error == REFUSAL
+    assert status.applied == [] and status.compensation == [] and status.human_action is None
+    assert execution == WorkflowExecutionStatus.FAILED
+    history = await handle.fetch_history()
+    markers = [p.data for e in history.events if e.HasField("marker_recorded_event_attributes")
+               for d in e.marker_recorded_event_attributes.details.values() for p in d.payloads]
+    assert any(b"deploy-refused-no-changes" in data for data in markers)  # older runs replay as they ran
+    await Replayer(workflows=[DeployWorkflow], workflow_runner=workflow_runner(),
+                   data_converter=pydantic_data_converter).replay_workflow(history)
+
+
+async def test_a_refused_deploy_after_a_resolve_undoes_the_resolve_only(env) -> None:
+    """Resolve changed the ledger before the refused deploy: compensation restores it (no deploy
+    step to undo) and the run says it was rolled back."""
+    reapply = PlannedMigration(name=A.name, action=Action.reapply, reason="failed before", checksum=A.checksum,
+                               rollback=RollbackSource.down_sql, rollback_sql=A.down_sql)
+    fakes = FakeActivities(plan_update={"migrations": [reapply], "no_backup": [A.name]},
+                           deploy_result=DeployResult(stopped=REFUSAL, refused=True))
+    undone: list[CompensateInput] = []
+    original = fakes.all
+
+    def recording() -> list:
+        acts = original()
+
+        @activity.defn(name="compensate")
+        async def compensate(inp: CompensateInput) -> CompensateResult:
+            fakes.calls.append("compensate")
+            undone.append(inp)
+            return CompensateResult()
+
+        return [a for a in acts if a.__name__ != "compensate"] + [compensate]
+
+    fakes.all = recording
+    status, _, _ = await run_to_end(env, fakes)
+    assert fakes.calls == ["preflight", "resolve", "deploy", "compensate", "drop_shadow"]
+    assert [inp.undo for inp in undone] == [[]]  # the resolve decisions only (restored by the run's marks)
+    assert status.outcome == Outcome.failed_rolled_back and status.error == REFUSAL

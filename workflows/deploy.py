@@ -90,6 +90,10 @@ NOTHING_CHANGED_PATCH = "lock-budget-no-changes"
 # A plan that runs migrations without a backup passes the deploy approvals' acknowledgement of
 # exactly those to the deploy activity, which refuses to run them without it.
 NO_BACKUP_PATCH = "no-backup-approval"
+# A deploy activity that refused its input before touching the database (DeployResult.refused)
+# changed nothing: the deploy is not compensated, and a run that changed nothing else ends
+# failed_no_changes (before: failed_needs_attention, after compensating what never ran).
+REFUSED_NO_CHANGES_PATCH = "deploy-refused-no-changes"
 
 # How long a run waits for the parts of a bundle too large for one payload; the starter sends
 # them right after the start, so this only runs out when it was stopped midway.
@@ -309,6 +313,9 @@ class DeployWorkflow:
         )
         self._status.applied = result.applied
         self._status.progress = Progress(done=len(result.applied), total=len(todo), current=None)
+        if result.refused and result.stopped and workflow.patched(REFUSED_NO_CHANGES_PATCH):
+            self._deploy_started = False  # it returned before connecting: nothing of the deploy to undo
+            raise _Stop(Outcome.failed_rolled_back, result.stopped)  # failed_no_changes unless resolve ran
         if result.stopped:
             raise _Stop(Outcome.failed_needs_attention, result.stopped, human_action=result.stopped)
         if result.needs_attention:

@@ -11,6 +11,9 @@ name a live table had before it was renamed away.
 `RunNames.follow(statement, schema)` applies each statement of the run in order; between
 migrations `begin_migration()` remembers the names at that migration's start, which are the
 names its backups are taken and put back under (before its script, and after its rollback).
+It remembers them copy-on-write: a table's start is kept when a statement of the migration first
+renames it or changes its columns, so a run of thousands of migrations over thousands of tables
+stays linear (copying every table at each start made a 5,000-migration plan take 20 s).
 """
 
 from __future__ import annotations
@@ -55,10 +58,13 @@ class LiveTable:
 class RunNames:
     def __init__(self) -> None:
         self._tables: dict[str, LiveTable] = {}  # schema.name now -> the table it means
+        self._names: dict[int, str] = {}  # per table of _tables: its name now
         self._vacated: set[str] = set()  # schema.name no table has now (dropped or renamed away)
         self._schemas: dict[str, str | None] = {}  # schema now -> its name before the run (None: created)
         self._types: dict[str, str | None] = {}  # schema.type now -> its name before the run (None: created)
-        self._start: dict[int, tuple[str, LiveTable]] = {}  # per table: its name and columns at the migration's start
+        # Per table changed (or first met) in the current migration: its name and columns at the
+        # migration's start. A table not in it is as it was then.
+        self._start: dict[int, tuple[str, LiveTable]] = {}
         self._start_schemas: dict[str, str | None] = {}
 
     # -- lookups ---------------------------------------------------------------------------
@@ -71,7 +77,8 @@ class RunNames:
             # First mention: the table has its name from before the run, unless its schema was renamed.
             schema, _, rel = name.partition(".")
             before = self.schema_before(schema)
-            t = self._tables[name] = LiveTable(origin=f"{before}.{rel}" if before is not None else None)
+            t = LiveTable(origin=f"{before}.{rel}" if before is not None else None)
+            self._place(name, t)
             if before is not None:
                 self._start[t.ident] = (f"{self._schema_at_start(before)}.{rel}", t.copy())
         return self._tables[name]
@@ -93,11 +100,28 @@ class RunNames:
 
     def at_start(self, t: LiveTable) -> tuple[str, LiveTable]:
         """Its name and columns when the current migration started."""
-        return self._start[t.ident]
+        found = self._start.get(t.ident)
+        return found if found is not None else (self._names[t.ident], t.copy())
 
     def begin_migration(self) -> None:
-        self._start = {t.ident: (name, t.copy()) for name, t in self._tables.items()}
+        self._start = {}  # every table is as it is now (see _remember)
         self._start_schemas = dict(self._schemas)
+
+    def _remember(self, t: LiveTable) -> None:
+        """Before the current migration first renames `t` or changes its columns: keep its start."""
+        if t.ident not in self._start and t.ident in self._names:
+            self._start[t.ident] = (self._names[t.ident], t.copy())
+
+    def _place(self, name: str, t: LiveTable) -> None:
+        self._unplace(name)
+        self._tables[name] = t
+        self._names[t.ident] = name
+
+    def _unplace(self, name: str) -> LiveTable | None:
+        t = self._tables.pop(name, None)
+        if t is not None and self._names.get(t.ident) == name:
+            del self._names[t.ident]
+        return t
 
     def _schema_at_start(self, before: str) -> str:
         for now, was in self._start_schemas.items():
@@ -132,6 +156,8 @@ class RunNames:
             self._schemas[node["schemaname"]] = None
         elif kind == "AlterTableStmt" and node.get("objtype") in (None, "OBJECT_TABLE"):
             t = self.table(qualified(node.get("relation"), schema))
+            if t is not None:
+                self._remember(t)
             for item in node.get("cmds", []):
                 cmd = item.get("AlterTableCmd", {})
                 if t is not None and cmd.get("subtype") == "AT_AddColumn":
@@ -151,6 +177,7 @@ class RunNames:
         elif rtype == "OBJECT_COLUMN" and node.get("relationType") == "OBJECT_TABLE":
             t = self.table(qualified(node.get("relation"), schema))
             if t is not None:
+                self._remember(t)
                 before = t.before(node["subname"])
                 t.columns.pop(node["subname"], None)
                 t.vacated.add(node["subname"])
@@ -163,7 +190,8 @@ class RunNames:
             for name in [n for n in (*self._tables, *self._vacated) if n.partition(".")[0] == old]:
                 moved = f"{new}.{name.partition('.')[2]}"
                 if name in self._tables:
-                    self._tables[moved] = self._tables.pop(name)
+                    self._remember(self._tables[name])
+                    self._place(moved, self._unplace(name))  # type: ignore[arg-type]
                 else:
                     self._vacated.discard(name)
                     self._vacated.add(moved)
@@ -174,15 +202,17 @@ class RunNames:
     def _move(self, old: str | None, new: str | None, table: LiveTable | None = None) -> None:
         if old is not None:
             table = self.table(old)
-            self._tables.pop(old, None)
+            if table is not None:
+                self._remember(table)
+            self._unplace(old)
             self._vacated.add(old)
         if new is not None:
             self._vacated.discard(new)
             if table is None:
-                self._tables.pop(new, None)
+                self._unplace(new)
                 self._vacated.add(new)
             else:
-                self._tables[new] = table
+                self._place(new, table)
 
     def _retype(self, old: str, new: str) -> None:
         self._types[new] = self.type_before(old)

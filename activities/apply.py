@@ -224,12 +224,12 @@ class ApplyActivities:
     def __init__(self, targets: TargetDatabases) -> None:
         self.targets = targets
 
-    async def _prepare(self, conn: asyncpg.Connection, inp: DeployInput) -> bool:
+    async def _prepare(self, conn: asyncpg.Connection, reader: asyncpg.Connection, inp: DeployInput) -> bool:
         """Before this run's first change: the bookkeeping schema, expired backups dropped, and the
-        schema as it is now (kept by the first attempt; compensation returns to it). False when the
-        role may not create the bookkeeping schema: the run goes on without it unless it must back
-        something up (compensation then judges every row as the application's, and cannot compare
-        the schema with the one before)."""
+        schema as it is now, read on `reader`, the observer's session (kept by the first attempt;
+        compensation returns to it). False when the role may not create the bookkeeping schema: the
+        run goes on without it unless it must back something up (compensation then judges every row
+        as the application's, and cannot compare the schema with the one before)."""
         if not await bookkeeping.ensure(conn):
             if any(pm.backups for pm in inp.plan.migrations):
                 raise bookkeeping.BookkeepingError(bookkeeping.NO_PRIVILEGE + "; nothing was changed")
@@ -239,7 +239,7 @@ class ApplyActivities:
         await bookkeeping.drop_expired(conn, retention, keep=set(inp.marks.deploy_ids.values()))
         key = run_key(inp.marks)
         if key and await bookkeeping.schema_before(conn, key) is None:
-            await bookkeeping.remember_schema(conn, key, (await read_schema_model(conn)).model_dump_json())
+            await bookkeeping.remember_schema(conn, key, (await read_schema_model(reader)).model_dump_json())
         return True
 
     @activity.defn(name="deploy")
@@ -262,8 +262,11 @@ class ApplyActivities:
                 "--no-backup for each"))
         with self.targets.errors(f"deploy on {inp.environment}"):
             policy = self.targets.lock_policy(inp.environment)
-            async with self.targets.connection(inp.environment) as conn, \
-                    self.targets.connection(inp.environment, OBSERVER_APPLICATION_NAME) as observer, \
+            # The observer, which reads only the catalog (the schema before the run, then pg_locks), takes
+            # the session preflight left warm and hands it on to verify; the migrations get a session of
+            # their own, closed after them (activities/sessions.py).
+            async with self.targets.connection(inp.environment, OBSERVER_APPLICATION_NAME, keep=True) as observer, \
+                    self.targets.connection(inp.environment) as conn, \
                     Heartbeater(details):
                 inp = await self._with_sql(inp)
                 async with self.targets.advisory_lock(conn, inp.environment):
@@ -274,7 +277,7 @@ class ApplyActivities:
                     if changed:
                         return DeployResult(stopped=changed)
                     own = {r.id: r for r in snapshot.rows if r.id in inp.marks.deploy_ids.values()}
-                    with_bookkeeping = await self._prepare(conn, inp)
+                    with_bookkeeping = await self._prepare(conn, observer, inp)
                     executor = executor_for(conn, observer, policy)
                     running.append(executor)
                     result = DeployResult()

@@ -130,18 +130,19 @@ async def undone(conn: asyncpg.Connection, ledger_id: str) -> tuple[str, str] | 
 # -- retention ------------------------------------------------------------------------------------
 async def drop_expired(conn: asyncpg.Connection, retention: timedelta, keep: set[str]) -> int:
     """Drop backups and records older than `retention`, except those of ledger rows in `keep`
-    (this run's). Returns the number of backup tables dropped."""
+    (this run's). Returns the number of backup tables dropped. (Ids travel as text[], which asyncpg
+    encodes without looking the type up on each new session, unlike varchar[].)"""
     if not await exists(conn):
         return 0
     cutoff = f"now() - make_interval(secs => {retention.total_seconds()})"
     async with conn.transaction():
         old = await conn.fetch(f"DELETE FROM {SCHEMA}.backups WHERE created_at < {cutoff}"
-                               " AND NOT ledger_id = ANY($1::varchar[]) RETURNING backup_table", list(keep))
+                               " AND NOT ledger_id = ANY($1::text[]) RETURNING backup_table", list(keep))
         for r in old:
             await conn.execute(f"DROP TABLE IF EXISTS {SCHEMA}.{quote_ident(r['backup_table'])}")
         for table in ("writes", "undo_progress", "undone"):
             await conn.execute(f"DELETE FROM {SCHEMA}.{table} WHERE created_at < {cutoff}"
-                               " AND NOT ledger_id = ANY($1::varchar[])", list(keep))
-        await conn.execute(f"DELETE FROM {SCHEMA}.runs WHERE created_at < {cutoff} AND NOT run_key = ANY($1::varchar[])",
+                               " AND NOT ledger_id = ANY($1::text[])", list(keep))
+        await conn.execute(f"DELETE FROM {SCHEMA}.runs WHERE created_at < {cutoff} AND NOT run_key = ANY($1::text[])",
                            list(keep))
     return len(old)

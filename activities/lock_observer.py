@@ -56,7 +56,7 @@ JOIN pg_locks l ON l.locktype = 'relation' AND l.relation = rel.oid
 JOIN pg_class c ON c.oid = l.relation
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.pid IS NULL OR NOT (l.pid = ANY ($5::int[]))
+WHERE l.pid IS NULL OR NOT (l.pid = ANY ($5::text[]::int[]))  -- text[]: asyncpg's own codec, no type lookup
 ORDER BY l.virtualtransaction, l.relation, l.granted DESC
 """
 
@@ -123,7 +123,8 @@ class LockObserver:
         conflicts = [_names(conflicting_modes(per_relation[(s, n)])) for s, n in zip(schemas, names)]
         table_conflicts = [_names(conflicting_modes([lock.table_mode])) if lock.is_index and lock.table_mode else None
                            for lock in locks]
-        rows = await self.conn.fetch(_CONFLICTS_SQL, schemas, names, conflicts, table_conflicts, self.exclude)
+        rows = await self.conn.fetch(_CONFLICTS_SQL, schemas, names, conflicts, table_conflicts,
+                                     [str(pid) for pid in self.exclude])
         return _oldest_first([self._session(r) for r in rows])
 
     async def blocking(self, pid: int) -> list[BlockingSession]:

@@ -22,6 +22,7 @@ from activities.heartbeat import Heartbeater
 from activities.insert_keys import existing_insert_keys
 from activities.ledger import MigrationLedger
 from activities.schema_facts import RunReplay, preflight_schema_facts, replay_for_run, run_key
+from activities.shadow import server_identity
 from activities.target import TargetDatabases
 from domain.backup import cascade_targets, plan_run_backups, tables_to_inspect
 from domain.backup_items import MigrationBackups
@@ -48,7 +49,8 @@ class PreflightActivities:
         env = self.targets.environment(request.environment)
         with self.targets.errors(f"preflight on {request.environment}"):
             progress = {"stage": "preflight"}
-            async with self.targets.connection(request.environment) as conn, Heartbeater(lambda: dict(progress)):
+            async with self.targets.connection(request.environment, keep=True) as conn, \
+                    Heartbeater(lambda: dict(progress)):
                 if request.bundle.in_parts:  # the SQL is in the run's history: the plan needs all of it
                     whole = await self.targets.bundles.migrations(request.bundle.parts, [])
                     request = request.model_copy(update={"bundle": request.bundle.model_copy(update={"migrations": whole})})
@@ -66,8 +68,10 @@ class PreflightActivities:
         major = int(await conn.fetchval("SHOW server_version_num")) // 10000
         snapshot = await MigrationLedger(conn).read()
         diagnosis = diagnose(request.bundle.migrations, snapshot, request.bundle.unreadable)
-        # The shadow replay runs on its own connections while the rest is read on `conn`.
-        replay = self._start_replay(env, request, diagnosis, progress)
+        # The shadow replay runs on its own connections while the rest is read on `conn`; the server's
+        # identity (its cached models' key) is read here first, so a replay all in cache connects nowhere.
+        server = await server_identity(conn, env.database_url.get_secret_value()) if env.drift_proof != "never" else ""
+        replay = self._start_replay(env, request, diagnosis, progress, server)
         try:
             return await self._gather(conn, env, request, snapshot, diagnosis, server_version, major, replay)
         finally:
@@ -142,7 +146,7 @@ class PreflightActivities:
         return unsafe
 
     def _start_replay(self, env: EnvironmentSettings, request: DeployRequest, diagnosis: HistoryDiagnosis,
-                      progress: dict) -> asyncio.Task[RunReplay] | None:
+                      progress: dict, server: str) -> asyncio.Task[RunReplay] | None:
         """The run's shadow replay, started (unless the environment turned schema checks off)."""
         if env.drift_proof == "never":
             return None
@@ -156,5 +160,5 @@ class PreflightActivities:
         return asyncio.create_task(replay_for_run(
             env.database_url.get_secret_value(), request.bundle.migrations, diagnosis,
             key=run_key(request.environment), on_progress=replayed,
-            statement_timeout=self.targets.statement_timeout(request.environment),
+            statement_timeout=self.targets.statement_timeout(request.environment), server=server,
         ))

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from temporalio import activity
 
 from activities.catalog import read_live_roles, read_schema_model
-from activities.shadow import ExpectedSchemas, ShadowError, expected_schemas
+from activities.shadow import ExpectedSchemas, ShadowError, expected_schemas, server_identity
 from domain.drift import split_after_deploy
 from domain.facts import SchemaFacts, SchemaState
 from domain.models import BundledMigration, VerifyCheck
@@ -61,15 +61,17 @@ async def replay_for_run(
     key: str,
     statement_timeout: float | str | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
+    server: str | None = None,
 ) -> RunReplay:
     """Replay the run's sequence once, reading the model at every prefix the plan needs. Uses its
-    own connections only, so preflight runs it beside its other reads."""
+    own connections only (none when every model is cached and `server`, the caller's
+    server_identity, is given), so preflight runs it beside its other reads."""
     by_name = {m.name: m for m in bundle}
     sequence = replay_sequence(diagnosis, by_name)
     try:
         replay = await expected_schemas(dsn, [by_name[n] for n in sequence.names], sequence.prefixes(), run_key=key,
                                         statement_timeout=statement_timeout, on_progress=on_progress,
-                                        keep_template=True)
+                                        keep_template=True, server=server)
     except ShadowError as exc:
         return RunReplay(sequence=sequence, unavailable=str(exc))
     return RunReplay(sequence=sequence, replay=replay)
@@ -141,7 +143,8 @@ async def schema_checks(
     by_name = {m.name: m for m in migrations}
     n = len(sequence)
     replay = await expected_schemas(dsn, [by_name[name] for name in sequence], [n], run_key=key,
-                                    statement_timeout=statement_timeout, keep_template=True)
+                                    statement_timeout=statement_timeout, keep_template=True,
+                                    server=await server_identity(conn, dsn))
     if replay.failure is not None:
         return [VerifyCheck(check=SCHEMA_CHECK, passed=False, migration=replay.failure.migration,
                             detail=f"the expected schema could not be built: {replay.failure.sentence}")]

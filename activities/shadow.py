@@ -94,6 +94,7 @@ async def expected_schemas(
     statement_timeout: float | str | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     keep_template: bool = False,
+    server: str | None = None,
 ) -> ExpectedSchemas:
     """The expected schema models after migrations 1..k for every k in `prefixes` (0 <= k <= n).
 
@@ -102,21 +103,24 @@ async def expected_schemas(
     template1, as Prisma's own shadow database). `on_progress(done, total, migration)` is called
     after each replayed migration (an activity heartbeats there). `keep_template`: start from the
     server's kept replay when it holds a prefix of these migrations, and keep this replay for the
-    next run when it reaches its end (activities/shadow_template.py)."""
+    next run when it reaches its end (activities/shadow_template.py). `server`: the identity
+    `server_identity` read on the caller's own session through `dsn`; then a call whose every
+    prefix is cached opens no connection at all."""
     wanted = sorted(set(prefixes))
     if any(k < 0 or k > len(migrations) for k in wanted):
         raise ValueError(f"prefixes must be between 0 and {len(migrations)}, got {wanted}")
     started = time.perf_counter()
     name = shadow_database_name(run_key)
     chain = ReplayCache.chain(migrations)
-    admin = await _connect(dsn, "the live database", lock_timeout=lock_wait)
+    admin = None if server is not None else await _connect(dsn, "the live database", lock_timeout=lock_wait)
     try:
-        server = await _server_identity(admin, dsn, template)
+        server = server or await server_identity(admin, dsn, template)
         models = {k: m for k in wanted if cache is not None and (m := cache.get(server, chain[k])) is not None}
         todo = [k for k in wanted if k not in models]
         result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)),
                                  shadow_role=cache.role(server) if cache is not None else None)
         if todo:
+            admin = admin or await _connect(dsn, "the live database", lock_timeout=lock_wait)
             kept = template_name(server) if keep_template else None
             result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result,
                                    chain, kept)
@@ -127,7 +131,8 @@ async def expected_schemas(
                     if k in result.models:
                         cache.put(server, chain[k], result.models[k])
     finally:
-        await _quietly_close(admin)
+        if admin is not None:
+            await _quietly_close(admin)
     result = result.model_copy(update={"seconds": round(time.perf_counter() - started, 3)})
     log.info(
         "shadow_replay",
@@ -321,7 +326,9 @@ async def _drop(admin: asyncpg.Connection, name: str, dsn: str) -> None:
         raise ShadowError(_sentence(f"cannot drop the shadow database {name}; drop it by hand", exc, dsn)) from None
 
 
-async def _server_identity(admin: asyncpg.Connection, dsn: str, template: str | None) -> str:
+async def server_identity(admin: asyncpg.Connection, dsn: str, template: str | None = None) -> str:
+    """Where a replay through `dsn` runs (host, port, role, Prisma schema, server version, template),
+    read on `admin`, a session opened through `dsn`: the key of the model cache and the kept template."""
     parts = urlsplit(dsn)
     version = await admin.fetchval("SHOW server_version_num")
     # The role the replay's objects get owners from: the login's, unless this database makes it

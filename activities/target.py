@@ -2,7 +2,8 @@
 the runs' bundles (activities/bundle_store.py).
 
 `TargetDatabases` maps an environment name to its database (the URL never leaves the worker),
-opens one connection per activity call with the environment's session settings, takes Prisma's
+gives each activity call a session with the environment's session settings (a new one, or the warm
+one the previous activity on that database left: activities/sessions.py), takes Prisma's
 advisory lock with a bounded wait, and turns every failure into an ApplicationError of one
 sentence scrubbed of secrets, with no chained cause (the failure lands in workflow history).
 """
@@ -14,6 +15,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 from temporalio.exceptions import ApplicationError
@@ -23,6 +25,7 @@ from activities.bundle_store import RunBundles
 from activities.db import DatabaseRefused, DatabaseUnavailable, connect
 from activities.failures import is_transient
 from activities.ledger import LedgerShapeError
+from activities.sessions import IdleSessions
 from domain.dsn import scrub
 from domain.durations import InvalidDuration
 from domain.lock_waits import LockRetryPolicy
@@ -49,6 +52,8 @@ class TargetDatabases:
         # A run's bundle when it came in parts, read back from the run's history (activities/bundle_store.py).
         self.bundles = RunBundles()
         self._discovered: dict[str, tuple[float, list[str]]] = {}
+        # Sessions one activity leaves warm for the next on the same database (activities/sessions.py).
+        self.sessions = IdleSessions()
 
     def environment(self, name: str) -> EnvironmentSettings:
         try:
@@ -159,26 +164,48 @@ class TargetDatabases:
         return self.settings.env_setting(environment, "statement_timeout")
 
     @contextlib.asynccontextmanager
-    async def connection(self, environment: str, application_name: str = APPLICATION_NAME
+    async def connection(self, environment: str, application_name: str = APPLICATION_NAME, *, keep: bool = False
                          ) -> AsyncIterator[asyncpg.Connection]:
+        """A session on the environment's database, with its session settings: the warm one the
+        previous activity on it left, when there is one (activities/sessions.py). `keep`: the block
+        runs only the worker's own statements, so its session may serve the next activity."""
         env = self.environment(environment)
         await self.check_member(environment)
-        conn = await connect(env.database_url.get_secret_value(),
-                             lock_timeout=self.settings.env_setting(environment, "lock_timeout"),
-                             statement_timeout=self.settings.env_setting(environment, "statement_timeout"),
+        dsn = env.database_url.get_secret_value()
+        lock, statement = (self.settings.env_setting(environment, name) for name in ("lock_timeout", "statement_timeout"))
+        key = f"{dsn}\n{lock}\n{statement}"  # a session is only handed on with the settings it was opened with
+        conn, opened_as = await self._session(key, dsn, lock, statement, application_name)
+        done = False
+        try:
+            yield conn
+            done = True
+        finally:
+            kept = done and keep and await self.sessions.keep(key, conn, opened_as, reset=_check_interval_sql(conn))
+            if not kept:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), 5)
+                if not conn.is_closed():
+                    conn.terminate()
+
+    async def _session(self, key: str, dsn: str, lock_timeout: object, statement_timeout: object,
+                       application_name: str) -> tuple[asyncpg.Connection, str | None]:
+        """(a session, the application_name it was opened with: None when the URL names its own)."""
+        taken = self.sessions.take(key)
+        if taken is not None:
+            conn, opened_as = taken
+            if opened_as is not None and opened_as != application_name:
+                await conn.execute("SELECT set_config('application_name', $1, false)", application_name)
+            return conn, opened_as
+        conn = await connect(dsn, lock_timeout=lock_timeout, statement_timeout=statement_timeout,
                              application_name=application_name)
         # A worker killed mid-statement leaves its backend running the statement, holding Prisma's lock
         # and the transaction, until it next writes to the dead socket (hours for a big index build);
         # PostgreSQL >= 14 can check the socket while a query runs and cancel it. Older servers: skipped.
-        with contextlib.suppress(asyncpg.PostgresError):
-            await conn.execute(f"SET client_connection_check_interval = '{CONNECTION_CHECK_INTERVAL}'")
-        try:
-            yield conn
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 5)
-            if not conn.is_closed():
-                conn.terminate()
+        if sql := _check_interval_sql(conn):
+            with contextlib.suppress(asyncpg.PostgresError):
+                await conn.execute(sql)
+        named = "application_name" not in dict(parse_qsl(urlsplit(dsn).query))
+        return conn, application_name if named else None
 
     @contextlib.asynccontextmanager
     async def advisory_lock(self, conn: asyncpg.Connection, environment: str) -> AsyncIterator[None]:
@@ -199,6 +226,13 @@ class TargetDatabases:
         finally:
             with contextlib.suppress(Exception):
                 await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+
+def _check_interval_sql(conn: asyncpg.Connection) -> str:
+    """The statement that makes the server watch our socket while a query runs (PostgreSQL >= 14)."""
+    if conn.get_server_version() < (14,):
+        return ""
+    return f"SET client_connection_check_interval = '{CONNECTION_CHECK_INTERVAL}'"
 
 
 def ledger_changed(plan_digest: str, rows: list[LedgerRow], marks: RunMarks, environment: str) -> str | None:

@@ -37,6 +37,7 @@ class VerifyActivities:
 
         checks: list[VerifyCheck] = []
         with self.targets.errors(f"verify on {inp.environment}"):
+            # The run's last stage (and verify.sql is the project's SQL): its session is not handed on.
             async with self.targets.connection(inp.environment) as conn, Heartbeater(lambda: {"stage": "verify"}):
                 snapshot = await MigrationLedger(conn).read()
                 migrations = await self._migrations(inp)

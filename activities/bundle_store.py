@@ -6,22 +6,26 @@ start event), or, for a bundle too large for one Temporal payload, in `bundle_pa
 each migration's SQL once. This reads the bundle back through the worker's own Temporal client
 (`activity.client()`), so payloads are decoded with the run's data converter, payload codec
 (encryption) included, checks every part against the digests the request announced, and keeps
-the result for the run's later activities on this worker (a few runs at most: one per
-environment is open at a time).
+the result for the run's later activities on this worker. Preflight, which receives an inline
+bundle in its input, remembers it the same way, so verify does not read it back either. Kept: the
+last `keep` runs, up to `max_bytes` of distinct bundles (the runs of one rollout share one copy).
 
 Contract:
 
     class RunBundles:
         async def whole(self) -> list[BundledMigration]          # the current activity's run, every migration
         async def migrations(self, parts, inline) -> list[...]   # `inline` unless the bundle came in parts
+        def remember(self, migrations) -> None                   # the current activity's run's whole bundle
 
 Reading history is I/O and idempotent: a retried activity reads the same events.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
@@ -36,11 +40,30 @@ _ACCEPTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
 
 
 class RunBundles:
-    """Bundles read back from their runs' histories, the last `keep` runs' kept in memory."""
+    """Bundles read back from their runs' histories (or remembered from preflight's input), the
+    last `keep` runs' kept in memory, at most `max_bytes` of SQL in all."""
 
-    def __init__(self, keep: int = 4) -> None:
+    def __init__(self, keep: int = 64, max_bytes: int = 64 * 2**20) -> None:
         self._keep = keep
-        self._cache: OrderedDict[tuple[str, str], list[BundledMigration]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._runs: OrderedDict[tuple[str, str], str] = OrderedDict()  # run -> digest of its bundle
+        self._bundles: dict[str, tuple[list[BundledMigration], int]] = {}  # digest -> (migrations, bytes)
+
+    def remember(self, migrations: Sequence[BundledMigration]) -> None:
+        """The current activity's run's whole bundle, as the run's request holds it."""
+        info = activity.info()
+        self._put((info.workflow_id, info.workflow_run_id), migrations)
+
+    def _put(self, key: tuple[str, str], migrations: Sequence[BundledMigration]) -> None:
+        digest, size = _digest(migrations)
+        self._bundles.setdefault(digest, (list(migrations), size))
+        self._runs[key] = digest
+        self._runs.move_to_end(key)
+        while len(self._runs) > 1 and (len(self._runs) > self._keep or
+                                       sum(size for _, size in self._bundles.values()) > self._max_bytes):
+            self._runs.popitem(last=False)
+            held = set(self._runs.values())
+            self._bundles = {d: b for d, b in self._bundles.items() if d in held}
 
     async def migrations(self, parts: list[BundlePartDigest], inline: list[BundledMigration]) -> list[BundledMigration]:
         """The bundle's migrations with their SQL: `inline` when the bundle came with its request
@@ -51,9 +74,9 @@ class RunBundles:
         """Every migration of the current activity's run, with its SQL, down.sql and verify.sql."""
         info = activity.info()
         key = (info.workflow_id, info.workflow_run_id)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        if key in self._runs:
+            self._runs.move_to_end(key)
+            return self._bundles[self._runs[key]][0]
         started = time.perf_counter()
         try:
             found = await self._read(*key)
@@ -62,9 +85,7 @@ class RunBundles:
                                    type="BundleIncomplete", non_retryable=True) from None
         activity.logger.info("bundle read back from history", extra={
             "migrations": len(found), "seconds": round(time.perf_counter() - started, 3)})
-        self._cache[key] = found
-        while len(self._cache) > self._keep:
-            self._cache.popitem(last=False)
+        self._put(key, found)
         return found
 
     @staticmethod
@@ -91,3 +112,16 @@ class RunBundles:
         if request is None:
             raise BundleIncomplete("the run's request is not in its history")
         return assemble(request.bundle.parts, parts)
+
+
+def _digest(migrations: Sequence[BundledMigration]) -> tuple[str, int]:
+    """(a digest of everything the migrations hold, their size in bytes): equal bundles share one copy."""
+    h = hashlib.sha256()
+    size = 0
+    for m in migrations:
+        for text in (m.name, m.checksum, m.sql, m.down_sql or "", m.verify_sql or ""):
+            data = text.encode("utf-8")
+            h.update(len(data).to_bytes(8, "big"))
+            h.update(data)
+            size += len(data)
+    return h.hexdigest(), size

@@ -18,6 +18,7 @@ from temporalio import activity
 
 from activities.backup import existing_objects, table_facts
 from activities.catalog import read_schema_model
+from activities.cleanup import shadow_left
 from activities.heartbeat import Heartbeater
 from activities.insert_keys import existing_insert_keys
 from activities.ledger import MigrationLedger
@@ -47,6 +48,7 @@ class PreflightActivities:
     async def preflight(self, request: DeployRequest) -> PreflightResult:
         """Read-only: the facts about the target database and the bundle, and the plan decided from them."""
         env = self.targets.environment(request.environment)
+        own_run = activity.info().activity_type == "preflight"  # not a rollout's pre-plan (activities/fleet.py)
         with self.targets.errors(f"preflight on {request.environment}"):
             progress = {"stage": "preflight"}
             async with self.targets.connection(request.environment, keep=True) as conn, \
@@ -54,13 +56,17 @@ class PreflightActivities:
                 if request.bundle.in_parts:  # the SQL is in the run's history: the plan needs all of it
                     whole = await self.targets.bundles.migrations(request.bundle.parts, [])
                     request = request.model_copy(update={"bundle": request.bundle.model_copy(update={"migrations": whole})})
+                elif own_run:
+                    self.targets.bundles.remember(request.bundle.migrations)  # verify needs it again
                 facts = await self._facts(conn, env, request, progress)
+                clean = own_run and not await shadow_left(conn, request.environment)
         plan, policy = decide(request, facts, env.policy())
         activity.logger.info(
             "preflight done", extra={"environment": request.environment, "fingerprint": plan.fingerprint,
                                      "blockers": len(plan.blockers)}
         )
-        return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=self.targets.settings.heartbeat_timeout)
+        return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=self.targets.settings.heartbeat_timeout,
+                               shadow_clean=clean)
 
     async def _facts(self, conn: asyncpg.Connection, env: EnvironmentSettings, request: DeployRequest,
                      progress: dict) -> PreflightFacts:

@@ -15,6 +15,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.cleanup import shadow_left
 from activities.failures import is_transient
 from activities.heartbeat import Heartbeater
 from activities.ledger import MigrationLedger
@@ -53,7 +54,8 @@ class VerifyActivities:
                         continue
                     for stmt in statements:
                         checks.append(await self._verify_statement(conn, mig.name, stmt.text, stmt.line))
-        return VerifyResult(checks=checks)
+                clean = not (inp.compare_schema and await shadow_left(conn, inp.environment))
+        return VerifyResult(checks=checks, shadow_clean=clean)
 
     async def _migrations(self, inp: VerifyInput) -> list[BundledMigration]:
         """The bundle with the SQL each check needs: the replay needs every file's SQL, which

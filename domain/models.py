@@ -271,6 +271,8 @@ class PreflightResult(BaseModel):
     policy: ApprovalPolicy
     # The worker's settings.heartbeat_timeout: the workflow uses it for every later activity.
     heartbeat_timeout: timedelta = timedelta(seconds=30)
+    # No shadow database of the run is left (activities/cleanup.py shadow_left): nothing to drop at the end.
+    shadow_clean: bool = False
 
 
 class RunMarks(BaseModel):
@@ -347,6 +349,7 @@ class VerifyInput(BaseModel):
 
 class VerifyResult(BaseModel):
     checks: list[VerifyCheck] = Field(default_factory=list)
+    shadow_clean: bool = False  # as PreflightResult's
 
     @property
     def passed(self) -> bool:

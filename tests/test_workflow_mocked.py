@@ -71,9 +71,10 @@ class FakeActivities:
                  preflight_error: ApplicationError | None = None, deploy_blocks: bool = False,
                  verify_fails: bool = False, compensate_error: ApplicationError | None = None,
                  plan_update: dict | None = None, shadow_left: str | None = None,
-                 deploy_result: DeployResult | None = None) -> None:
+                 deploy_result: DeployResult | None = None, shadow_clean: tuple[bool, bool] = (False, False)) -> None:
         self.gates = gates or []
         self.deploy_result = deploy_result
+        self.shadow_clean = shadow_clean  # what preflight and verify say of the run's shadow database
         self.plan_update = plan_update or {}
         self.shadow_left = shadow_left
         self.verify_inputs: list[VerifyInput] = []
@@ -96,7 +97,8 @@ class FakeActivities:
             policy = ApprovalPolicy(gates=self.gates, approval_timeout=timedelta(hours=2))
             # A short heartbeat timeout: cancellation reaches an activity with its next (throttled) heartbeat.
             plan = plan_for(req, blockers=self.blockers).model_copy(update=self.plan_update)
-            return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=timedelta(seconds=1))
+            return PreflightResult(plan=plan, policy=policy, heartbeat_timeout=timedelta(seconds=1),
+                                   shadow_clean=self.shadow_clean[0])
 
         @activity.defn(name="resolve")
         async def resolve(inp: ResolveInput) -> ResolveResult:
@@ -124,8 +126,8 @@ class FakeActivities:
             self.verify_inputs.append(inp)
             if self.verify_fails:
                 return VerifyResult(checks=[VerifyCheck(check="verify.sql line 1", migration=A.name, passed=False,
-                                                        detail="returned no rows")])
-            return VerifyResult()
+                                                        detail="returned no rows")], shadow_clean=self.shadow_clean[1])
+            return VerifyResult(shadow_clean=self.shadow_clean[1])
 
         @activity.defn(name="compensate")
         async def compensate(inp: CompensateInput) -> CompensateResult:
@@ -311,3 +313,26 @@ async def test_a_refused_deploy_after_a_resolve_undoes_the_resolve_only(env) -> 
     assert fakes.calls == ["preflight", "resolve", "deploy", "compensate", "drop_shadow"]
     assert [inp.undo for inp in undone] == [[]]  # the resolve decisions only (restored by the run's marks)
     assert status.outcome == Outcome.failed_rolled_back and status.error == REFUSAL
+
+
+async def test_the_end_of_run_drop_runs_unless_every_activity_that_may_replay_left_no_shadow(env) -> None:
+    """Preflight and verify say whether the run's shadow database is gone; the run drops it at the
+    end unless both said so (a blocked plan never verifies: preflight's word is enough)."""
+    fakes = FakeActivities(shadow_clean=(True, True))
+    status, _, handle = await run_to_end(env, fakes)
+    assert status.outcome == Outcome.succeeded and fakes.calls == ["preflight", "deploy", "verify"]
+    upserts = [e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+               for e in (await handle.fetch_history()).events if e.HasField("upsert_workflow_search_attributes_event_attributes")]
+    patches = [v.data.decode() for f in upserts for k, v in f.items() if k == "TemporalChangeVersion"]
+    assert any(messages.PATCH_DROP_ONLY_LEFT_SHADOW in p for p in patches)  # runs before the patch replay with the drop
+    for clean in ((True, False), (False, True)):
+        fakes = FakeActivities(shadow_clean=clean)
+        await run_to_end(env, fakes)
+        assert fakes.calls == ["preflight", "deploy", "verify", "drop_shadow"], clean
+    fakes = FakeActivities(shadow_clean=(True, True), verify_fails=True)  # verify said clean, compensation ran
+    await run_to_end(env, fakes)
+    assert fakes.calls == ["preflight", "deploy", "verify", "compensate"]
+    blocker = Blocker(code=BlockerCode.modified, migration=A.name, message=f"migration {A.name} was modified")
+    fakes = FakeActivities(shadow_clean=(True, False), blockers=[blocker])
+    await run_to_end(env, fakes)
+    assert fakes.calls == ["preflight"]

@@ -53,7 +53,7 @@ from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
-RECORDING_VERSION = "v4-nobackup"
+RECORDING_VERSION = "v5-rollout-speed"
 RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 

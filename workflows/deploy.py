@@ -144,6 +144,7 @@ class DeployWorkflow:
         self._resolve_started = False
         self._deploy_started = False
         self._preflight_started = False  # a shadow database may exist from here on
+        self._shadow_clean = False  # the activities that may replay all said they left none
         self._failed: FailedMigration | None = None
         self._heartbeat = HEARTBEAT_TIMEOUT
         # Approval proofs (issue 15) apply to runs that reached preflight's end with this code;
@@ -217,6 +218,7 @@ class DeployWorkflow:
             summary=f"preflight: read the ledger of {self._req.environment} and plan",
         )
         self._leave(Stage.preflight)
+        self._shadow_clean = result.shadow_clean
         self._heartbeat = result.heartbeat_timeout
         plan = result.plan
         self._plan, self._policy = plan, result.policy
@@ -332,6 +334,7 @@ class DeployWorkflow:
             return
         self._details(details.verifying(plan.environment))
         slim = workflow.patched(messages.PATCH_VERIFY_READS_BUNDLE)
+        self._shadow_clean, clean = False, self._shadow_clean  # until verify says so
         result = await workflow.execute_activity_method(
             VerifyActivities.verify,
             VerifyInput(
@@ -356,6 +359,7 @@ class DeployWorkflow:
             summary=f"verify {self._req.bundle.count} migration(s) on {plan.environment}",
         )
         self._status.verification = result.checks
+        self._shadow_clean = clean and result.shadow_clean
         failed = [c for c in result.checks if not c.passed]
         if failed:
             first = failed[0]
@@ -564,7 +568,9 @@ class DeployWorkflow:
     async def _finish(self, cancelled: bool) -> RunStatus:
         self._accepting = False
         if self._preflight_started and workflow.patched(messages.PATCH_DROP_SHADOW):
-            await self._drop_shadow()
+            # Called only when it would skip: runs that drop (and every recorded one) replay as before.
+            if not (self._shadow_clean and workflow.patched(messages.PATCH_DROP_ONLY_LEFT_SHADOW)):
+                await self._drop_shadow()
         st = self._status
         st.stage = Stage.done
         st.awaiting = None

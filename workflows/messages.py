@@ -37,10 +37,13 @@ BUNDLE_PART_REFUSED = "BundlePartRefused"
 # workflow.patched() ids of workflow changes (runs recorded before them replay without them).
 PATCH_DROP_SHADOW = "drop-shadow-at-end"  # the run drops its shadow database when it ends
 PATCH_VERIFY_READS_BUNDLE = "verify-reads-bundle"  # verify's input carries no SQL: it reads the run's bundle
+# The end-of-run drop is skipped when every activity that may replay said it left no shadow database.
+PATCH_DROP_ONLY_LEFT_SHADOW = "drop-only-left-shadow"
 
 __all__ = [
     "APPROVAL_REFUSED", "ApprovalRefusedError", "APPROVE_SIGNAL", "APPROVE_UPDATE", "BUNDLE_PART_REFUSED",
-    "BUNDLE_PART_UPDATE", "PATCH_DROP_SHADOW", "PATCH_VERIFY_READS_BUNDLE", "REJECT_SIGNAL", "REJECT_UPDATE", "STATUS_QUERY",
+    "BUNDLE_PART_UPDATE", "PATCH_DROP_ONLY_LEFT_SHADOW", "PATCH_DROP_SHADOW", "PATCH_VERIFY_READS_BUNDLE", "REJECT_SIGNAL",
+    "REJECT_UPDATE", "STATUS_QUERY",
     "ApprovalAnswer", "ApprovalPayload", "RunStatus", "final_status", "query_status", "status_from_failure",
 ]
 

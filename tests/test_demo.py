@@ -35,7 +35,9 @@ def test_demo_resolves_the_incident_and_prints_the_audit(tmp_path: Path) -> None
     assert "- Requested by: carol" in audit
     assert "| approve | resolve | alice | update | yes |" in audit
     assert "| approve | deploy | bob | update | yes |" in audit
-    proofs = [line.rsplit("|", 2)[1].strip() for line in audit.splitlines()
+    header = next(line for line in audit.splitlines() if line.startswith("| when | decision |"))
+    proof_column = [c.strip() for c in header.split("|")].index("proof")  # read by its header: columns grow
+    proofs = [[c.strip() for c in line.split("|")][proof_column] for line in audit.splitlines()
               if line.startswith("| ") and "| approve |" in line and "| yes |" in line]
     assert len(proofs) == 2 and all(p.startswith("ssh SHA256:") for p in proofs), proofs
     assert "**refused**" in audit and "not signed" in audit

@@ -8,6 +8,13 @@ fresh copy of it (CREATE DATABASE ... TEMPLATE), so each starts from the same st
 included) against a Temporal dev server and a worker process; `prisma migrate status|deploy` through
 ../shared/tools/prisma-oracle. Also recorded: how the bundle travelled (parts, their largest size),
 the run's history (events, bytes, largest event) and the worker's peak memory.
+
+The shadow replay (activities/shadow.py) is part of every `plan` and deploy. Timed apart: the first
+`plan` on the server, which replays the whole folder (cold: no kept replay, nothing cached); the
+timed `plan`s and deploys after it, whose replay the worker's cache answers; and a `plan` from a
+fresh worker on a database where all 10,000 are deployed, which copies the replay the server kept
+(activities/shadow_template.py). Each worker is warmed first by a plan of a small folder, so its
+one-off imports are not in these figures.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.ledger import MigrationLedger
 from bench.corpus_history import write
-from bench.overhead import RESULTS, machine, peak_rss_mb
+from bench.overhead import RESULTS, create_db, machine, peak_rss_mb
 from bench.report import print_table
 from bench.status_speed import prisma_status
 from devstack.pgcluster import PgCluster
@@ -43,6 +50,7 @@ N = int(os.environ.get("BENCH_LONG_N", "10000"))
 PENDING = 10
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 ORACLE = REPO.parent / "shared" / "tools" / "prisma-oracle" / "prisma.sh"
+INCIDENT = REPO / "examples" / "incident" / "prisma" / "migrations"  # a small folder to warm a worker with
 
 
 async def build_template(pg: PgCluster, folder: Path) -> float:
@@ -132,16 +140,28 @@ async def main() -> dict:
         dbs = {f"long{r}": await copy_of_template(pg, f"long_{r}") for r in range(RUNS)}
         envs = {env: {"database_url": url, "gates": []} for env, url in dbs.items()}
         envs["longplan"] = {"database_url": await copy_of_template(pg, "long_plan")}
+        # Without a replay: one replay is kept per server, and the warm-up's must not replace this history's.
+        envs["warmup"] = {"database_url": await create_db(pg, "long_warmup"), "drift_proof": "never"}
         queue = "bench-long"
-        worker = WorkerProcess({"MIGRATOR_TEMPORAL_ADDRESS": temporal.address, "MIGRATOR_TASK_QUEUE": queue,
-                                "MIGRATOR_ENVIRONMENTS": json.dumps(envs), "MIGRATOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")},
-                               log_file=RESULTS / "long_history_worker.log").start()
         cli = {"MIGRATOR_TEMPORAL_ADDRESS": temporal.address, "MIGRATOR_TASK_QUEUE": queue}
         starter = [sys.executable, "starter.py"]
+        warmup_cmd = [*starter, "plan", "--env", "warmup", "--migrations-dir", str(INCIDENT), "--json"]
+
+        def start_worker() -> WorkerProcess:
+            worker = WorkerProcess({"MIGRATOR_TEMPORAL_ADDRESS": temporal.address, "MIGRATOR_TASK_QUEUE": queue,
+                                    "MIGRATOR_ENVIRONMENTS": json.dumps(envs),
+                                    "MIGRATOR_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING")},
+                                   log_file=RESULTS / "long_history_worker.log").start()
+            timed(warmup_cmd, cli)  # the worker's first workflow task pays one-off imports
+            return worker
+
+        worker = start_worker()
         try:
             status, plan, deploy, p_status, p_deploy, facts = [], [], [], [], [], {}
             plan_cmd = [*starter, "plan", "--env", "longplan", "--migrations-dir", str(folder), "--json"]
-            timed(plan_cmd, cli)  # the worker's first workflow task pays one-off imports
+            first_plan, proc = timed(plan_cmd, cli)  # replays the whole folder: the server keeps it
+            assert proc.returncode == 0, proc.stderr[-400:]
+            print(json.dumps({"first_plan_s": first_plan}), flush=True)
             for r in range(RUNS):
                 dsn = await copy_of_template(pg, f"long_status_{r}")
                 elapsed, proc = timed([*starter, "status", "--migrations-dir", str(folder), "--json"], {"DATABASE_URL": dsn})
@@ -171,13 +191,28 @@ async def main() -> dict:
             rss = peak_rss_mb(worker.proc.pid)
         finally:
             worker.stop()
+        # A fresh worker (nothing cached) plans a database where all N are deployed: it copies the
+        # replay the server kept and replays nothing.
+        worker = start_worker()
+        try:
+            kept_cmd = [*starter, "plan", "--env", "long0", "--migrations-dir", str(folder), "--json"]
+            kept_plan, proc = timed(kept_cmd, cli)
+            assert proc.returncode == 0 and not [m for m in json.loads(proc.stdout)["migrations"] if m["action"] == "apply"], \
+                proc.stderr[-400:]
+        finally:
+            worker.stop()
     finally:
         temporal.stop()
         pg.destroy()
     rows = [
         {"what": f"`status` ({N - PENDING:,} applied, {PENDING} pending)", "product_s": median(status),
          "prisma_s": median(p_status)},
-        {"what": "`plan` (workflow preflight, read-only)", "product_s": median(plan), "prisma_s": None},
+        {"what": "`plan` (workflow preflight, read-only; the replay cached in the worker)", "product_s": median(plan),
+         "prisma_s": None},
+        {"what": "first `plan` on the server (the whole folder replayed, once)", "product_s": round(first_plan, 3),
+         "prisma_s": None},
+        {"what": f"`plan` from a fresh worker, all {N:,} deployed (the server's kept replay copied)",
+         "product_s": round(kept_plan, 3), "prisma_s": None},
         {"what": f"deploy of the last {PENDING} (`deploy --wait`; Prisma: `migrate deploy`)",
          "product_s": median(deploy), "prisma_s": median(p_deploy)},
     ]

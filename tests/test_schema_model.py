@@ -65,6 +65,19 @@ def test_identical_models_have_no_difference():
     assert compare(model(*objects), model(*objects)) == []
 
 
+def test_the_same_objects_in_another_order_are_no_difference_and_one_change_among_many_is_found():
+    """compare looks object by object only at kinds that are not equal as a whole: objects in
+    another order are still the same schema, and one changed column among many is the only one named."""
+    columns = [column(f"c{i}", "integer") for i in range(200)]
+    objects = (PUBLIC, table(), *columns)
+    shuffled = list(columns)
+    random.Random(14).shuffle(shuffled)
+    assert compare(model(*objects), model(PUBLIC, table(), *shuffled)) == []
+    changed = [*columns[:150], column("c150", "bigint"), *columns[151:]]
+    [diff] = compare(model(*objects), model(PUBLIC, table(), *changed))
+    assert diff.sentence == "column public.orders.c150 differs: expected integer, live has bigint"
+
+
 def test_a_missing_table_is_one_difference_not_one_per_column_and_index():
     expected = model(
         PUBLIC,

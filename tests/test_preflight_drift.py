@@ -17,9 +17,12 @@ async def _plan(database_url: str, **env):
 
 
 async def _databases(database_url: str) -> set[str]:
+    """The server's databases but the kept replay template (kept on purpose, one per server and
+    history: activities/shadow_template.py): what a run must leave as it found it."""
     conn = await asyncpg.connect(database_url)
     try:
-        return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")
+                if not r["datname"].startswith("migrator_template_")}
     finally:
         await conn.close()
 

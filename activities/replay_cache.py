@@ -32,9 +32,13 @@ class ReplayCache:
     order; the server identity (host, port, role, Prisma schema, server version, template) makes it
     name the place it was replayed. One worker process serves every run it executes from it."""
 
-    def __init__(self, max_entries: int = 32) -> None:
+    def __init__(self, max_entries: int = 32, max_objects: int = 500_000) -> None:
+        # Both bounds: many small histories, or a few long ones (a 10,000-migration history's model
+        # holds ~85 MB in ~10^5 objects: the count of objects is what the memory follows).
         self.max_entries = max_entries
+        self.max_objects = max_objects
         self._items: OrderedDict[tuple[str, str], SchemaModel] = OrderedDict()
+        self._weights: dict[tuple[str, str], int] = {}
         self._roles: dict[str, str] = {}  # server -> the role its shadow sessions run as
 
     @staticmethod
@@ -53,10 +57,14 @@ class ReplayCache:
         return model
 
     def put(self, server: str, link: str, model: SchemaModel) -> None:
-        self._items[(server, link)] = model
-        self._items.move_to_end((server, link))
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
+        key = (server, link)
+        self._items[key] = model
+        self._items.move_to_end(key)
+        self._weights[key] = sum(len(objects) for objects in model.kinds())
+        while len(self._items) > 1 and (len(self._items) > self.max_entries
+                                        or sum(self._weights.values()) > self.max_objects):
+            oldest, _ = self._items.popitem(last=False)  # the newest always stays: the run needs it
+            del self._weights[oldest]
 
     def role(self, server: str) -> str | None:
         return self._roles.get(server)
@@ -66,6 +74,7 @@ class ReplayCache:
 
     def clear(self) -> None:
         self._items.clear()
+        self._weights.clear()
         self._roles.clear()
 
     def __len__(self) -> int:

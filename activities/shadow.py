@@ -28,8 +28,10 @@ ShadowError with one sentence. Neither ever contains the DSN or the password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -82,6 +84,18 @@ def shadow_database_name(run_key: str) -> str:
     return SHADOW_PREFIX + hashlib.sha256(run_key.encode("utf-8")).hexdigest()[:16]
 
 
+_IN_FLIGHT: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _single_flight(server: str, history: str) -> asyncio.Lock:
+    """One replay at a time per (server, whole history) in this worker; the lock lives as long as
+    a call holds or waits for it. Callers wait inside their activity's periodic heartbeats."""
+    lock = _IN_FLIGHT.get((server, history))
+    if lock is None:
+        lock = _IN_FLIGHT[(server, history)] = asyncio.Lock()
+    return lock
+
+
 async def expected_schemas(
     dsn: str,
     migrations: Sequence[MigrationScript],
@@ -115,21 +129,24 @@ async def expected_schemas(
     admin = None if server is not None else await _connect(dsn, "the live database", lock_timeout=lock_wait)
     try:
         server = server or await server_identity(admin, dsn, template)
-        models = {k: m for k in wanted if cache is not None and (m := cache.get(server, chain[k])) is not None}
-        todo = [k for k in wanted if k not in models]
-        result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)),
-                                 shadow_role=cache.role(server) if cache is not None else None)
-        if todo:
-            admin = admin or await _connect(dsn, "the live database", lock_timeout=lock_wait)
-            kept = template_name(server) if keep_template else None
-            result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress, result,
-                                   chain, kept)
-            if cache is not None:
-                if result.shadow_role:
-                    cache.put_role(server, result.shadow_role)
-                for k in todo:
-                    if k in result.models:
-                        cache.put(server, chain[k], result.models[k])
+        # Runs of the same history on the same server (a fleet's first wave) wait for the one
+        # replaying it and take its models from the cache, instead of each replaying it again.
+        async with _single_flight(server, chain[-1]) if cache is not None else contextlib.nullcontext():
+            models = {k: m for k in wanted if cache is not None and (m := cache.get(server, chain[k])) is not None}
+            todo = [k for k in wanted if k not in models]
+            result = ExpectedSchemas(shadow_database=name, models=models, from_cache=tuple(sorted(models)),
+                                     shadow_role=cache.role(server) if cache is not None else None)
+            if todo:
+                admin = admin or await _connect(dsn, "the live database", lock_timeout=lock_wait)
+                kept = template_name(server) if keep_template else None
+                result = await _replay(admin, dsn, name, migrations, todo, template, statement_timeout, on_progress,
+                                       result, chain, kept)
+                if cache is not None:
+                    if result.shadow_role:
+                        cache.put_role(server, result.shadow_role)
+                    for k in todo:
+                        if k in result.models:
+                            cache.put(server, chain[k], result.models[k])
     finally:
         if admin is not None:
             await _quietly_close(admin)

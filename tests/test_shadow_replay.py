@@ -142,6 +142,20 @@ async def test_the_cache_is_keyed_by_the_checksum_chain(database_url: str) -> No
     assert str(diff.ref) == 'index public."User_name_idx" on public."User"'
 
 
+async def test_runs_of_one_history_at_once_replay_it_once(database_url: str) -> None:
+    """A fleet's first wave: eight runs of the same folder on one server start together; one
+    replays, the others wait for it and take its models from the cache."""
+    cache = ReplayCache()
+    replays = await asyncio.gather(*(expected_schemas(database_url, HISTORY, [2, 4], run_key=f"wave-{i}", cache=cache)
+                                     for i in range(8)))
+    assert sorted(r.replayed for r in replays) == [0] * 7 + [4]
+    assert all(r.models == replays[0].models for r in replays)
+    other = await asyncio.gather(  # another history is not held up by this one's lock
+        expected_schemas(database_url, HISTORY[:3], [3], run_key="other", cache=cache),
+        expected_schemas(database_url, HISTORY, [4], run_key="again", cache=cache))
+    assert other[0].replayed == 3 and other[1].replayed == 0
+
+
 async def test_a_leftover_shadow_is_dropped_first_and_none_is_left_after(pg_server, database_url: str) -> None:
     name = shadow_database_name("run-42")
     assert name == shadow_database_name("run-42") != shadow_database_name("run-43")

@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from domain.models import BlockerCode, Outcome
+from tests.customers import CUSTOMERS, DROP_PHONE, LATER
 from tests.helpers import (
     approval,
     final_status,
@@ -109,13 +110,6 @@ async def test_application_rows_survive_a_verify_gate_that_does_not_pass(client,
     assert reading.pending == [] and reading.applied_by_deploy == []
 
 
-CUSTOMERS = migration("20250101000000_customers",
-                      "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, phone text);\n"
-                      "INSERT INTO customers VALUES (1, 'ann', '+1 555 0101'), (2, 'bob', NULL), (3, 'cy', '+44 20 7946');\n")
-DROP_PHONE = migration("20250102000000_drop_phone", "ALTER TABLE customers DROP COLUMN phone;\n",
-                       down="ALTER TABLE customers ADD COLUMN phone text;\n")
-LATER = migration("20250103000000_later", "CREATE TABLE audit (id int);\n", down="DROP TABLE audit;\n",
-                  verify="SELECT count(*) = 1 FROM audit;\n")
 
 
 async def test_a_dropped_columns_data_is_restored_before_the_run_says_rolled_back(client, database_url: str,

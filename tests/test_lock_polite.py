@@ -78,14 +78,14 @@ class Reader:
     """A report: reads `orders` in a transaction, then stays in it (idle in transaction) for
     `seconds`, holding ACCESS SHARE."""
 
-    def __init__(self, url: str, seconds: float) -> None:
-        self.url, self.seconds = url, seconds
+    def __init__(self, url: str, seconds: float, application_name: str = "report") -> None:
+        self.url, self.seconds, self.application_name = url, seconds, application_name
         self.started = asyncio.Event()
         self.pid: int | None = None
         self.task: asyncio.Task | None = None
 
     async def _run(self) -> None:
-        conn = await asyncpg.connect(self.url, server_settings={"application_name": "report"})
+        conn = await asyncpg.connect(self.url, server_settings={"application_name": self.application_name})
         try:
             async with conn.transaction():
                 await conn.fetchval("SELECT count(*) FROM orders")

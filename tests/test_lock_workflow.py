@@ -52,19 +52,7 @@ async def orders(database_url: str, db: asyncpg.Connection) -> AsyncIterator[str
     yield database_url
 
 
-class NamedReader(Reader):
-    """The report, with an application_name a person would recognise."""
-
-    async def _run(self) -> None:
-        conn = await asyncpg.connect(self.url, server_settings={"application_name": "nightly-report"})
-        try:
-            async with conn.transaction():
-                await conn.fetchval("SELECT count(*) FROM orders")
-                self.pid = conn.get_server_pid()
-                self.started.set()
-                await asyncio.sleep(self.seconds)
-        finally:
-            await conn.close()
+REPORT = "nightly-report"  # the blocking report's application_name, as a person would recognise it
 
 
 async def wait_for_lock_wait(handle, timeout: float = 20.0) -> dict:
@@ -82,7 +70,7 @@ async def test_a_long_reader_stalls_no_application_statement_and_is_named(dev_en
                                                                           db: asyncpg.Connection) -> None:
     client = dev_env.client
     async with new_worker(client, settings(orders, "60s")) as worker, AppLoad(orders).running() as load:
-        reader = await NamedReader(orders, 6.0).start()
+        reader = await Reader(orders, 6.0, application_name=REPORT).start()
         handle = await start(client, worker, request("dev", [ADD_NOTE]))
         waiting = await wait_for_lock_wait(handle)
         watch = asyncio.create_task(run_cli_in_process(
@@ -128,7 +116,7 @@ async def test_a_reader_outlasting_the_budget_fails_the_run_naming_it_and_change
         dev_env, orders: str, db: asyncpg.Connection) -> None:
     client = dev_env.client
     async with new_worker(client, settings(orders, "3s")) as worker, AppLoad(orders).running() as load:
-        reader = await NamedReader(orders, 12.0).start()
+        reader = await Reader(orders, 12.0, application_name=REPORT).start()
         handle = await start(client, worker, request("dev", [ADD_NOTE]))
         status = await final_status(handle)
         reader_still_open = not reader.done()
@@ -156,7 +144,7 @@ async def test_a_rollback_waits_politely_for_a_reader_too(dev_env, orders: str, 
     async with new_worker(client, config) as worker, AppLoad(orders).running() as load:
         handle = await start(client, worker, request("dev", [ADD_NOTE]))
         await wait_gate(handle, "verify")
-        reader = await NamedReader(orders, 4.0).start()
+        reader = await Reader(orders, 4.0, application_name=REPORT).start()
         await handle.signal("reject", approval("verify", "carol", comment="not now"))
         status = await final_status(handle)
         await reader.finish()

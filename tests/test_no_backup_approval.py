@@ -40,12 +40,12 @@ from domain.models import (
     RunStatus,
 )
 from runtime.settings import EnvironmentSettings, Settings
+from tests.customers import CUSTOMERS, DROP_PHONE, LATER
 from tests.helpers import (
     StageActivities,
     catalog_dump,
     final_status,
     ledger_rows,
-    migration,
     new_worker,
     request,
     run_cli_in_process,
@@ -55,13 +55,6 @@ from tests.helpers import (
 from tests.ssh_keys import keygen_verifies, make_key, sign
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
-CUSTOMERS = migration("20250101000000_customers",
-                      "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, phone text);\n"
-                      "INSERT INTO customers VALUES (1, 'ann', '+1 555 0101'), (2, 'bob', NULL), (3, 'cy', '+44 20');\n")
-DROP_PHONE = migration("20250102000000_drop_phone", "ALTER TABLE customers DROP COLUMN phone;\n",
-                       down="ALTER TABLE customers ADD COLUMN phone text;\n")
-LATER = migration("20250103000000_later", "CREATE TABLE audit (id int);\n", down="DROP TABLE audit;\n",
-                  verify="SELECT count(*) = 1 FROM audit;\n")
 
 
 # -- the rules, pure ---------------------------------------------------------------------------

@@ -22,14 +22,12 @@ from cli.rollout_view import gate_hint
 from domain import details, rollout_details
 from domain.models import ApprovalPolicy, DeployPlan, RunStatus
 from domain.rollout_models import PlanGroup, RolloutGate, RolloutStatus, WaveState
+from tests.customers import CUSTOMERS, DROP_PHONE, PHONES
 from tests.helpers import catalog_dump, new_worker, run_cli_in_process
 from tests.rollout_helpers import apply_by_hand, create_fleet, drop_fleet, fleet_settings
 from tests.ssh_keys import make_key
-from tests.test_no_backup_approval import CUSTOMERS, DROP_PHONE
 from tests.torture.harness import write_folder
 from workflows.messages import final_status
-
-PHONES = ["+1 555 0101", None, "+44 20"]
 
 
 def test_the_gate_page_and_the_cli_hint_say_what_to_acknowledge() -> None:

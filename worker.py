@@ -68,11 +68,11 @@ def build_worker(
     """The worker for `settings`; tests may pass their own `activities` (registered by name)."""
     worker_options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
     worker_options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
+    worker_options.setdefault("workflow_runner", workflow_runner())
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        workflow_runner=workflow_runner(),
         activities=activities if activities is not None else deploy_activities(settings),
         **worker_options,
     )

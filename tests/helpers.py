@@ -34,6 +34,7 @@ from domain.prisma.folder import read_migrations_dir
 from runtime.settings import EnvironmentSettings, Settings
 from worker import build_worker
 from workflows import messages
+from workflows.sandbox import workflow_runner
 from workflows.start import WORKFLOW_NAME, start_options
 
 INCIDENT_DIR = Path(__file__).resolve().parent.parent / "examples" / "incident" / "prisma" / "migrations"
@@ -63,7 +64,9 @@ def new_worker(
     task_queue: str | None = None,
     **options: Any,
 ) -> Worker:
-    """A worker on a private task queue; `activities=[...]` replaces the real ones (registered by name)."""
+    """A worker on a private task queue; `activities=[...]` replaces the real ones (registered by name).
+    Its sandbox reloads every module and checks every call (workflows/sandbox.py)."""
+    options.setdefault("workflow_runner", workflow_runner(strict=True))
     return build_worker(client, settings, task_queue=task_queue or f"tq-{uuid.uuid4()}", **options)
 
 

@@ -177,7 +177,7 @@ def fake_worker(client: Client, fleet: FakeFleet) -> Worker:
     from workflows.rollout import RolloutWorkflow
 
     return Worker(client, task_queue=f"rollout-{uuid.uuid4()}", workflows=[DeployWorkflow, RolloutWorkflow],
-                  activities=fleet.activities(), workflow_runner=workflow_runner())
+                  activities=fleet.activities(), workflow_runner=workflow_runner(strict=True))
 
 
 async def start_rollout(client: Client, worker: Worker, req: RolloutRequest) -> WorkflowHandle:

@@ -346,7 +346,7 @@ async def test_verification_runs_in_an_update_handler_in_the_sandbox(
     async def update(handle, payload: dict) -> dict:
         return await asyncio.wait_for(handle.execute_update("approve_update", payload, result_type=dict), 30)
 
-    async with Worker(client, task_queue=queue, workflows=[ApprovalProofProbe], workflow_runner=workflow_runner()):
+    async with Worker(client, task_queue=queue, workflows=[ApprovalProofProbe], workflow_runner=workflow_runner(strict=True)):
         for who in ("carol", "bob", "alice", "dave"):
             handle = await client.start_workflow(ApprovalProofProbe.run, args=[allowed_text, FINGERPRINT],
                                                  id=f"prisma-deploy-proof-{uuid.uuid4()}", task_queue=queue)

@@ -9,6 +9,7 @@ and failures before any change.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import timedelta
 
@@ -45,7 +46,8 @@ from domain.models import (
 )
 from tests.helpers import migration, request
 from workflows import messages
-from workflows.deploy import DeployWorkflow
+from workflows import search_attributes as sa
+from workflows.deploy import CURRENT_CODE_PATCH, DeployWorkflow
 from workflows.sandbox import workflow_runner
 from workflows.start import WORKFLOW_NAME, start_options
 
@@ -151,7 +153,7 @@ async def run_to_end(env: WorkflowEnvironment, fakes: FakeActivities, req: Deplo
     req = req or request("dev", [A])
     queue = f"mocked-{uuid.uuid4()}"
     async with Worker(env.client, task_queue=queue, workflows=[DeployWorkflow], activities=fakes.all(),
-                      workflow_runner=workflow_runner(),
+                      workflow_runner=workflow_runner(strict=True),
                       max_cached_workflows=0):
         options = start_options(req, task_queue=queue, workflow_id=f"mocked-{uuid.uuid4()}")
         handle = await env.client.start_workflow(WORKFLOW_NAME, req, **options)
@@ -280,11 +282,36 @@ async def test_a_deploy_the_activity_refused_before_any_change_ends_without_chan
     assert status.applied == [] and status.compensation == [] and status.human_action is None
     assert execution == WorkflowExecutionStatus.FAILED
     history = await handle.fetch_history()
-    markers = [p.data for e in history.events if e.HasField("marker_recorded_event_attributes")
-               for d in e.marker_recorded_event_attributes.details.values() for p in d.payloads]
-    assert any(b"deploy-refused-no-changes" in data for data in markers)  # older runs replay as they ran
-    await Replayer(workflows=[DeployWorkflow], workflow_runner=workflow_runner(),
-                   data_converter=pydantic_data_converter).replay_workflow(history)
+    # The current code's one marker stands for this change too; older runs replay their own marker.
+    assert patch_ids(history) == [CURRENT_CODE_PATCH]
+    for strict in (True, False):
+        await Replayer(workflows=[DeployWorkflow], workflow_runner=workflow_runner(strict=strict),
+                       data_converter=pydantic_data_converter).replay_workflow(history)
+
+
+def patch_ids(history) -> list[str]:
+    """The ids of the workflow.patched() markers in a history, in order."""
+    return [json.loads(p.data)["id"] for e in history.events if e.HasField("marker_recorded_event_attributes")
+            for d in e.marker_recorded_event_attributes.details.values() for p in d.payloads]
+
+
+async def test_a_run_of_the_current_code_marks_one_patch_and_upserts_its_start_once(env) -> None:
+    """A fleet multiplies every event of a run: a run of this code writes one workflow.patched()
+    marker whatever the changes it takes, and its environment, operation, requester and first
+    stage go out in one search-attribute upsert, before preflight is scheduled."""
+    fakes = FakeActivities()
+    status, _, handle = await run_to_end(env, fakes)
+    assert status.outcome == Outcome.succeeded
+    history = await handle.fetch_history()
+    assert patch_ids(history) == [CURRENT_CODE_PATCH]
+    first_activity = next(i for i, e in enumerate(history.events)
+                          if e.HasField("activity_task_scheduled_event_attributes"))
+    ours = [set(e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields)
+            for e in history.events[:first_activity] if e.HasField("upsert_workflow_search_attributes_event_attributes")]
+    ours = [keys for keys in ours if "TemporalChangeVersion" not in keys]
+    assert ours == [{"MigrationEnvironment", "MigrationOperation", "MigrationRequestedBy", "MigrationStage"}]
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(sa.ENVIRONMENT) == "dev" and attributes.get(sa.STAGE) == "done"
 
 
 async def test_a_refused_deploy_after_a_resolve_undoes_the_resolve_only(env) -> None:
@@ -321,10 +348,8 @@ async def test_the_end_of_run_drop_runs_unless_every_activity_that_may_replay_le
     fakes = FakeActivities(shadow_clean=(True, True))
     status, _, handle = await run_to_end(env, fakes)
     assert status.outcome == Outcome.succeeded and fakes.calls == ["preflight", "deploy", "verify"]
-    upserts = [e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
-               for e in (await handle.fetch_history()).events if e.HasField("upsert_workflow_search_attributes_event_attributes")]
-    patches = [v.data.decode() for f in upserts for k, v in f.items() if k == "TemporalChangeVersion"]
-    assert any(messages.PATCH_DROP_ONLY_LEFT_SHADOW in p for p in patches)  # runs before the patch replay with the drop
+    # The current code's marker covers PATCH_DROP_ONLY_LEFT_SHADOW: runs before it replay with the drop.
+    assert patch_ids(await handle.fetch_history()) == [CURRENT_CODE_PATCH]
     for clean in ((True, False), (False, True)):
         fakes = FakeActivities(shadow_clean=clean)
         await run_to_end(env, fakes)

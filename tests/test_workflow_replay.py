@@ -53,7 +53,7 @@ from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 # The folder new recordings go to; an existing recording is never overwritten.
-RECORDING_VERSION = "v5-rollout-speed"
+RECORDING_VERSION = "v6-one-marker"
 RECORDED = sorted(HISTORIES.glob("*/*.json"))
 
 
@@ -182,7 +182,7 @@ async def test_recording_scenarios_still_end_as_recorded_and_replay(dev_client, 
     histories replay; with RECORD_HISTORIES=1 they also overwrite the committed files."""
     text = await SCENARIOS[name](dev_client, database_url)
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
+                        workflow_runner=workflow_runner(strict=True))
     await replayer.replay_workflow(history_of(name, text))
     if os.environ.get("RECORD_HISTORIES"):
         target = HISTORIES / RECORDING_VERSION / f"{name}.json"
@@ -195,12 +195,14 @@ def test_every_scenario_has_a_recording() -> None:
     assert {p.stem for p in RECORDED} >= set(SCENARIOS)
 
 
+@pytest.mark.parametrize("strict", [True, False], ids=["strict-sandbox", "worker-sandbox"])
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: f"{p.parent.name}/{p.stem}")
-async def test_recorded_history_replays_with_the_current_code(path: Path) -> None:
+async def test_recorded_history_replays_with_the_current_code(path: Path, strict: bool) -> None:
+    """Under the tests' strict sandbox and under the worker's (own modules passed through)."""
     text = path.read_text()
     assert PG_TEST_PASSWORD not in text  # committed histories hold no secrets either
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
+                        workflow_runner=workflow_runner(strict=strict))
     await replayer.replay_workflow(history_of(path.stem, text))
 
 
@@ -217,5 +219,5 @@ async def test_a_fresh_history_with_signals_updates_and_compensation_replays(dev
         text = await history_json(handle)
     assert final.outcome == Outcome.rejected
     replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
-                        workflow_runner=workflow_runner())
+                        workflow_runner=workflow_runner(strict=True))
     await replayer.replay_workflow(history_of(handle.id, text))

@@ -94,6 +94,12 @@ NO_BACKUP_PATCH = "no-backup-approval"
 # changed nothing: the deploy is not compensated, and a run that changed nothing else ends
 # failed_no_changes (before: failed_needs_attention, after compensating what never ran).
 REFUSED_NO_CHANGES_PATCH = "deploy-refused-no-changes"
+# Runs started with this code mark it once, at their start: they take every change above (and
+# those in workflows/messages.py) without a marker each (each marker also upserts
+# TemporalChangeVersion: two events per change per run, which a fleet of databases multiplies), and
+# their first search attributes go out with the preflight stage in one upsert. Runs recorded
+# before it replay each change's own marker as they recorded it.
+CURRENT_CODE_PATCH = "deploy-v6-one-marker"
 
 # How long a run waits for the parts of a bundle too large for one payload; the starter sends
 # them right after the start, so this only runs out when it was stopped midway.
@@ -154,12 +160,19 @@ class DeployWorkflow:
         # A bundle sent in parts: what each accepted part holds (its SQL stays in history, where the
         # activities and the audit read it back; domain/bundle.py).
         self._parts: dict[int, list[BundledMigration]] = {}
+        self._current = False  # the run started with this code (CURRENT_CODE_PATCH)
+        self._pending_attributes: list[Any] = []  # sent with the next upsert
 
     # -- the run --------------------------------------------------------------------------------
     @workflow.run
     async def run(self, request: DeployRequest) -> RunStatus:
-        self._upsert(sa.ENVIRONMENT.value_set(request.environment), sa.OPERATION.value_set(str(request.operation)),
-                     sa.REQUESTED_BY.value_set(request.requested_by))
+        self._current = workflow.patched(CURRENT_CODE_PATCH)
+        first = [sa.ENVIRONMENT.value_set(request.environment), sa.OPERATION.value_set(str(request.operation)),
+                 sa.REQUESTED_BY.value_set(request.requested_by)]
+        if self._current:
+            self._pending_attributes = first  # with the preflight stage (or the end, if it never starts)
+        else:
+            self._upsert(*first)
         cancelled = False
         try:
             if request.bundle.in_parts:  # only runs started in parts wait here: none were in flight before
@@ -222,7 +235,7 @@ class DeployWorkflow:
         self._heartbeat = result.heartbeat_timeout
         plan = result.plan
         self._plan, self._policy = plan, result.policy
-        if workflow.patched("approval-proofs"):
+        if self._patched("approval-proofs"):
             info = workflow.info()
             # Signed over the run's first execution id: a reset run keeps it, so approvals replay alike.
             self._proofs = approval.proof_context(info.workflow_id, info.first_execution_run_id or info.run_id,
@@ -235,7 +248,7 @@ class DeployWorkflow:
             resolve_ids={m.name: str(workflow.uuid4()) for m in plan.by_action(Action.resolve_applied)},
             resolve_at=workflow.now(),
         )
-        if self._req.approved_plan is not None and not plan.blockers and workflow.patched(ROLLOUT_APPROVALS_PATCH):
+        if self._req.approved_plan is not None and not plan.blockers and self._patched(ROLLOUT_APPROVALS_PATCH):
             self._take_rollout_approvals()
         if plan.blockers:
             raise _Stop(
@@ -301,7 +314,7 @@ class DeployWorkflow:
         self._status.progress = Progress(done=0, total=len(todo), current=todo[0].name if todo else None)
         self._deploy_started = True
         acknowledged = approval.no_backup_approved(self._status.approvals) \
-            if plan.no_backup and workflow.patched(NO_BACKUP_PATCH) else []
+            if plan.no_backup and self._patched(NO_BACKUP_PATCH) else []
         result = await workflow.execute_activity_method(
             ApplyActivities.deploy,
             DeployInput(environment=plan.environment, plan=slim_plan(plan, *RUNS_IN_DEPLOY), migrations=todo,
@@ -315,7 +328,7 @@ class DeployWorkflow:
         )
         self._status.applied = result.applied
         self._status.progress = Progress(done=len(result.applied), total=len(todo), current=None)
-        if result.refused and result.stopped and workflow.patched(REFUSED_NO_CHANGES_PATCH):
+        if result.refused and result.stopped and self._patched(REFUSED_NO_CHANGES_PATCH):
             self._deploy_started = False  # it returned before connecting: nothing of the deploy to undo
             raise _Stop(Outcome.failed_rolled_back, result.stopped)  # failed_no_changes unless resolve ran
         if result.stopped:
@@ -333,7 +346,7 @@ class DeployWorkflow:
             self._status.notes.append("dry run: verify skipped (nothing was applied)")
             return
         self._details(details.verifying(plan.environment))
-        slim = workflow.patched(messages.PATCH_VERIFY_READS_BUNDLE)
+        slim = self._patched(messages.PATCH_VERIFY_READS_BUNDLE)
         self._shadow_clean, clean = False, self._shadow_clean  # until verify says so
         result = await workflow.execute_activity_method(
             VerifyActivities.verify,
@@ -513,7 +526,7 @@ class DeployWorkflow:
                 outcome = Outcome.failed_needs_attention
                 self._status.human_action = "; ".join(x for x in (stop.human_action, human) if x)
             elif outcome == Outcome.failed_rolled_back and self._changed_nothing() \
-                    and workflow.patched(NOTHING_CHANGED_PATCH):
+                    and self._patched(NOTHING_CHANGED_PATCH):
                 outcome = Outcome.failed_no_changes
         elif outcome == Outcome.failed_rolled_back:
             outcome = Outcome.failed_no_changes  # nothing to roll back: say so
@@ -567,9 +580,9 @@ class DeployWorkflow:
 
     async def _finish(self, cancelled: bool) -> RunStatus:
         self._accepting = False
-        if self._preflight_started and workflow.patched(messages.PATCH_DROP_SHADOW):
+        if self._preflight_started and self._patched(messages.PATCH_DROP_SHADOW):
             # Called only when it would skip: runs that drop (and every recorded one) replay as before.
-            if not (self._shadow_clean and workflow.patched(messages.PATCH_DROP_ONLY_LEFT_SHADOW)):
+            if not (self._shadow_clean and self._patched(messages.PATCH_DROP_ONLY_LEFT_SHADOW)):
                 await self._drop_shadow()
         st = self._status
         st.stage = Stage.done
@@ -605,6 +618,11 @@ class DeployWorkflow:
         self._page = markdown
         workflow.set_current_details(details.page(markdown, self._status.approvals))
 
+    def _patched(self, patch_id: str) -> bool:
+        """workflow.patched(patch_id), taken without a marker of its own by runs of the current code."""
+        return self._current or workflow.patched(patch_id)
+
     def _upsert(self, *updates: Any) -> None:
-        workflow.upsert_search_attributes(list(updates))
+        pending, self._pending_attributes = self._pending_attributes, []
+        workflow.upsert_search_attributes([*pending, *updates])
 

@@ -4,6 +4,7 @@ polling a run, catalog dumps and history scanning."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import uuid
 from datetime import timedelta
@@ -268,3 +269,9 @@ async def plan_of(settings: Settings, req: DeployRequest):
     from temporalio.testing import ActivityEnvironment
 
     return (await ActivityEnvironment().run(StageActivities(settings).preflight, req)).plan
+
+
+def patch_ids(history: Any) -> list[str]:
+    """The ids of the workflow.patched() markers in a history, in order."""
+    return [json.loads(p.data)["id"] for e in history.events if e.HasField("marker_recorded_event_attributes")
+            for d in e.marker_recorded_event_attributes.details.values() for p in d.payloads]

@@ -9,7 +9,6 @@ and failures before any change.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from datetime import timedelta
 
@@ -44,7 +43,7 @@ from domain.models import (
     VerifyInput,
     VerifyResult,
 )
-from tests.helpers import migration, request
+from tests.helpers import migration, patch_ids, request
 from workflows import messages
 from workflows import search_attributes as sa
 from workflows.deploy import CURRENT_CODE_PATCH, DeployWorkflow
@@ -288,11 +287,6 @@ async def test_a_deploy_the_activity_refused_before_any_change_ends_without_chan
         await Replayer(workflows=[DeployWorkflow], workflow_runner=workflow_runner(strict=strict),
                        data_converter=pydantic_data_converter).replay_workflow(history)
 
-
-def patch_ids(history) -> list[str]:
-    """The ids of the workflow.patched() markers in a history, in order."""
-    return [json.loads(p.data)["id"] for e in history.events if e.HasField("marker_recorded_event_attributes")
-            for d in e.marker_recorded_event_attributes.details.values() for p in d.payloads]
 
 
 async def test_a_run_of_the_current_code_marks_one_patch_and_upserts_its_start_once(env) -> None:

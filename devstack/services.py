@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from devstack.pgcluster import free_port
-from devstack.temporal import search_attribute_flags, temporal_cli_path
+from devstack.temporal import dev_server_flags, temporal_cli_path
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ class TemporalDevServer:
             temporal_cli_path(), "server", "start-dev",
             "--ip", "127.0.0.1", "--port", str(self.port), "--ui-port", str(self.ui_port),
             "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-            "--log-level", "error", *search_attribute_flags(),
+            "--log-level", "error", *dev_server_flags(),
         ]
         if self.db_file:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.pgcluster import PgCluster
 from devstack.temporal import (
-    search_attribute_flags,
+    dev_server_flags,
     temporal_cli_path,
     temporal_test_server_path,
 )
@@ -128,7 +128,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=temporal_cli_path(),
-        dev_server_extra_args=search_attribute_flags(),
+        dev_server_extra_args=dev_server_flags(),
         ui=False,
     )
     try:

@@ -29,7 +29,7 @@ from temporalio.client import Client
 from cli.common import CliError
 from cli.show import load_audit
 from devstack.services import REPO, WorkerProcess, free_port, wait_for_port
-from devstack.temporal import search_attribute_flags, temporal_cli_path
+from devstack.temporal import dev_server_flags, temporal_cli_path
 from domain.models import ApprovalAnswer, Outcome, RunStatus
 from runtime import connection as temporal_client
 from runtime.codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, key_id
@@ -396,7 +396,7 @@ async def test_the_temporal_ui_decodes_a_run_through_the_codec_server() -> None:
     codec_server = CodecServerProcess(key, origin=ui)
     server = subprocess.Popen([temporal_cli_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
                                "--ui-port", str(ui_port), "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-                               "--log-level", "error", "--ui-codec-endpoint", codec_server.url, *search_attribute_flags()],
+                               "--log-level", "error", "--ui-codec-endpoint", codec_server.url, *dev_server_flags()],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         await asyncio.to_thread(wait_for_port, port, 60)

@@ -30,7 +30,10 @@ failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -224,22 +227,26 @@ class ApplyActivities:
     def __init__(self, targets: TargetDatabases) -> None:
         self.targets = targets
 
-    async def _prepare(self, conn: asyncpg.Connection, reader: asyncpg.Connection, inp: DeployInput) -> bool:
+    async def _prepare(self, conn: asyncpg.Connection, schema_now: asyncio.Task | None, inp: DeployInput) -> bool:
         """Before this run's first change: the bookkeeping schema, expired backups dropped, and the
-        schema as it is now, read on `reader`, the observer's session (kept by the first attempt;
-        compensation returns to it). False when the role may not create the bookkeeping schema: the
-        run goes on without it unless it must back something up (compensation then judges every row
-        as the application's, and cannot compare the schema with the one before)."""
+        schema as it is now (`schema_now`, read on the observer's session meanwhile; kept by the
+        first attempt; compensation returns to it). False when the role may not create the
+        bookkeeping schema: the run goes on without it unless it must back something up
+        (compensation then judges every row as the application's, and cannot compare the schema
+        with the one before)."""
         if not await bookkeeping.ensure(conn):
             if any(pm.backups for pm in inp.plan.migrations):
                 raise bookkeeping.BookkeepingError(bookkeeping.NO_PRIVILEGE + "; nothing was changed")
             activity.logger.warning("deploying without bookkeeping", extra={"reason": bookkeeping.NO_PRIVILEGE})
+            await _settled(schema_now)  # the observer's session is free before it watches locks
             return False
         retention = self.targets.environment(inp.environment).backup_retention
         await bookkeeping.drop_expired(conn, retention, keep=set(inp.marks.deploy_ids.values()))
         key = run_key(inp.marks)
-        if key and await bookkeeping.schema_before(conn, key) is None:
-            await bookkeeping.remember_schema(conn, key, (await read_schema_model(reader)).model_dump_json())
+        if key and schema_now is not None and await bookkeeping.schema_before(conn, key) is None:
+            await bookkeeping.remember_schema(conn, key, (await schema_now).model_dump_json())
+        else:  # a retry: the first attempt's schema stays
+            await _settled(schema_now)
         return True
 
     @activity.defn(name="deploy")
@@ -269,7 +276,8 @@ class ApplyActivities:
                     self.targets.connection(inp.environment) as conn, \
                     Heartbeater(details):
                 inp = await self._with_sql(inp)
-                async with self.targets.advisory_lock(conn, inp.environment):
+                async with self.targets.advisory_lock(conn, inp.environment), \
+                        _reading_schema(observer, wanted=run_key(inp.marks) is not None) as schema_now:
                     ledger = MigrationLedger(conn)
                     await ledger.ensure_table()
                     snapshot = await ledger.read()
@@ -277,7 +285,7 @@ class ApplyActivities:
                     if changed:
                         return DeployResult(stopped=changed)
                     own = {r.id: r for r in snapshot.rows if r.id in inp.marks.deploy_ids.values()}
-                    with_bookkeeping = await self._prepare(conn, observer, inp)
+                    with_bookkeeping = await self._prepare(conn, schema_now, inp)
                     executor = executor_for(conn, observer, policy)
                     running.append(executor)
                     result = DeployResult()
@@ -342,3 +350,27 @@ def _applied_from_row(row: LedgerRow) -> AppliedMigration:
     finished = row.finished_at or row.started_at
     return AppliedMigration(name=row.migration_name, checksum=row.checksum, ledger_id=row.id, started_at=row.started_at,
                             finished_at=finished, duration_ms=(finished - row.started_at) / timedelta(milliseconds=1))
+
+
+@contextlib.asynccontextmanager
+async def _reading_schema(observer: asyncpg.Connection, *, wanted: bool) -> AsyncIterator[asyncio.Task | None]:
+    """The schema before the run's first change, read on the observer's session while the
+    migrations' session prepares the ledger and the bookkeeping (neither is in the schema model),
+    under Prisma's advisory lock, so no other deploy changes the schema meanwhile. The read is
+    over before the observer watches locks: `_prepare` awaits it, and leaving waits for it."""
+    task = asyncio.create_task(read_schema_model(observer)) if wanted else None
+    try:
+        yield task
+    finally:
+        if task is not None and not task.done():  # the run stopped before it needed the schema
+            task.cancel()
+        await _settled(task)
+
+
+async def _settled(task: asyncio.Task | None) -> None:
+    """Wait for `task` to end; its result and error are not wanted here (`_prepare` raises the
+    error of a read it needs)."""
+    if task is not None:
+        await asyncio.wait([task])  # raises only this activity's own cancellation
+        if not task.cancelled():
+            task.exception()  # retrieved: not reported as never retrieved

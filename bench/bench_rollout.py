@@ -11,8 +11,6 @@ each on freshly reset databases. Every tenant receives two migrations; the secon
 orchestrator nothing, as a migration's lock waits and I/O on a real server do. BENCH_ROLLOUT_SLEEP=0
 measures pure orchestration cost instead (then the 2 shared cores of this machine are the limit).
 
-The worker compiles each module once (bench's `compiled_once`), as an installed package does.
-
 Reported: wall time of each, speed-up (1) / (8) against the ideal (the concurrency); the mean
 duration of one database's run and how many were open on average (their summed durations over the
 wall time: the rollout keeps its slots busy, or it does not); the machine's load average (the
@@ -26,7 +24,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -123,7 +120,6 @@ async def main() -> dict:
     temporal = TemporalDevServer().start()
     worker = None
     rows = []
-    pycache = tempfile.TemporaryDirectory(prefix="bench-pycache-")
     try:
         big = await create_fleet(pg, "tenant", DBS)
         await create_fleet(pg, "small", SMALL)
@@ -133,7 +129,7 @@ async def main() -> dict:
         task_queue = "bench-rollout"
         worker = WorkerProcess({"MIGRATOR_TEMPORAL_ADDRESS": temporal.address, "MIGRATOR_TASK_QUEUE": task_queue,
                                 "MIGRATOR_ENVIRONMENTS": "{}", "MIGRATOR_FLEETS": json.dumps(fleets),
-                                "MIGRATOR_LOG_LEVEL": "WARNING", **compiled_once(pycache)}).start()
+                                "MIGRATOR_LOG_LEVEL": "WARNING"}).start()
         client = await Client.connect(temporal.address, data_converter=pydantic_data_converter)
         for concurrency in (1, CONCURRENCY):
             await reset(pg, big)
@@ -148,21 +144,11 @@ async def main() -> dict:
             worker.stop()
         temporal.stop()
         pg.destroy()
-        pycache.cleanup()
     one, many = rows[0], rows[1]
     speedup = one["seconds"] / many["seconds"]
     summary = {"speedup": round(speedup, 2), "ideal": CONCURRENCY, "fraction_of_ideal": round(speedup / CONCURRENCY, 3),
                "per_database_s_one_at_a_time": round(one["seconds"] / one["databases"], 3)}
     return {"benchmark": "rollout", "machine": machine(), "rows": rows, "summary": summary}
-
-
-def compiled_once(pycache: tempfile.TemporaryDirectory) -> dict[str, str]:
-    """The worker's environment so that it compiles each module once, as an installed package
-    (pip compiles at install): the workflow sandbox imports the workflow module anew for every run
-    it starts, and with PYTHONDONTWRITEBYTECODE (set on this machine) and an editable install it
-    would compile it from source each time (~10 ms of CPU per database). Bytecode goes to a
-    temporary directory, never into the repository."""
-    return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": pycache.name}
 
 
 def machine() -> dict:

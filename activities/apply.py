@@ -238,15 +238,12 @@ class ApplyActivities:
             if any(pm.backups for pm in inp.plan.migrations):
                 raise bookkeeping.BookkeepingError(bookkeeping.NO_PRIVILEGE + "; nothing was changed")
             activity.logger.warning("deploying without bookkeeping", extra={"reason": bookkeeping.NO_PRIVILEGE})
-            await _settled(schema_now)  # the observer's session is free before it watches locks
             return False
         retention = self.targets.environment(inp.environment).backup_retention
         await bookkeeping.drop_expired(conn, retention, keep=set(inp.marks.deploy_ids.values()))
         key = run_key(inp.marks)
         if key and schema_now is not None and await bookkeeping.schema_before(conn, key) is None:
             await bookkeeping.remember_schema(conn, key, (await schema_now).model_dump_json())
-        else:  # a retry: the first attempt's schema stays
-            await _settled(schema_now)
         return True
 
     @activity.defn(name="deploy")
@@ -286,6 +283,7 @@ class ApplyActivities:
                         return DeployResult(stopped=changed)
                     own = {r.id: r for r in snapshot.rows if r.id in inp.marks.deploy_ids.values()}
                     with_bookkeeping = await self._prepare(conn, schema_now, inp)
+                    await _settled(schema_now)  # not needed (a retry's, or no bookkeeping): the observer is free
                     executor = executor_for(conn, observer, policy)
                     running.append(executor)
                     result = DeployResult()
@@ -357,7 +355,7 @@ async def _reading_schema(observer: asyncpg.Connection, *, wanted: bool) -> Asyn
     """The schema before the run's first change, read on the observer's session while the
     migrations' session prepares the ledger and the bookkeeping (neither is in the schema model),
     under Prisma's advisory lock, so no other deploy changes the schema meanwhile. The read is
-    over before the observer watches locks: `_prepare` awaits it, and leaving waits for it."""
+    over before the observer watches locks (the deploy waits for it), and leaving waits for it."""
     task = asyncio.create_task(read_schema_model(observer)) if wanted else None
     try:
         yield task

@@ -500,6 +500,14 @@ def test_compose_registers_the_workflows_search_attributes() -> None:
     assert registered == {f"{key.name}=Keyword" for key in ALL}
 
 
+def test_compose_starts_the_dev_server_with_devstacks_dynamic_config() -> None:
+    from devstack.temporal import DEV_SERVER_DYNAMIC_CONFIG
+
+    command = load(COMPOSE)["services"]["temporal"]["command"]
+    values = [c.split("=", 1)[1] for c in command if c.startswith("--dynamic-config-value=")]
+    assert values == [f"{key}={value}" for key, value in DEV_SERVER_DYNAMIC_CONFIG.items()]
+
+
 def test_compose_worker_settings_parse_and_only_the_worker_has_database_urls() -> None:
     services = load(COMPOSE)["services"]
     worker_env = services["worker"]["environment"]
